@@ -1,0 +1,200 @@
+//! Carriers for rdkafka record headers.
+//!
+//! Kafka headers are an ordered, append-only list in which names may repeat
+//! and values are raw bytes (or null). Reading takes the LAST header of a
+//! name; writing rebuilds the list without the replaced names, keeping every
+//! other header's name, value and position.
+
+use opentelemetry::propagation::{Extractor, Injector};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+
+use crate::propagation::{HeaderReader, HeaderWriter, Transport};
+
+/// Reads trace headers from any rdkafka [`Headers`] (borrowed from a
+/// consumed message, or owned).
+pub struct KafkaHeaderExtractor<'a, H: ?Sized>(pub &'a H);
+
+impl<H: Headers + ?Sized> HeaderReader for KafkaHeaderExtractor<'_, H> {
+    fn header_bytes(&self, name: &str) -> Option<&[u8]> {
+        (0..self.0.count())
+            .rev()
+            .filter_map(|i| self.0.try_get(i))
+            .find(|h| h.key.eq_ignore_ascii_case(name))
+            .and_then(|h| h.value)
+    }
+
+    fn header_names(&self) -> Vec<&str> {
+        (0..self.0.count())
+            .filter_map(|i| self.0.try_get(i))
+            .map(|h| h.key)
+            .collect()
+    }
+}
+
+impl<H: Headers + ?Sized> Extractor for KafkaHeaderExtractor<'_, H> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.header_bytes(key)
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.header_names()
+    }
+}
+
+/// Writes trace headers into a record's headers with replace semantics.
+///
+/// Collects writes and removals, then [`KafkaHeaderInjector::finish`] builds
+/// the final [`OwnedHeaders`]: the original headers minus every replaced name
+/// (any case), in their original order, followed by the new trace headers.
+/// When nothing is replaced the original list is extended in place.
+#[derive(Default)]
+pub struct KafkaHeaderInjector {
+    existing: Option<OwnedHeaders>,
+    removed: Vec<String>,
+    added: Vec<(String, String)>,
+}
+
+impl KafkaHeaderInjector {
+    /// Starts from a record's current headers (if any).
+    pub fn new(existing: Option<OwnedHeaders>) -> Self {
+        Self {
+            existing,
+            removed: Vec::new(),
+            added: Vec::new(),
+        }
+    }
+
+    /// The record's headers after injection.
+    pub fn finish(self) -> OwnedHeaders {
+        let existing = self.existing.unwrap_or_default();
+        let is_replaced = |key: &str| self.removed.iter().any(|r| r.eq_ignore_ascii_case(key));
+        let mut headers = if existing.iter().any(|h| is_replaced(h.key)) {
+            let mut rebuilt = OwnedHeaders::new_with_capacity(existing.count() + self.added.len());
+            for header in existing.iter().filter(|h| !is_replaced(h.key)) {
+                rebuilt = rebuilt.insert(header);
+            }
+            rebuilt
+        } else {
+            existing
+        };
+        for (key, value) in &self.added {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            });
+        }
+        headers
+    }
+}
+
+impl Injector for KafkaHeaderInjector {
+    fn set(&mut self, key: &str, value: String) {
+        self.remove(key);
+        self.added.push((key.to_owned(), value));
+    }
+}
+
+impl HeaderWriter for KafkaHeaderInjector {
+    fn transport(&self) -> Transport {
+        Transport::Kafka
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.added.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        if !self.removed.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+            self.removed.push(name.to_owned());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::Context;
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+
+    use super::*;
+    use crate::propagation::Propagation;
+
+    fn headers(pairs: &[(&str, Option<&[u8]>)]) -> OwnedHeaders {
+        pairs.iter().fold(OwnedHeaders::new(), |h, (key, value)| {
+            h.insert(Header { key, value: *value })
+        })
+    }
+
+    fn pairs(h: &OwnedHeaders) -> Vec<(String, Option<Vec<u8>>)> {
+        h.iter()
+            .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+            .collect()
+    }
+
+    fn cx() -> Context {
+        Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        ))
+    }
+
+    #[test]
+    fn extractor_reads_the_last_duplicate_and_skips_null_values() {
+        let h = headers(&[
+            ("traceparent", Some(b"old")),
+            ("TRACEPARENT", Some(b"new")),
+            ("nothing", None),
+        ]);
+        let ex = KafkaHeaderExtractor(&h);
+        assert_eq!(ex.header_bytes("traceparent"), Some(&b"new"[..]));
+        assert_eq!(ex.header_bytes("nothing"), None);
+        assert_eq!(
+            ex.header_names(),
+            vec!["traceparent", "TRACEPARENT", "nothing"]
+        );
+    }
+
+    #[test]
+    fn inject_leaves_exactly_one_traceparent_and_keeps_others_byte_exact() {
+        let h = headers(&[
+            (
+                "traceparent",
+                Some(b"00-11111111111111111111111111111111-1111111111111111-01"),
+            ),
+            ("app", Some(b"a")),
+            ("Traceparent", Some(b"dup")),
+            ("null", None),
+            ("bin", Some(&[0, 1, 255])),
+        ]);
+        let mut injector = KafkaHeaderInjector::new(Some(h));
+        Propagation::default().inject(&cx(), &mut injector);
+        let out = pairs(&injector.finish());
+        assert_eq!(
+            out,
+            vec![
+                ("app".into(), Some(b"a".to_vec())),
+                ("null".into(), None),
+                ("bin".into(), Some(vec![0, 1, 255])),
+                (
+                    "traceparent".into(),
+                    Some(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_vec())
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn inject_without_existing_headers() {
+        let mut injector = KafkaHeaderInjector::new(None);
+        Propagation::default().inject(&cx(), &mut injector);
+        let out = injector.finish();
+        assert_eq!(out.count(), 1);
+        let extracted = Propagation::default().extract(&KafkaHeaderExtractor(&out));
+        assert_eq!(
+            extracted.span_context().map(|s| s.span_id()),
+            Some(SpanId::from_hex("00f067aa0ba902b7").unwrap())
+        );
+    }
+}

@@ -1,0 +1,46 @@
+//! # tracebridge
+//!
+//! Keeps distributed traces whole across message queues. Queue workers link
+//! this crate for traced Kafka (`rdkafka`) and AMQP 0-9-1 (`lapin`) clients
+//! that carry W3C `traceparent`, `tracestate` and `baggage` in message
+//! headers; the `tracebridge` binary relays between brokers and keeps every
+//! asynchronous hop in one trace.
+//!
+//! The transport-agnostic core:
+//!
+//! * [`propagation`]: which context formats to read and write, header
+//!   carriers, strict validation that never fails a message;
+//! * [`semconv`]: span names, kinds and attributes per the OpenTelemetry
+//!   messaging semantic conventions;
+//! * [`telemetry`]: tracer provider, span file and JSON logs from `OTEL_*`.
+//!
+//! Broker integrations sit behind the `kafka` and `amqp` cargo features
+//! (both on by default).
+//!
+//! ```
+//! use tracebridge::propagation::{HeaderVec, Propagation, Transport};
+//!
+//! // A message from a Python producer: flags `03`, and an older duplicate.
+//! let mut headers = HeaderVec::new(Transport::Kafka);
+//! headers.push("traceparent", "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01");
+//! headers.push("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03");
+//! let extracted = Propagation::default().extract(&headers);
+//! let parent = extracted.span_context().expect("the last traceparent wins");
+//! assert_eq!(parent.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+//! ```
+
+#![warn(missing_docs, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+mod error;
+pub mod propagation;
+pub mod semconv;
+pub mod telemetry;
+
+#[cfg(feature = "amqp")]
+pub mod amqp;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+
+pub use error::Error;
+pub use propagation::{ExtractedContext, Format, Propagation};

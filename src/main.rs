@@ -1,0 +1,5 @@
+//! The `tracebridge` command line.
+
+fn main() {
+    println!("tracebridge");
+}
