@@ -1,0 +1,138 @@
+//! Shared test harness: broker addresses from the environment (local
+//! defaults), unique names, topic creation, and connection checks that FAIL
+//! with instructions instead of skipping.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::Duration;
+
+/// `KAFKA_BOOTSTRAP_SERVERS`, default the local tansu.
+pub fn kafka_bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP_SERVERS")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "127.0.0.1:9092".to_owned())
+}
+
+/// `AMQP_URL`, default the local RabbitMQ.
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    format!("tb-{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+const BROKERS_HINT: &str = "start the test brokers with `scripts/brokers.sh up` \
+     (or point KAFKA_BOOTSTRAP_SERVERS / AMQP_URL at running ones)";
+
+#[cfg(feature = "kafka")]
+pub mod kafka {
+    use super::*;
+    use rdkafka::ClientConfig;
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::FutureProducer;
+
+    /// Client config pointing at the test broker.
+    pub fn config() -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", kafka_bootstrap());
+        config
+    }
+
+    pub fn producer() -> FutureProducer {
+        config()
+            .set("message.timeout.ms", "10000")
+            .create()
+            .expect("creating a Kafka producer")
+    }
+
+    /// A consumer in a fresh group that reads from the beginning.
+    pub fn consumer(group: &str) -> rdkafka::consumer::StreamConsumer {
+        config()
+            .set("group.id", group)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .expect("creating a Kafka consumer")
+    }
+
+    /// Fails the test, saying how to start a broker, when none answers.
+    pub fn require_broker() {
+        let probe: BaseConsumer = config().create().expect("creating a Kafka client");
+        if let Err(err) = probe.fetch_metadata(None, Duration::from_secs(10)) {
+            panic!(
+                "no Kafka broker answers at {} ({err}); {BROKERS_HINT}",
+                kafka_bootstrap()
+            );
+        }
+    }
+
+    /// Creates a topic (tansu does not auto-create them).
+    pub async fn create_topic(name: &str, partitions: i32) {
+        require_broker();
+        let admin: AdminClient<DefaultClientContext> =
+            config().create().expect("creating a Kafka admin client");
+        let results = admin
+            .create_topics(
+                &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
+            .await
+            .expect("create_topics request");
+        for result in results {
+            match result {
+                Ok(_) => {}
+                Err((topic, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    let _ = topic;
+                }
+                Err((topic, code)) => panic!("creating topic {topic}: {code}"),
+            }
+        }
+    }
+}
+
+#[cfg(feature = "amqp")]
+pub mod amqp {
+    use super::*;
+    use lapin::{Connection, ConnectionProperties};
+
+    /// Connects to the test RabbitMQ, retrying briefly; fails the test with
+    /// instructions when it does not answer.
+    pub async fn connect() -> Connection {
+        let url = amqp_url();
+        let mut last_error = None;
+        for attempt in 0..5u32 {
+            match Connection::connect(&url, ConnectionProperties::default()).await {
+                Ok(conn) => return conn,
+                Err(err) => {
+                    last_error = Some(err);
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
+                }
+            }
+        }
+        panic!(
+            "no RabbitMQ answers at {} ({}); {BROKERS_HINT}",
+            redact(&url),
+            last_error.map(|e| e.to_string()).unwrap_or_default()
+        );
+    }
+
+    /// The URL without its password, for messages.
+    pub fn redact(url: &str) -> String {
+        match (url.find("://"), url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                let creds = &url[scheme + 3..at];
+                let user = creds.split(':').next().unwrap_or("");
+                format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+            }
+            _ => url.to_owned(),
+        }
+    }
+}
