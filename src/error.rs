@@ -17,4 +17,34 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Creating a Kafka client from its configuration failed.
+    #[cfg(feature = "kafka")]
+    #[error("creating the Kafka client failed")]
+    KafkaClient {
+        /// rdkafka's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// Receiving from Kafka failed.
+    #[cfg(feature = "kafka")]
+    #[error("consuming from Kafka failed")]
+    Consume {
+        /// rdkafka's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// Committing Kafka offsets failed.
+    #[cfg(feature = "kafka")]
+    #[error("committing offset {offset} of {topic}[{partition}] failed")]
+    Commit {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The offset.
+        offset: i64,
+        /// rdkafka's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
 }

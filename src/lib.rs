@@ -12,7 +12,9 @@
 //!   carriers, strict validation that never fails a message;
 //! * [`semconv`]: span names, kinds and attributes per the OpenTelemetry
 //!   messaging semantic conventions;
-//! * [`telemetry`]: tracer provider, span file and JSON logs from `OTEL_*`.
+//! * [`telemetry`]: tracer provider, span file and JSON logs from `OTEL_*`;
+//! * [`instrument`]: the tracer and instruments the clients record with, and
+//!   the parent/link rules of process spans ([`ParentPolicy`]).
 //!
 //! Broker integrations sit behind the `kafka` and `amqp` cargo features
 //! (both on by default).
@@ -33,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod instrument;
 pub mod propagation;
 pub mod semconv;
 pub mod telemetry;
@@ -43,4 +46,5 @@ pub mod amqp;
 pub mod kafka;
 
 pub use error::Error;
+pub use instrument::{Instrumentation, ParentPolicy, spawn_in_context};
 pub use propagation::{ExtractedContext, Format, Propagation};

@@ -46,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
             let spans_file = guard.spans_file().map(|p| p.display().to_string());
             drop(guard);
             println!(
-                "producer trace {} -> consumer trace {} (parent span {}): {}",
+                "checkout trace {} -> consumer trace {} (parent span {}): {}",
                 outcome.producer_trace_id,
                 outcome.consumer_trace_id,
                 outcome.consumer_parent_span_id,

@@ -150,10 +150,11 @@ impl Destination {
                     .into_iter()
                     .filter(|p| !p.is_empty())
                     .collect();
-                if let Some(queue) = queue.as_deref() {
-                    if !queue.is_empty() && queue != routing_key {
-                        parts.push(queue);
-                    }
+                if let Some(queue) = queue.as_deref()
+                    && !queue.is_empty()
+                    && queue != routing_key
+                {
+                    parts.push(queue);
                 }
                 if parts.is_empty() {
                     "amq.default".to_owned()
@@ -266,6 +267,51 @@ const LEGACY_BODY_SIZE: &str = "messaging.message.payload_size_bytes";
 const LEGACY_PEER_NAME: &str = "net.peer.name";
 const LEGACY_PEER_PORT: &str = "net.peer.port";
 
+/// The broker a client talks to and the client's own id: the
+/// `server.address`, `server.port` and `messaging.client.id` attributes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `server.address`.
+    pub address: Option<String>,
+    /// `server.port`.
+    pub port: Option<u16>,
+    /// `messaging.client.id`.
+    pub client_id: Option<String>,
+}
+
+impl Endpoint {
+    /// From the first entry of a `host:port[,host:port…]` list (an optional
+    /// `scheme://` prefix is ignored; IPv6 hosts in brackets are kept whole).
+    pub fn from_servers(servers: &str, client_id: Option<&str>) -> Self {
+        let first = servers.split(',').next().unwrap_or("").trim();
+        let first = first.split_once("://").map_or(first, |(_, rest)| rest);
+        let (address, port) = match first.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(':') => match port.parse::<u16>() {
+                Ok(port) => (host, Some(port)),
+                Err(_) => (first, None),
+            },
+            _ => (first, None),
+        };
+        Self {
+            address: (!address.is_empty()).then(|| address.to_owned()),
+            port,
+            client_id: client_id.filter(|c| !c.is_empty()).map(str::to_owned),
+        }
+    }
+
+    /// Adds the endpoint's attributes.
+    pub fn apply(&self, attributes: MessagingAttributes) -> MessagingAttributes {
+        let attributes = match &self.address {
+            Some(address) => attributes.server(address, self.port),
+            None => attributes,
+        };
+        match &self.client_id {
+            Some(id) => attributes.client_id(id),
+            None => attributes,
+        }
+    }
+}
+
 /// Builds the attribute list of one messaging span.
 #[derive(Debug, Clone)]
 pub struct MessagingAttributes {
@@ -302,19 +348,34 @@ impl MessagingAttributes {
                 destination.name(),
             ));
         }
-        if let Destination::RabbitMq { routing_key, .. } = destination {
-            if !routing_key.is_empty() {
-                this.attrs.push(KeyValue::new(
-                    attr::MESSAGING_RABBITMQ_DESTINATION_ROUTING_KEY,
-                    routing_key.clone(),
-                ));
-            }
+        if let Destination::RabbitMq { routing_key, .. } = destination
+            && !routing_key.is_empty()
+        {
+            this.attrs.push(KeyValue::new(
+                attr::MESSAGING_RABBITMQ_DESTINATION_ROUTING_KEY,
+                routing_key.clone(),
+            ));
         }
         if stability == Stability::Duplicate {
             this.attrs
                 .push(KeyValue::new(LEGACY_OPERATION, operation.legacy_name()));
         }
         this
+    }
+
+    /// An empty list, for attributes learned after the span started (a
+    /// delivery report's partition and offset).
+    pub fn later(stability: Stability) -> Self {
+        Self {
+            stability,
+            attrs: Vec::new(),
+        }
+    }
+
+    /// Drops every attribute with this key.
+    pub fn without(mut self, key: &str) -> Self {
+        self.attrs.retain(|kv| kv.key.as_str() != key);
+        self
     }
 
     fn push(mut self, key: &'static str, value: impl Into<Value>) -> Self {
@@ -649,6 +710,30 @@ mod tests {
             get(&attrs, "messaging.batch.message_count"),
             Some(&5i64.into())
         );
+    }
+
+    #[test]
+    fn endpoints_parse_the_first_server() {
+        let e = Endpoint::from_servers("broker-1:9093,broker-2:9093", Some("svc"));
+        assert_eq!(e.address.as_deref(), Some("broker-1"));
+        assert_eq!(e.port, Some(9093));
+        assert_eq!(e.client_id.as_deref(), Some("svc"));
+        let e = Endpoint::from_servers("PLAINTEXT://10.0.0.1:9092", None);
+        assert_eq!(
+            (e.address.as_deref(), e.port),
+            (Some("10.0.0.1"), Some(9092))
+        );
+        let e = Endpoint::from_servers("localhost", Some(""));
+        assert_eq!(
+            (e.address.as_deref(), e.port, e.client_id),
+            (Some("localhost"), None, None)
+        );
+        let e = Endpoint::from_servers("[::1]:9092", None);
+        assert_eq!((e.address.as_deref(), e.port), (Some("[::1]"), Some(9092)));
+        let attrs = Endpoint::from_servers("b:1", Some("c"))
+            .apply(MessagingAttributes::later(Stability::Stable))
+            .into_vec();
+        assert_eq!(attrs.len(), 3);
     }
 
     #[test]

@@ -1,38 +1,33 @@
-//! A smoke run through a real Kafka broker: one message sent under a
-//! PRODUCER span with its context injected, read back, and processed under a
-//! CONSUMER span whose parent is the extracted context.
+//! A smoke run through a real Kafka broker: one message sent with
+//! `TracedProducer` under a "checkout" span, read back with
+//! `TracedConsumer`, and checked to be processed in the same trace.
 
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use futures::StreamExt;
-use opentelemetry::trace::{Span, SpanKind, TraceContextExt, Tracer};
+use opentelemetry::trace::{TraceContextExt, Tracer};
 use opentelemetry::{Context, global};
 use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::consumer::Consumer;
+use rdkafka::producer::FutureRecord;
 use rdkafka::types::RDKafkaErrorCode;
-use tracebridge::kafka::{KafkaHeaderExtractor, KafkaHeaderInjector};
-use tracebridge::propagation::Propagation;
-use tracebridge::semconv::{Destination, MessagingAttributes, Operation, Stability};
+use tracebridge::kafka::{TracedConsumer, TracedProducer};
 
 const TOPIC: &str = "tracebridge.smoke";
 
 /// What the run observed.
 pub(crate) struct Outcome {
     pub(crate) producer_trace_id: String,
-    pub(crate) producer_span_id: String,
     pub(crate) consumer_trace_id: String,
     pub(crate) consumer_parent_span_id: String,
 }
 
 impl Outcome {
     pub(crate) fn joined(&self) -> bool {
-        self.producer_trace_id == self.consumer_trace_id
-            && self.producer_span_id == self.consumer_parent_span_id
+        self.producer_trace_id == self.consumer_trace_id && !self.consumer_parent_span_id.is_empty()
     }
 }
 
@@ -40,78 +35,64 @@ pub(crate) async fn run(brokers: &str, timeout: Duration) -> anyhow::Result<Outc
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
     create_topic(&config).await?;
-    let tracer = global::tracer(tracebridge::telemetry::SCOPE_NAME);
-    let propagation = Propagation::default();
-    let destination = Destination::kafka(TOPIC);
 
-    let mut send_span = tracer
-        .span_builder(Operation::Send.span_name(&destination))
-        .with_kind(SpanKind::Producer)
-        .with_attributes(
-            MessagingAttributes::new(Operation::Send, &destination, Stability::from_env())
-                .into_vec(),
-        )
-        .start(&tracer);
-    let send_cx = Context::new().with_remote_span_context(send_span.span_context().clone());
-    let mut injector = KafkaHeaderInjector::new(None);
-    propagation.inject(&send_cx, &mut injector);
-    let producer: FutureProducer = config
-        .clone()
-        .set("message.timeout.ms", "10000")
-        .create()
+    // The "checkout" side: one message under its own root span.
+    let producer = TracedProducer::from_config(config.clone().set("message.timeout.ms", "10000"))
         .context("creating the producer")?;
-    let nonce = uuid_like();
+    let nonce = nonce();
+    let root = global::tracer("tracebridge-demo").start("checkout");
+    let checkout = Context::new().with_span(root);
     producer
-        .send(
+        .send_with_parent(
+            &checkout,
             FutureRecord::to(TOPIC)
                 .key(&nonce)
-                .payload("hello from tracebridge")
-                .headers(injector.finish()),
+                .payload("hello from tracebridge"),
             Duration::from_secs(10),
         )
         .await
         .map_err(|(e, _)| anyhow!("delivery failed: {e}"))?;
-    let producer_ids = send_span.span_context().clone();
-    send_span.end();
+    let producer_trace_id = checkout.span().span_context().trace_id().to_string();
+    checkout.span().end();
 
-    let consumer: StreamConsumer = config
-        .clone()
-        .set("group.id", format!("tracebridge-smoke-{nonce}"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .context("creating the consumer")?;
-    consumer.subscribe(&[TOPIC]).context("subscribing")?;
-    let mut stream = consumer.stream();
+    // The consumer side: find our message and process it.
+    let consumer = TracedConsumer::from_config(
+        config
+            .clone()
+            .set("group.id", format!("tracebridge-smoke-{nonce}"))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false"),
+    )
+    .context("creating the consumer")?;
+    consumer
+        .get_ref()
+        .subscribe(&[TOPIC])
+        .context("subscribing")?;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let next = tokio::time::timeout_at(deadline, stream.next())
+        let message = tokio::time::timeout_at(deadline, consumer.recv())
             .await
             .map_err(|_| anyhow!("no message came back within {timeout:?}"))?
-            .ok_or_else(|| anyhow!("the consumer stream ended"))?
             .context("consuming")?;
-        if next.key() != Some(nonce.as_bytes()) {
+        if message.message().key() != Some(nonce.as_bytes()) {
             continue; // an earlier run's message
         }
-        let extracted = match next.headers() {
-            Some(headers) => propagation.extract(&KafkaHeaderExtractor(headers)),
-            None => {
-                propagation.extract(&KafkaHeaderExtractor(&rdkafka::message::OwnedHeaders::new()))
-            }
+        let outcome = Outcome {
+            producer_trace_id: producer_trace_id.clone(),
+            consumer_trace_id: message
+                .context()
+                .span()
+                .span_context()
+                .trace_id()
+                .to_string(),
+            consumer_parent_span_id: message
+                .extracted()
+                .span_context()
+                .map(|p| p.span_id().to_string())
+                .unwrap_or_default(),
         };
-        let parent = extracted.span_context().cloned();
-        let process = tracer
-            .span_builder(Operation::Process.span_name(&destination))
-            .with_kind(SpanKind::Consumer)
-            .start_with_context(&tracer, extracted.context());
-        let consumer_ids = process.span_context().clone();
-        drop(process);
-        return Ok(Outcome {
-            producer_trace_id: producer_ids.trace_id().to_string(),
-            producer_span_id: producer_ids.span_id().to_string(),
-            consumer_trace_id: consumer_ids.trace_id().to_string(),
-            consumer_parent_span_id: parent.map(|p| p.span_id().to_string()).unwrap_or_default(),
-        });
+        message.end();
+        return Ok(outcome);
     }
 }
 
@@ -134,7 +115,7 @@ async fn create_topic(config: &ClientConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn uuid_like() -> String {
+fn nonce() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())

@@ -234,10 +234,10 @@ impl Propagation {
             }
         }
         let mut context = Context::new();
-        if self.extract.contains(&Format::Baggage) {
-            if let Some(baggage) = self.extract_baggage(carrier, &mut problems) {
-                context = context.with_baggage(baggage);
-            }
+        if self.extract.contains(&Format::Baggage)
+            && let Some(baggage) = self.extract_baggage(carrier, &mut problems)
+        {
+            context = context.with_baggage(baggage);
         }
         let source = found.as_ref().map(|(format, _)| *format);
         let span_context = found.map(|(_, span_context)| span_context);

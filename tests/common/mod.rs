@@ -136,3 +136,81 @@ pub mod amqp {
         }
     }
 }
+
+/// Span capture for assertions: a provider with a synchronous in-memory
+/// exporter, so a span is visible as soon as it ends.
+pub mod spans {
+    use opentelemetry::Value;
+    use opentelemetry::trace::{SpanId, TraceId};
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+    use tracebridge::Instrumentation;
+
+    pub struct Capture {
+        pub exporter: InMemorySpanExporter,
+        pub provider: SdkTracerProvider,
+    }
+
+    pub fn capture() -> Capture {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        Capture { exporter, provider }
+    }
+
+    impl Capture {
+        pub fn instrumentation(&self) -> Instrumentation {
+            Instrumentation::new(&self.provider, None)
+        }
+
+        pub fn spans(&self) -> Vec<SpanData> {
+            self.exporter.get_finished_spans().expect("finished spans")
+        }
+
+        /// Every finished span with this name.
+        pub fn named(&self, name: &str) -> Vec<SpanData> {
+            self.spans()
+                .into_iter()
+                .filter(|s| s.name == name)
+                .collect()
+        }
+
+        /// The one finished span with this name.
+        pub fn one(&self, name: &str) -> SpanData {
+            let mut found = self.named(name);
+            assert_eq!(
+                found.len(),
+                1,
+                "expected exactly one span {name:?}, have: {:?}",
+                self.spans()
+                    .iter()
+                    .map(|s| s.name.to_string())
+                    .collect::<Vec<_>>()
+            );
+            found.remove(0)
+        }
+    }
+
+    pub fn attr(span: &SpanData, key: &str) -> Option<Value> {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.clone())
+    }
+
+    pub fn trace_id(span: &SpanData) -> TraceId {
+        span.span_context.trace_id()
+    }
+
+    pub fn span_id(span: &SpanData) -> SpanId {
+        span.span_context.span_id()
+    }
+}
+
+/// Host and port the tests expect in `server.address` / `server.port`.
+pub fn kafka_server() -> (String, i64) {
+    let servers = kafka_bootstrap();
+    let first = servers.split(',').next().unwrap_or_default().to_owned();
+    let (host, port) = first.rsplit_once(':').expect("host:port");
+    (host.to_owned(), port.parse().expect("port"))
+}

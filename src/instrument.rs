@@ -1,0 +1,263 @@
+//! What the traced clients record with, and the span rules they share.
+//!
+//! [`Instrumentation`] holds a tracer and the queue-time histogram; by default
+//! both come from the global providers that [`crate::telemetry::init`]
+//! installs, and tests or applications with their own providers pass them in.
+//! The functions here implement the span model of DESIGN.md once, for Kafka
+//! and AMQP alike: who is the parent of a process span, which links it gets,
+//! how an unusable incoming context is recorded.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use opentelemetry::global::{self, BoxedTracer};
+use opentelemetry::metrics::{Histogram, MeterProvider};
+use opentelemetry::trace::{
+    FutureExt as _, Link, SpanKind, Status, TraceContextExt, Tracer, TracerProvider,
+};
+use opentelemetry::{Context, InstrumentationScope, KeyValue};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::propagation::ExtractedContext;
+use crate::semconv::{self, Stability};
+
+/// The attribute that says why an incoming context was not used.
+pub const INVALID_CONTEXT_ATTRIBUTE: &str = "tracebridge.context.invalid";
+/// How long the message waited in the broker, in milliseconds (process
+/// spans; `now - producer timestamp`).
+pub const QUEUE_TIME_ATTRIBUTE: &str = "tracebridge.queue_time_ms";
+/// The histogram of broker wait times, in seconds.
+pub const QUEUE_TIME_METRIC: &str = "tracebridge.messaging.queue_time";
+
+/// Where a process span hangs in the trace.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ParentPolicy {
+    /// Child of the message's creation context, plus a link to it: the
+    /// asynchronous hop joins the producer's trace. The default.
+    #[default]
+    Join,
+    /// A new trace, linked to the creation context.
+    Link,
+    /// Child of the span that is current where the message is received
+    /// (a `tracing` span or an OpenTelemetry context), linked to the
+    /// creation context; a new trace when there is none.
+    Ambient,
+}
+
+/// The tracer and instruments tracebridge's clients record with.
+#[derive(Clone)]
+pub struct Instrumentation {
+    tracer: Arc<BoxedTracer>,
+    queue_time: Histogram<f64>,
+    stability: Stability,
+}
+
+impl std::fmt::Debug for Instrumentation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instrumentation")
+            .field("stability", &self.stability)
+            .finish_non_exhaustive()
+    }
+}
+
+fn scope() -> InstrumentationScope {
+    InstrumentationScope::builder(crate::telemetry::SCOPE_NAME)
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .with_schema_url("https://opentelemetry.io/schemas/1.44.0")
+        .build()
+}
+
+impl Default for Instrumentation {
+    fn default() -> Self {
+        Self::global()
+    }
+}
+
+impl Instrumentation {
+    /// From the global tracer and meter providers (as they are now).
+    pub fn global() -> Self {
+        Self {
+            tracer: Arc::new(global::tracer_with_scope(scope())),
+            queue_time: queue_time_histogram(&*global::meter_provider()),
+            stability: Stability::from_env(),
+        }
+    }
+
+    /// From explicit providers; `meters: None` records no metrics.
+    pub fn new<P>(tracers: &P, meters: Option<&dyn MeterProvider>) -> Self
+    where
+        P: TracerProvider,
+        P::Tracer: Send + Sync + 'static,
+        <P::Tracer as Tracer>::Span: Send + Sync + 'static,
+    {
+        let tracer = BoxedTracer::new(Box::new(tracers.tracer_with_scope(scope())));
+        let noop;
+        let meters = match meters {
+            Some(meters) => meters,
+            None => {
+                noop = opentelemetry::metrics::noop::NoopMeterProvider::new();
+                &noop
+            }
+        };
+        Self {
+            tracer: Arc::new(tracer),
+            queue_time: queue_time_histogram(meters),
+            stability: Stability::from_env(),
+        }
+    }
+
+    /// Overrides which semantic-convention keys are emitted. Default: from
+    /// `OTEL_SEMCONV_STABILITY_OPT_IN`.
+    pub fn with_stability(mut self, stability: Stability) -> Self {
+        self.stability = stability;
+        self
+    }
+
+    /// The semantic-convention key set in use.
+    pub fn stability(&self) -> Stability {
+        self.stability
+    }
+
+    /// The tracer.
+    pub fn tracer(&self) -> &BoxedTracer {
+        &self.tracer
+    }
+
+    /// Starts a span of `kind` as a child of `parent`, with attributes
+    /// (available to samplers) and links; returns the context holding it.
+    pub(crate) fn start_span(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+        kind: SpanKind,
+        parent: &Context,
+        attributes: Vec<KeyValue>,
+        links: Vec<Link>,
+    ) -> Context {
+        let span = self
+            .tracer
+            .span_builder(name)
+            .with_kind(kind)
+            .with_attributes(attributes)
+            .with_links(links)
+            .start_with_context(&*self.tracer, parent);
+        parent.with_span(span)
+    }
+
+    /// Starts a CONSUMER process span for one message, per `policy`.
+    ///
+    /// A valid creation context is always linked. An unusable one is
+    /// recorded as [`INVALID_CONTEXT_ATTRIBUTE`] and the span starts a new
+    /// trace (or sits under the ambient span for [`ParentPolicy::Ambient`]).
+    pub(crate) fn start_process_span(
+        &self,
+        name: String,
+        policy: ParentPolicy,
+        extracted: &ExtractedContext,
+        mut attributes: Vec<KeyValue>,
+    ) -> Context {
+        let links = link_to(extracted, Vec::new());
+        let parent = match (policy, extracted.span_context()) {
+            (ParentPolicy::Join, Some(_)) => extracted.context().clone(),
+            (ParentPolicy::Ambient, _) => ambient_context(),
+            // A new trace; keep the incoming baggage.
+            _ => without_span(extracted.context()),
+        };
+        if let Some(summary) = extracted.problem_summary() {
+            attributes.push(KeyValue::new(INVALID_CONTEXT_ATTRIBUTE, summary));
+        }
+        self.start_span(name, SpanKind::Consumer, &parent, attributes, links)
+    }
+
+    /// Records how long a message waited in the broker: on the span as
+    /// [`QUEUE_TIME_ATTRIBUTE`] and in the [`QUEUE_TIME_METRIC`] histogram.
+    /// Timestamps in the future (clock skew) count as zero.
+    pub(crate) fn record_queue_time(
+        &self,
+        cx: &Context,
+        produced_at: Option<SystemTime>,
+        metric_attributes: &[KeyValue],
+    ) {
+        let Some(produced_at) = produced_at else {
+            return;
+        };
+        let waited = SystemTime::now()
+            .duration_since(produced_at)
+            .unwrap_or(Duration::ZERO);
+        cx.span().set_attribute(KeyValue::new(
+            QUEUE_TIME_ATTRIBUTE,
+            waited.as_secs_f64() * 1000.0,
+        ));
+        self.queue_time
+            .record(waited.as_secs_f64(), metric_attributes);
+    }
+}
+
+fn queue_time_histogram(meters: &(impl MeterProvider + ?Sized)) -> Histogram<f64> {
+    meters
+        .meter_with_scope(scope())
+        .f64_histogram(QUEUE_TIME_METRIC)
+        .with_unit("s")
+        .with_description(
+            "Time a message waited in the broker: consumer clock minus producer timestamp",
+        )
+        .build()
+}
+
+/// A link to the message's creation context, when it has a valid one.
+pub(crate) fn link_to(extracted: &ExtractedContext, attributes: Vec<KeyValue>) -> Vec<Link> {
+    extracted
+        .span_context()
+        .map(|sc| vec![Link::new(sc.clone(), attributes, 0)])
+        .unwrap_or_default()
+}
+
+/// The span that is current here: the current `tracing` span's
+/// OpenTelemetry context when there is one, else the current OpenTelemetry
+/// context.
+pub fn ambient_context() -> Context {
+    let span = tracing::Span::current();
+    if !span.is_none() {
+        let cx = span.context();
+        if cx.span().span_context().is_valid() {
+            return cx;
+        }
+    }
+    Context::current()
+}
+
+/// `cx`'s baggage without its span: the parent of a new trace.
+fn without_span(cx: &Context) -> Context {
+    use opentelemetry::baggage::{BaggageExt, KeyValueMetadata};
+    let baggage = cx.baggage();
+    if baggage.is_empty() {
+        return Context::new();
+    }
+    Context::new().with_baggage(baggage.iter().map(|(key, (value, metadata))| {
+        KeyValueMetadata::new(key.clone(), value.clone(), metadata.clone())
+    }))
+}
+
+/// Marks the span in `cx` failed: status ERROR and `error.type`.
+pub(crate) fn record_failure(cx: &Context, error_type: &str, description: String) {
+    let span = cx.span();
+    span.set_attribute(semconv::error_type(error_type.to_owned()));
+    span.set_status(Status::error(description));
+}
+
+/// The short type name used as `error.type` for a handler's error type.
+pub(crate) fn type_error_name<E>() -> &'static str {
+    std::any::type_name::<E>()
+}
+
+/// Spawns `future` on Tokio inside the current OpenTelemetry context, so
+/// spans it opens are children of the span that spawned it (for example a
+/// consumer's process span).
+pub fn spawn_in_context<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(future.with_context(ambient_context()))
+}

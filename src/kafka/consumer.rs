@@ -1,0 +1,445 @@
+//! [`TracedConsumer`]: rdkafka's `StreamConsumer` whose messages arrive with
+//! their creation context and a CONSUMER process span.
+
+use std::fmt::Display;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::Stream;
+use opentelemetry::trace::{FutureExt as _, Link, SpanKind, TraceContextExt};
+use opentelemetry::{Context, KeyValue};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+
+use super::KafkaHeaderExtractor;
+use crate::instrument::{self, Instrumentation, ParentPolicy};
+use crate::propagation::{ExtractedContext, Propagation};
+use crate::semconv::{Destination, Endpoint, MessagingAttributes, Operation, Settlement, System};
+use opentelemetry_semantic_conventions::attribute as attr;
+
+/// A `StreamConsumer` whose messages carry their trace context.
+///
+/// Every received message gets a CONSUMER span `process {topic}`: by default
+/// a child of the context its producer injected, plus a link to it
+/// ([`ParentPolicy`] changes that). The span carries the consumer group,
+/// partition, offset, key, tombstone flag, optionally the body size, and how
+/// long the message waited in the broker; the same wait is recorded in the
+/// `tracebridge.messaging.queue_time` histogram. A message whose trace
+/// headers are missing or unusable is still delivered: its span starts a new
+/// trace and says why in `tracebridge.context.invalid`.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), tracebridge::Error> {
+/// use rdkafka::Message;
+/// use rdkafka::consumer::Consumer;
+/// let mut config = rdkafka::ClientConfig::new();
+/// config.set("bootstrap.servers", "127.0.0.1:9092").set("group.id", "billing");
+/// let consumer = tracebridge::kafka::TracedConsumer::from_config(&config)?;
+/// consumer.get_ref().subscribe(&["orders"]).expect("subscribe");
+/// consumer
+///     .process(async |message| {
+///         // Runs inside the process span: spans and logs here join the trace.
+///         tracing::info!(offset = message.offset(), "billing an order");
+///         Ok::<(), std::io::Error>(())
+///     })
+///     .await
+/// # }
+/// ```
+pub struct TracedConsumer {
+    inner: StreamConsumer,
+    group: Option<String>,
+    endpoint: Endpoint,
+    propagation: Propagation,
+    policy: ParentPolicy,
+    record_body_size: bool,
+    settle_spans: bool,
+    instrumentation: Instrumentation,
+}
+
+/// One received message, its extracted creation context, and its process
+/// span (which ends when this is dropped or [`TracedMessage::end`]ed).
+pub struct TracedMessage<'a> {
+    message: BorrowedMessage<'a>,
+    extracted: ExtractedContext,
+    cx: Context,
+}
+
+impl<'a> TracedMessage<'a> {
+    /// The rdkafka message.
+    pub fn message(&self) -> &BorrowedMessage<'a> {
+        &self.message
+    }
+
+    /// The creation context read from the headers (and any problems).
+    pub fn extracted(&self) -> &ExtractedContext {
+        &self.extracted
+    }
+
+    /// The context holding the process span: run work in it (e.g. with
+    /// `opentelemetry::trace::FutureExt::with_context`) to make it a child.
+    pub fn context(&self) -> &Context {
+        &self.cx
+    }
+
+    /// Marks processing failed: status ERROR and `error.type`.
+    pub fn fail(&self, error_type: &str, description: impl Into<String>) {
+        instrument::record_failure(&self.cx, error_type, description.into());
+    }
+
+    /// Ends the process span now.
+    pub fn end(self) {
+        self.cx.span().end();
+    }
+}
+
+/// Messages received together, and the CLIENT `poll` span that links each of
+/// them (one link per message, carrying its partition and offset).
+pub struct TracedBatch<'a> {
+    messages: Vec<BorrowedMessage<'a>>,
+    extracted: Vec<ExtractedContext>,
+    cx: Context,
+}
+
+impl<'a> TracedBatch<'a> {
+    /// The messages, in arrival order.
+    pub fn messages(&self) -> &[BorrowedMessage<'a>] {
+        &self.messages
+    }
+
+    /// Each message's creation context, in the same order.
+    pub fn extracted(&self) -> &[ExtractedContext] {
+        &self.extracted
+    }
+
+    /// The context holding the poll span (empty for an empty batch).
+    pub fn context(&self) -> &Context {
+        &self.cx
+    }
+
+    /// How many messages arrived.
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Whether none did.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+}
+
+impl TracedConsumer {
+    /// Creates the consumer from a config the application already has; the
+    /// consumer group is its `group.id`.
+    pub fn from_config(config: &ClientConfig) -> Result<Self, crate::Error> {
+        let inner: StreamConsumer = config
+            .create()
+            .map_err(|source| crate::Error::KafkaClient { source })?;
+        Ok(Self::new(
+            inner,
+            config.get("group.id").map(str::to_owned),
+            super::endpoint(config),
+        ))
+    }
+
+    /// Wraps an existing consumer.
+    pub fn new(inner: StreamConsumer, group: Option<String>, endpoint: Endpoint) -> Self {
+        Self {
+            inner,
+            group,
+            endpoint,
+            propagation: Propagation::default(),
+            policy: ParentPolicy::default(),
+            record_body_size: false,
+            settle_spans: false,
+            instrumentation: Instrumentation::global(),
+        }
+    }
+
+    /// Formats to read. Default: `tracecontext` + `baggage`.
+    pub fn with_propagation(mut self, propagation: Propagation) -> Self {
+        self.propagation = propagation;
+        self
+    }
+
+    /// Where process spans hang. Default: [`ParentPolicy::Join`].
+    pub fn with_parent_policy(mut self, policy: ParentPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Records `messaging.message.body.size` (opt-in, as the conventions
+    /// say). Default: off.
+    pub fn with_body_size(mut self, record: bool) -> Self {
+        self.record_body_size = record;
+        self
+    }
+
+    /// Traces [`TracedConsumer::commit`] as CLIENT `commit {topic}` spans.
+    /// Default: off.
+    pub fn with_settle_spans(mut self, enabled: bool) -> Self {
+        self.settle_spans = enabled;
+        self
+    }
+
+    /// Tracer and meters to use. Default: the global providers.
+    pub fn with_instrumentation(mut self, instrumentation: Instrumentation) -> Self {
+        self.instrumentation = instrumentation;
+        self
+    }
+
+    /// Waits for the next message and starts its process span.
+    pub async fn recv(&self) -> Result<TracedMessage<'_>, crate::Error> {
+        let message = self
+            .inner
+            .recv()
+            .await
+            .map_err(|source| crate::Error::Consume { source })?;
+        Ok(self.trace(message))
+    }
+
+    /// The messages as a stream (see [`TracedConsumer::recv`]).
+    pub fn stream(&self) -> impl Stream<Item = Result<TracedMessage<'_>, crate::Error>> + '_ {
+        futures::stream::unfold(self, |this| async move { Some((this.recv().await, this)) })
+    }
+
+    /// Receives one message and runs `handler` on it inside its process
+    /// span, so spans the handler opens (after `.await`s too, and in tasks
+    /// spawned with [`crate::spawn_in_context`]) are children of it. A
+    /// handler error sets status ERROR and `error.type` (the error's type
+    /// name) and is returned as the inner result.
+    pub async fn process_next<T, E>(
+        &self,
+        handler: impl AsyncFnOnce(&BorrowedMessage<'_>) -> Result<T, E>,
+    ) -> Result<Result<T, E>, crate::Error>
+    where
+        E: Display,
+    {
+        let traced = self.recv().await?;
+        let result = handler(&traced.message)
+            .with_context(traced.cx.clone())
+            .await;
+        if let Err(err) = &result {
+            traced.fail(instrument::type_error_name::<E>(), err.to_string());
+        }
+        traced.end();
+        Ok(result)
+    }
+
+    /// Runs `handler` on every message, each inside its process span, until
+    /// receiving fails. Handler errors are recorded on the span and logged;
+    /// they do not stop the loop (commit or retry policy is the caller's).
+    pub async fn process<E>(
+        &self,
+        mut handler: impl AsyncFnMut(&BorrowedMessage<'_>) -> Result<(), E>,
+    ) -> Result<(), crate::Error>
+    where
+        E: Display,
+    {
+        loop {
+            let traced = self.recv().await?;
+            let result = handler(&traced.message)
+                .with_context(traced.cx.clone())
+                .await;
+            if let Err(err) = result {
+                let _guard = traced.cx.clone().attach();
+                tracing::warn!(
+                    topic = traced.message.topic(),
+                    partition = traced.message.partition(),
+                    offset = traced.message.offset(),
+                    error = %err,
+                    "message handler failed"
+                );
+                traced.fail(instrument::type_error_name::<E>(), err.to_string());
+            }
+            traced.end();
+        }
+    }
+
+    /// Receives up to `max` messages, waiting at most `wait` in all, under
+    /// one CLIENT span `poll {topic}` with `messaging.batch.message_count`
+    /// and one link per message carrying that message's partition and
+    /// offset. Messages are not given a parent from any one of them.
+    pub async fn recv_batch(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<TracedBatch<'_>, crate::Error> {
+        let started = SystemTime::now();
+        let deadline = Instant::now() + wait;
+        let mut messages = Vec::with_capacity(max);
+        while messages.len() < max {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(remaining, self.inner.recv()).await {
+                Err(_elapsed) => break,
+                Ok(Err(source)) => return Err(crate::Error::Consume { source }),
+                Ok(Ok(message)) => messages.push(message),
+            }
+        }
+        let extracted: Vec<ExtractedContext> = messages.iter().map(|m| self.extract(m)).collect();
+        if messages.is_empty() {
+            return Ok(TracedBatch {
+                messages,
+                extracted,
+                cx: Context::new(),
+            });
+        }
+        let stability = self.instrumentation.stability();
+        let links: Vec<Link> = messages
+            .iter()
+            .zip(&extracted)
+            .flat_map(|(message, extracted)| {
+                let attributes = MessagingAttributes::later(stability)
+                    .partition(message.partition())
+                    .kafka_offset(message.offset())
+                    .into_vec();
+                instrument::link_to(extracted, attributes)
+            })
+            .collect();
+        let first_topic = messages[0].topic();
+        let one_topic = messages.iter().all(|m| m.topic() == first_topic);
+        let destination = Destination::kafka(first_topic);
+        let mut attributes = MessagingAttributes::new(Operation::Receive, &destination, stability);
+        let name = if one_topic {
+            Operation::Receive.span_name(&destination)
+        } else {
+            // Several topics: no single destination to name.
+            attributes = attributes.without(attr::MESSAGING_DESTINATION_NAME);
+            Operation::Receive.name(System::Kafka).to_owned()
+        };
+        attributes = attributes.batch_count(messages.len());
+        if let Some(group) = &self.group {
+            attributes = attributes.consumer_group(group);
+        }
+        let attributes = self.endpoint.apply(attributes).into_vec();
+        let tracer = self.instrumentation.tracer();
+        let parent = instrument::ambient_context();
+        let span = opentelemetry::trace::Tracer::span_builder(tracer, name)
+            .with_kind(SpanKind::Client)
+            .with_start_time(started)
+            .with_attributes(attributes)
+            .with_links(links)
+            .start_with_context(tracer, &parent);
+        Ok(TracedBatch {
+            messages,
+            extracted,
+            cx: parent.with_span(span),
+        })
+    }
+
+    /// Commits `message`'s offset; with settle spans on, under a CLIENT span
+    /// `commit {topic}` that is a child of the message's process span.
+    pub fn commit(
+        &self,
+        message: &TracedMessage<'_>,
+        mode: CommitMode,
+    ) -> Result<(), crate::Error> {
+        let m = &message.message;
+        let cx = self.settle_spans.then(|| {
+            let destination = Destination::kafka(m.topic());
+            let operation = Operation::Settle(Settlement::Commit);
+            let mut attributes =
+                MessagingAttributes::new(operation, &destination, self.instrumentation.stability())
+                    .partition(m.partition())
+                    .kafka_offset(m.offset());
+            if let Some(group) = &self.group {
+                attributes = attributes.consumer_group(group);
+            }
+            self.instrumentation.start_span(
+                operation.span_name(&destination),
+                SpanKind::Client,
+                &message.cx,
+                self.endpoint.apply(attributes).into_vec(),
+                Vec::new(),
+            )
+        });
+        let result = self
+            .inner
+            .commit_message(m, mode)
+            .map_err(|source| crate::Error::Commit {
+                topic: m.topic().to_owned(),
+                partition: m.partition(),
+                offset: m.offset(),
+                source,
+            });
+        if let Some(cx) = cx {
+            if let Err(crate::Error::Commit { source, .. }) = &result {
+                instrument::record_failure(&cx, &super::error_type(source), source.to_string());
+            }
+            cx.span().end();
+        }
+        result
+    }
+
+    fn extract(&self, message: &BorrowedMessage<'_>) -> ExtractedContext {
+        match message.headers() {
+            Some(headers) => self.propagation.extract(&KafkaHeaderExtractor(headers)),
+            None => self
+                .propagation
+                .extract(&crate::propagation::HeaderVec::default()),
+        }
+    }
+
+    fn trace<'a>(&self, message: BorrowedMessage<'a>) -> TracedMessage<'a> {
+        let extracted = self.extract(&message);
+        let destination = Destination::kafka(message.topic());
+        let mut attributes = MessagingAttributes::new(
+            Operation::Process,
+            &destination,
+            self.instrumentation.stability(),
+        )
+        .partition(message.partition())
+        .kafka_offset(message.offset())
+        .kafka_key(message.key())
+        .tombstone(message.payload().is_none());
+        if let Some(group) = &self.group {
+            attributes = attributes.consumer_group(group);
+        }
+        if self.record_body_size {
+            attributes = attributes.body_size(message.payload_len());
+        }
+        let attributes = self.endpoint.apply(attributes).into_vec();
+        let cx = self.instrumentation.start_process_span(
+            Operation::Process.span_name(&destination),
+            self.policy,
+            &extracted,
+            attributes,
+        );
+        let produced_at = message
+            .timestamp()
+            .to_millis()
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+        let mut metric_attributes = vec![
+            KeyValue::new(attr::MESSAGING_SYSTEM, System::Kafka.as_str()),
+            KeyValue::new(attr::MESSAGING_DESTINATION_NAME, message.topic().to_owned()),
+        ];
+        if let Some(group) = &self.group {
+            metric_attributes.push(KeyValue::new(
+                attr::MESSAGING_CONSUMER_GROUP_NAME,
+                group.clone(),
+            ));
+        }
+        self.instrumentation
+            .record_queue_time(&cx, produced_at, &metric_attributes);
+        TracedMessage {
+            message,
+            extracted,
+            cx,
+        }
+    }
+
+    /// The wrapped consumer (subscribe, assign, seek, … through it).
+    pub fn get_ref(&self) -> &StreamConsumer {
+        &self.inner
+    }
+
+    /// The wrapped consumer, mutably.
+    pub fn get_mut(&mut self) -> &mut StreamConsumer {
+        &mut self.inner
+    }
+
+    /// Unwraps the consumer.
+    pub fn into_inner(self) -> StreamConsumer {
+        self.inner
+    }
+}

@@ -1,0 +1,155 @@
+//! The handler runs inside the process span: spans it opens after an
+//! `.await` and inside a task spawned with `spawn_in_context` are children of
+//! it, and its log lines carry the same trace id — through the real
+//! telemetry set-up (global provider, span file, JSON logs).
+#![cfg(feature = "kafka")]
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry::trace::Tracer;
+use rdkafka::consumer::Consumer;
+use rdkafka::producer::FutureRecord;
+use serde_json::Value;
+use tracebridge::kafka::{TracedConsumer, TracedProducer};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn spans_and_logs_in_the_handler_belong_to_the_process_span() {
+    let dir = tempfile::tempdir().unwrap();
+    let spans_path = dir.path().join("spans.jsonl");
+    let logs = Captured::default();
+    let guard = tracebridge::telemetry::TelemetryBuilder::new("handler-context-test")
+        .with_spans_file(&spans_path)
+        .with_log_writer(logs.clone())
+        .try_init()
+        .expect("telemetry");
+
+    let topic = common::unique("handler");
+    common::kafka::create_topic(&topic, 1).await;
+    let producer = TracedProducer::from_config(&common::kafka::config()).expect("producer");
+    producer
+        .send(
+            FutureRecord::to(&topic).key("k").payload("p"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("delivered");
+
+    let mut config = common::kafka::config();
+    config
+        .set("group.id", common::unique("grp"))
+        .set("auto.offset.reset", "earliest");
+    let consumer = TracedConsumer::from_config(&config).expect("consumer");
+    consumer.get_ref().subscribe(&[&topic]).expect("subscribe");
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        consumer.process_next(async |_message| {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            tracing::info_span!("after-await").in_scope(|| {
+                tracing::info!("inside the handler");
+            });
+            tracebridge::spawn_in_context(async {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                opentelemetry::global::tracer("app").in_span("in-spawned-task", |_| {});
+                tracing::info!("inside a spawned task");
+            })
+            .await
+            .expect("task");
+            Ok::<_, std::io::Error>(())
+        }),
+    )
+    .await
+    .expect("a message within 30 s")
+    .expect("received")
+    .expect("handler ok");
+    drop(guard);
+
+    let spans: Vec<Value> = std::fs::read_to_string(&spans_path)
+        .expect("span file")
+        .lines()
+        .flat_map(|line| {
+            let request: Value = serde_json::from_str(line).expect("JSON line");
+            let mut out = Vec::new();
+            for rs in request["resourceSpans"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
+                for ss in rs["scopeSpans"].as_array().cloned().unwrap_or_default() {
+                    out.extend(ss["spans"].as_array().cloned().unwrap_or_default());
+                }
+            }
+            out
+        })
+        .collect();
+    let find = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| {
+                panic!(
+                    "span {name}; have {:?}",
+                    spans.iter().map(|s| &s["name"]).collect::<Vec<_>>()
+                )
+            })
+            .clone()
+    };
+    let send = find(&format!("send {topic}"));
+    let process = find(&format!("process {topic}"));
+    let after_await = find("after-await");
+    let spawned = find("in-spawned-task");
+    assert_eq!(process["traceId"], send["traceId"]);
+    assert_eq!(process["parentSpanId"], send["spanId"]);
+    for child in [&after_await, &spawned] {
+        assert_eq!(child["traceId"], process["traceId"], "{}", child["name"]);
+        assert_eq!(
+            child["parentSpanId"], process["spanId"],
+            "{} is a child of the process span",
+            child["name"]
+        );
+    }
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON log"))
+        .collect();
+    let line = |message: &str| {
+        lines
+            .iter()
+            .find(|l| l["message"] == message)
+            .unwrap_or_else(|| panic!("log {message:?} in {text}"))
+            .clone()
+    };
+    assert_eq!(line("inside the handler")["trace_id"], process["traceId"]);
+    assert_eq!(line("inside the handler")["span_id"], after_await["spanId"]);
+    assert_eq!(
+        line("inside a spawned task")["trace_id"],
+        process["traceId"]
+    );
+    assert_eq!(line("inside a spawned task")["span_id"], process["spanId"]);
+}

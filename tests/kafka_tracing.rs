@@ -1,0 +1,547 @@
+//! TracedProducer and TracedConsumer against a real Kafka-protocol broker:
+//! trace ids, parents, links, kinds, names and attributes asserted by value.
+#![cfg(feature = "kafka")]
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::spans::{self, attr, span_id, trace_id};
+use opentelemetry::trace::{SpanId, SpanKind, Status, TraceContextExt};
+use opentelemetry::{Context, Value};
+use rdkafka::Message;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+use tracebridge::ParentPolicy;
+use tracebridge::kafka::{TracedConsumer, TracedProducer};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn producer(cap: &spans::Capture) -> TracedProducer {
+    let mut config = common::kafka::config();
+    config
+        .set("client.id", "tb-test-producer")
+        .set("message.timeout.ms", "10000");
+    TracedProducer::from_config(&config)
+        .expect("producer")
+        .with_instrumentation(cap.instrumentation())
+}
+
+fn consumer(cap: &spans::Capture, group: &str, topic: &str) -> TracedConsumer {
+    let mut config = common::kafka::config();
+    config
+        .set("group.id", group)
+        .set("client.id", "tb-test-consumer")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000");
+    let consumer = TracedConsumer::from_config(&config)
+        .expect("consumer")
+        .with_instrumentation(cap.instrumentation());
+    consumer.get_ref().subscribe(&[topic]).expect("subscribe");
+    consumer
+}
+
+/// Same trace and span id (a link's context is remote, the span's is not).
+fn same_span(a: &opentelemetry::trace::SpanContext, b: &opentelemetry::trace::SpanContext) -> bool {
+    a.trace_id() == b.trace_id() && a.span_id() == b.span_id()
+}
+
+async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not happen within {WAIT:?}"))
+}
+
+#[tokio::test]
+async fn producer_and_consumer_spans_form_one_trace_with_semconv_attributes() {
+    let topic = common::unique("one-trace");
+    common::kafka::create_topic(&topic, 1).await;
+    let cap = spans::capture();
+    let delivery = producer(&cap)
+        .send(
+            FutureRecord::to(&topic).key("order-1").payload("hello"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("delivered");
+
+    let group = common::unique("grp");
+    let consumer = consumer(&cap, &group, &topic).with_body_size(true);
+    let payload = within(
+        "consuming",
+        consumer.process_next(async |m| Ok::<_, std::io::Error>(m.payload().map(<[u8]>::to_vec))),
+    )
+    .await
+    .expect("received")
+    .expect("handler ok");
+    assert_eq!(payload.as_deref(), Some(&b"hello"[..]));
+
+    let send = cap.one(&format!("send {topic}"));
+    let process = cap.one(&format!("process {topic}"));
+    let (host, port) = common::kafka_server();
+
+    assert_eq!(send.span_kind, SpanKind::Producer);
+    assert_eq!(
+        send.parent_span_id,
+        SpanId::INVALID,
+        "no ambient parent: a root"
+    );
+    for (key, value) in [
+        ("messaging.system", Value::from("kafka")),
+        ("messaging.operation.name", "send".into()),
+        ("messaging.operation.type", "send".into()),
+        ("messaging.destination.name", topic.clone().into()),
+        ("messaging.kafka.message.key", "order-1".into()),
+        ("messaging.client.id", "tb-test-producer".into()),
+        ("server.address", host.clone().into()),
+        ("server.port", port.into()),
+        (
+            "messaging.destination.partition.id",
+            delivery.partition.to_string().into(),
+        ),
+        ("messaging.kafka.offset", delivery.offset.into()),
+    ] {
+        assert_eq!(attr(&send, key), Some(value), "send span {key}");
+    }
+    assert_eq!(send.status, Status::Unset);
+
+    assert_eq!(process.span_kind, SpanKind::Consumer);
+    assert_eq!(trace_id(&process), trace_id(&send), "one trace");
+    assert_eq!(
+        process.parent_span_id,
+        span_id(&send),
+        "parent is the producer span"
+    );
+    assert!(process.parent_span_is_remote);
+    assert_eq!(process.links.len(), 1, "linked to its creation context");
+    assert!(same_span(
+        &process.links.links[0].span_context,
+        &send.span_context
+    ));
+    for (key, value) in [
+        ("messaging.system", Value::from("kafka")),
+        ("messaging.operation.name", "process".into()),
+        ("messaging.operation.type", "process".into()),
+        ("messaging.destination.name", topic.clone().into()),
+        ("messaging.consumer.group.name", group.clone().into()),
+        (
+            "messaging.destination.partition.id",
+            delivery.partition.to_string().into(),
+        ),
+        ("messaging.kafka.offset", delivery.offset.into()),
+        ("messaging.kafka.message.key", "order-1".into()),
+        ("messaging.message.body.size", 5i64.into()),
+        ("messaging.client.id", "tb-test-consumer".into()),
+        ("server.address", host.clone().into()),
+    ] {
+        assert_eq!(attr(&process, key), Some(value), "process span {key}");
+    }
+    match attr(&process, tracebridge::instrument::QUEUE_TIME_ATTRIBUTE) {
+        Some(Value::F64(ms)) => assert!((0.0..60_000.0).contains(&ms), "queue time {ms} ms"),
+        other => panic!("queue time attribute missing: {other:?}"),
+    }
+    assert_eq!(attr(&process, "messaging.kafka.message.tombstone"), None);
+    assert_eq!(
+        attr(&process, tracebridge::instrument::INVALID_CONTEXT_ATTRIBUTE),
+        None
+    );
+}
+
+#[tokio::test]
+async fn foreign_headers_with_flags_03_and_an_older_duplicate_continue_the_last_context() {
+    let topic = common::unique("foreign");
+    common::kafka::create_topic(&topic, 1).await;
+    // What Python's instrumentation leaves when the app already had one:
+    // the older traceparent first, the appended current one last.
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "traceparent",
+            value: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        })
+        .insert(Header {
+            key: "traceparent",
+            value: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03".as_bytes()),
+        });
+    common::kafka::producer()
+        .send(
+            FutureRecord::to(&topic)
+                .payload("from python")
+                .key("k")
+                .headers(headers),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("delivered");
+
+    let cap = spans::capture();
+    let consumer = consumer(&cap, &common::unique("grp"), &topic);
+    within(
+        "consuming",
+        consumer.process_next(async |_| Ok::<_, std::io::Error>(())),
+    )
+    .await
+    .expect("received")
+    .expect("handler ok");
+    let process = cap.one(&format!("process {topic}"));
+    assert_eq!(
+        trace_id(&process).to_string(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(process.parent_span_id.to_string(), "00f067aa0ba902b7");
+    assert!(process.span_context.is_sampled(), "flags 03 is sampled");
+}
+
+#[tokio::test]
+async fn malformed_or_missing_context_still_delivers_and_starts_a_new_trace_saying_why() {
+    let topic = common::unique("malformed");
+    common::kafka::create_topic(&topic, 1).await;
+    let raw = common::kafka::producer();
+    let bad = OwnedHeaders::new().insert(Header {
+        key: "traceparent",
+        value: Some("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    });
+    for (key, headers) in [("bad", Some(bad)), ("none", None)] {
+        let mut record = FutureRecord::to(&topic).key(key).payload(key);
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
+        raw.send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("delivered");
+    }
+
+    let cap = spans::capture();
+    let consumer = consumer(&cap, &common::unique("grp"), &topic);
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let key = within(
+            "consuming",
+            consumer.process_next(async |m| {
+                Ok::<_, std::io::Error>(
+                    String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                )
+            }),
+        )
+        .await
+        .expect("received")
+        .expect("handler ok");
+        seen.push(key);
+    }
+    assert_eq!(
+        seen,
+        vec!["bad", "none"],
+        "both messages reached the handler"
+    );
+    let spans = cap.named(&format!("process {topic}"));
+    assert_eq!(spans.len(), 2);
+    let by_key = |k: &str| {
+        spans
+            .iter()
+            .find(|s| attr(s, "messaging.kafka.message.key") == Some(k.to_owned().into()))
+            .expect("span for key")
+            .clone()
+    };
+    let bad_span = by_key("bad");
+    assert!(bad_span.parent_span_id == SpanId::INVALID, "a new root");
+    assert_ne!(
+        trace_id(&bad_span).to_string(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert!(bad_span.links.is_empty());
+    assert_eq!(
+        attr(
+            &bad_span,
+            tracebridge::instrument::INVALID_CONTEXT_ATTRIBUTE
+        ),
+        Some("tracecontext: malformed: version ff is forbidden".into())
+    );
+    let none_span = by_key("none");
+    assert!(none_span.parent_span_id == SpanId::INVALID);
+    assert_eq!(
+        attr(
+            &none_span,
+            tracebridge::instrument::INVALID_CONTEXT_ATTRIBUTE
+        ),
+        None
+    );
+}
+
+#[tokio::test]
+async fn link_policy_starts_a_new_trace_linked_to_the_producer() {
+    let topic = common::unique("link");
+    common::kafka::create_topic(&topic, 1).await;
+    let cap = spans::capture();
+    producer(&cap)
+        .send(
+            FutureRecord::to(&topic).key("k").payload("p"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("delivered");
+    let consumer =
+        consumer(&cap, &common::unique("grp"), &topic).with_parent_policy(ParentPolicy::Link);
+    within(
+        "consuming",
+        consumer.process_next(async |_| Ok::<_, std::io::Error>(())),
+    )
+    .await
+    .expect("received")
+    .expect("handler ok");
+    let send = cap.one(&format!("send {topic}"));
+    let process = cap.one(&format!("process {topic}"));
+    assert_ne!(trace_id(&process), trace_id(&send));
+    assert!(process.parent_span_id == SpanId::INVALID);
+    assert!(same_span(
+        &process.links.links[0].span_context,
+        &send.span_context
+    ));
+}
+
+#[tokio::test]
+async fn two_consumers_in_a_group_over_three_partitions_keep_every_message_in_its_own_trace() {
+    const MESSAGES: i64 = 30;
+    let topic = common::unique("group");
+    common::kafka::create_topic(&topic, 3).await;
+    let cap = spans::capture();
+    let group = common::unique("grp");
+    let first = consumer(&cap, &group, &topic);
+    let second = consumer(&cap, &group, &topic);
+
+    let producer = producer(&cap);
+    for i in 0..MESSAGES {
+        // Each message is its own trace: no ambient parent.
+        producer
+            .send_with_parent(
+                &Context::new(),
+                FutureRecord::to(&topic)
+                    .partition((i % 3) as i32)
+                    .key(&format!("m{i}"))
+                    .payload("x"),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("delivered");
+    }
+
+    let seen: Arc<Mutex<HashSet<(i32, i64)>>> = Arc::default();
+    let drain = |consumer: TracedConsumer, seen: Arc<Mutex<HashSet<(i32, i64)>>>| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while (seen.lock().unwrap().len() as i64) < MESSAGES
+            && tokio::time::Instant::now() < deadline
+        {
+            let next = tokio::time::timeout(
+                Duration::from_millis(500),
+                consumer.process_next(async |m| {
+                    seen.lock().unwrap().insert((m.partition(), m.offset()));
+                    Ok::<_, std::io::Error>(())
+                }),
+            )
+            .await;
+            if let Ok(result) = next {
+                result.expect("received").expect("handler ok");
+            }
+        }
+    };
+    tokio::join!(drain(first, seen.clone()), drain(second, seen.clone()));
+    assert_eq!(
+        seen.lock().unwrap().len() as i64,
+        MESSAGES,
+        "every message processed"
+    );
+
+    let sends: HashMap<(String, String), _> = cap
+        .named(&format!("send {topic}"))
+        .into_iter()
+        .map(|s| {
+            let key = (
+                attr(&s, "messaging.destination.partition.id")
+                    .unwrap()
+                    .as_str()
+                    .into_owned(),
+                attr(&s, "messaging.kafka.offset")
+                    .unwrap()
+                    .as_str()
+                    .into_owned(),
+            );
+            (key, s)
+        })
+        .collect();
+    assert_eq!(sends.len() as i64, MESSAGES);
+    let processes = cap.named(&format!("process {topic}"));
+    assert!(processes.len() as i64 >= MESSAGES);
+    let traces: HashSet<_> = sends.values().map(trace_id).collect();
+    assert_eq!(traces.len() as i64, MESSAGES, "one trace per message");
+    for process in processes {
+        let key = (
+            attr(&process, "messaging.destination.partition.id")
+                .unwrap()
+                .as_str()
+                .into_owned(),
+            attr(&process, "messaging.kafka.offset")
+                .unwrap()
+                .as_str()
+                .into_owned(),
+        );
+        let send = &sends[&key];
+        assert_eq!(
+            trace_id(&process),
+            trace_id(send),
+            "message {key:?} stays in its trace"
+        );
+        assert_eq!(
+            process.parent_span_id,
+            span_id(send),
+            "message {key:?} parent"
+        );
+    }
+}
+
+#[tokio::test]
+async fn batch_poll_links_every_message_with_its_partition_and_offset() {
+    let topic = common::unique("batch");
+    common::kafka::create_topic(&topic, 1).await;
+    let cap = spans::capture();
+    let producer = producer(&cap);
+    for i in 0..5 {
+        producer
+            .send_with_parent(
+                &Context::new(),
+                FutureRecord::to(&topic).key(&format!("b{i}")).payload("x"),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("delivered");
+    }
+    let consumer = consumer(&cap, &common::unique("grp"), &topic);
+    let mut received = 0;
+    let mut polls = 0;
+    while received < 5 && polls < 10 {
+        let batch = consumer
+            .recv_batch(5 - received, WAIT)
+            .await
+            .expect("batch");
+        received += batch.len();
+        polls += 1;
+        assert_eq!(batch.extracted().len(), batch.len());
+    }
+    assert_eq!(received, 5);
+
+    let sends = cap.named(&format!("send {topic}"));
+    let poll_spans = cap.named(&format!("poll {topic}"));
+    assert!(!poll_spans.is_empty());
+    let mut linked = 0;
+    for poll in &poll_spans {
+        assert_eq!(poll.span_kind, SpanKind::Client);
+        assert_eq!(attr(poll, "messaging.operation.name"), Some("poll".into()));
+        assert_eq!(
+            attr(poll, "messaging.operation.type"),
+            Some("receive".into())
+        );
+        let count = match attr(poll, "messaging.batch.message_count") {
+            Some(Value::I64(n)) => n as usize,
+            other => panic!("batch count {other:?}"),
+        };
+        assert_eq!(poll.links.len(), count, "one link per message");
+        assert!(
+            sends.iter().all(|s| trace_id(s) != trace_id(poll)),
+            "the poll span takes no message's trace"
+        );
+        for link in poll.links.iter() {
+            let send = sends
+                .iter()
+                .find(|s| same_span(&s.span_context, &link.span_context))
+                .expect("link points at a producer span");
+            let link_attr = |k: &str| {
+                link.attributes
+                    .iter()
+                    .find(|kv| kv.key.as_str() == k)
+                    .map(|kv| kv.value.clone())
+            };
+            assert_eq!(
+                link_attr("messaging.destination.partition.id"),
+                attr(send, "messaging.destination.partition.id")
+            );
+            assert_eq!(
+                link_attr("messaging.kafka.offset"),
+                attr(send, "messaging.kafka.offset")
+            );
+            linked += 1;
+        }
+    }
+    assert_eq!(linked, 5);
+}
+
+#[tokio::test]
+async fn a_failed_send_marks_the_span_error_and_returns_the_error_unchanged() {
+    common::kafka::require_broker();
+    let cap = spans::capture();
+    let mut config = common::kafka::config();
+    config.set("message.timeout.ms", "1500");
+    let producer = TracedProducer::from_config(&config)
+        .expect("producer")
+        .with_instrumentation(cap.instrumentation());
+    // tansu does not auto-create topics: this send times out.
+    let topic = common::unique("missing");
+    let (err, message) = producer
+        .send(
+            FutureRecord::to(&topic).key("k").payload("lost?"),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect_err("a topic that does not exist cannot take the record");
+    assert_eq!(
+        message.payload(),
+        Some(&b"lost?"[..]),
+        "the record is handed back"
+    );
+    let span = cap.one(&format!("send {topic}"));
+    assert!(
+        matches!(span.status, Status::Error { .. }),
+        "{:?}",
+        span.status
+    );
+    let expected = format!("{:?}", err.rdkafka_error_code().expect("an error code"));
+    assert_eq!(attr(&span, "error.type"), Some(expected.into()));
+}
+
+#[tokio::test]
+async fn commit_settle_spans_are_children_of_the_process_span() {
+    let topic = common::unique("commit");
+    common::kafka::create_topic(&topic, 1).await;
+    let cap = spans::capture();
+    producer(&cap)
+        .send(
+            FutureRecord::to(&topic).key("k").payload("p"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("delivered");
+    let consumer = consumer(&cap, &common::unique("grp"), &topic).with_settle_spans(true);
+    let message = within("consuming", consumer.recv())
+        .await
+        .expect("received");
+    consumer
+        .commit(&message, rdkafka::consumer::CommitMode::Sync)
+        .expect("commit");
+    let process_span_id = message.context().span().span_context().span_id();
+    message.end();
+    let commit = cap.one(&format!("commit {topic}"));
+    assert_eq!(commit.span_kind, SpanKind::Client);
+    assert_eq!(commit.parent_span_id, process_span_id);
+    assert_eq!(
+        attr(&commit, "messaging.operation.type"),
+        Some("settle".into())
+    );
+    assert_eq!(attr(&commit, "messaging.kafka.offset"), Some(0i64.into()));
+}
