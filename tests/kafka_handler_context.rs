@@ -6,41 +6,18 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry::trace::Tracer;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
-use serde_json::Value;
 use tracebridge::kafka::{TracedConsumer, TracedProducer};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 #[tokio::test]
 async fn spans_and_logs_in_the_handler_belong_to_the_process_span() {
     let dir = tempfile::tempdir().unwrap();
     let spans_path = dir.path().join("spans.jsonl");
-    let logs = Captured::default();
+    let logs = common::Captured::default();
     let guard = tracebridge::telemetry::TelemetryBuilder::new("handler-context-test")
         .with_spans_file(&spans_path)
         .with_log_writer(logs.clone())
@@ -88,24 +65,7 @@ async fn spans_and_logs_in_the_handler_belong_to_the_process_span() {
     .expect("handler ok");
     drop(guard);
 
-    let spans: Vec<Value> = std::fs::read_to_string(&spans_path)
-        .expect("span file")
-        .lines()
-        .flat_map(|line| {
-            let request: Value = serde_json::from_str(line).expect("JSON line");
-            let mut out = Vec::new();
-            for rs in request["resourceSpans"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-            {
-                for ss in rs["scopeSpans"].as_array().cloned().unwrap_or_default() {
-                    out.extend(ss["spans"].as_array().cloned().unwrap_or_default());
-                }
-            }
-            out
-        })
-        .collect();
+    let spans = common::read_span_file(&spans_path);
     let find = |name: &str| {
         spans
             .iter()
@@ -133,16 +93,12 @@ async fn spans_and_logs_in_the_handler_belong_to_the_process_span() {
         );
     }
 
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON log"))
-        .collect();
+    let lines = logs.json_lines();
     let line = |message: &str| {
         lines
             .iter()
             .find(|l| l["message"] == message)
-            .unwrap_or_else(|| panic!("log {message:?} in {text}"))
+            .unwrap_or_else(|| panic!("log {message:?} in {lines:?}"))
             .clone()
     };
     assert_eq!(line("inside the handler")["trace_id"], process["traceId"]);

@@ -50,6 +50,21 @@ fn same_span(a: &opentelemetry::trace::SpanContext, b: &opentelemetry::trace::Sp
     a.trace_id() == b.trace_id() && a.span_id() == b.span_id()
 }
 
+/// A new one-partition topic holding one message sent by a traced producer.
+async fn topic_with_one_traced_message(prefix: &str, cap: &spans::Capture) -> String {
+    let topic = common::unique(prefix);
+    common::kafka::create_topic(&topic, 1).await;
+    producer(cap)
+        .send(
+            FutureRecord::to(&topic).key("k").payload("p"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("delivered");
+    topic
+}
+
 async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, fut)
         .await
@@ -275,17 +290,8 @@ async fn malformed_or_missing_context_still_delivers_and_starts_a_new_trace_sayi
 
 #[tokio::test]
 async fn link_policy_starts_a_new_trace_linked_to_the_producer() {
-    let topic = common::unique("link");
-    common::kafka::create_topic(&topic, 1).await;
     let cap = spans::capture();
-    producer(&cap)
-        .send(
-            FutureRecord::to(&topic).key("k").payload("p"),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .expect("delivered");
+    let topic = topic_with_one_traced_message("link", &cap).await;
     let consumer =
         consumer(&cap, &common::unique("grp"), &topic).with_parent_policy(ParentPolicy::Link);
     within(
@@ -516,17 +522,8 @@ async fn a_failed_send_marks_the_span_error_and_returns_the_error_unchanged() {
 
 #[tokio::test]
 async fn commit_settle_spans_are_children_of_the_process_span() {
-    let topic = common::unique("commit");
-    common::kafka::create_topic(&topic, 1).await;
     let cap = spans::capture();
-    producer(&cap)
-        .send(
-            FutureRecord::to(&topic).key("k").payload("p"),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .expect("delivered");
+    let topic = topic_with_one_traced_message("commit", &cap).await;
     let consumer = consumer(&cap, &common::unique("grp"), &topic).with_settle_spans(true);
     let message = within("consuming", consumer.recv())
         .await

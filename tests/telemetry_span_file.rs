@@ -2,31 +2,9 @@
 //! and JSON log lines carry the trace and span ids of the span they were
 //! written in — for `tracing` spans and for OpenTelemetry spans alike.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod common;
 
 use opentelemetry::trace::Tracer;
-use serde_json::Value;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 #[test]
 fn spans_land_in_the_file_and_logs_carry_their_ids() {
@@ -38,7 +16,7 @@ fn spans_land_in_the_file_and_logs_carry_their_ids() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("spans.jsonl");
-    let logs = Captured::default();
+    let logs = common::Captured::default();
     let guard = tracebridge::telemetry::TelemetryBuilder::new("span-file-test")
         .with_spans_file(&path)
         .with_log_writer(logs.clone())
@@ -57,29 +35,7 @@ fn spans_land_in_the_file_and_logs_carry_their_ids() {
     });
     drop(guard);
 
-    let spans: Vec<Value> = std::fs::read_to_string(&path)
-        .expect("span file written")
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("each line is JSON"))
-        .flat_map(|req| {
-            let mut out = Vec::new();
-            for rs in req["resourceSpans"].as_array().cloned().unwrap_or_default() {
-                let service = rs["resource"]["attributes"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|kv| kv["key"] == "service.name")
-                    .map(|kv| kv["value"]["stringValue"].clone());
-                for ss in rs["scopeSpans"].as_array().cloned().unwrap_or_default() {
-                    for mut span in ss["spans"].as_array().cloned().unwrap_or_default() {
-                        span["_service"] = service.clone().unwrap_or(Value::Null);
-                        out.push(span);
-                    }
-                }
-            }
-            out
-        })
-        .collect();
+    let spans = common::read_span_file(&path);
     let find = |name: &str| {
         spans
             .iter()
@@ -94,11 +50,7 @@ fn spans_land_in_the_file_and_logs_carry_their_ids() {
     let trace_id = checkout["traceId"].as_str().unwrap();
     assert_eq!(trace_id.len(), 32, "OTLP/JSON ids are hex: {trace_id}");
 
-    let log_text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<Value> = log_text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("log line {l:?}: {e}")))
-        .collect();
+    let lines = logs.json_lines();
     let placed = lines
         .iter()
         .find(|l| l["message"] == "order placed")

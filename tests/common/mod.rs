@@ -214,3 +214,69 @@ pub fn kafka_server() -> (String, i64) {
     let (host, port) = first.rsplit_once(':').expect("host:port");
     (host.to_owned(), port.parse().expect("port"))
 }
+
+/// A log writer for `TelemetryBuilder::with_log_writer` that keeps what was
+/// written, for assertions on JSON log lines.
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    pub fn bytes(&self) -> Vec<u8> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Every line, parsed as JSON.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        String::from_utf8(self.bytes())
+            .expect("UTF-8 logs")
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("log line {l:?}: {e}")))
+            .collect()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Every span in an OTLP/JSON lines file, each with `_service` added
+/// (the resource's `service.name`).
+pub fn read_span_file(path: &std::path::Path) -> Vec<serde_json::Value> {
+    use serde_json::Value;
+    let text = std::fs::read_to_string(path).expect("span file written");
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let request: Value = serde_json::from_str(line).expect("each line is JSON");
+        for rs in request["resourceSpans"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            let service = rs["resource"]["attributes"]
+                .as_array()
+                .and_then(|attrs| attrs.iter().find(|kv| kv["key"] == "service.name"))
+                .map(|kv| kv["value"]["stringValue"].clone())
+                .unwrap_or(Value::Null);
+            for ss in rs["scopeSpans"].as_array().cloned().unwrap_or_default() {
+                for mut span in ss["spans"].as_array().cloned().unwrap_or_default() {
+                    span["_service"] = service.clone();
+                    out.push(span);
+                }
+            }
+        }
+    }
+    out
+}
