@@ -10,6 +10,7 @@ demo: brokers-up
 
 test: brokers-up
 	$(CARGO) test
+	scripts/examples-smoke.sh
 
 brokers-up:
 	scripts/brokers.sh up

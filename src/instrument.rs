@@ -15,9 +15,10 @@ use std::time::{Duration, SystemTime};
 use opentelemetry::global::{self, BoxedTracer};
 use opentelemetry::metrics::{Histogram, MeterProvider};
 use opentelemetry::trace::{
-    FutureExt as _, Link, SpanKind, Status, TraceContextExt, Tracer, TracerProvider,
+    FutureExt as _, Link, SpanBuilder, SpanKind, Status, TraceContextExt, Tracer, TracerProvider,
 };
 use opentelemetry::{Context, InstrumentationScope, KeyValue};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::propagation::ExtractedContext;
@@ -49,7 +50,7 @@ pub enum ParentPolicy {
 /// The tracer and instruments tracebridge's clients record with.
 #[derive(Clone)]
 pub struct Instrumentation {
-    tracer: Arc<BoxedTracer>,
+    tracer: AnyTracer,
     queue_time: Histogram<f64>,
     stability: Stability,
 }
@@ -59,6 +60,25 @@ impl std::fmt::Debug for Instrumentation {
         f.debug_struct("Instrumentation")
             .field("stability", &self.stability)
             .finish_non_exhaustive()
+    }
+}
+
+/// The SDK's tracer when we know it (no boxing per span), else the global
+/// API's boxed one.
+#[derive(Clone)]
+enum AnyTracer {
+    Sdk(SdkTracer),
+    Boxed(Arc<BoxedTracer>),
+}
+
+impl AnyTracer {
+    fn start(&self, builder: SpanBuilder, parent: &Context) -> Context {
+        match self {
+            AnyTracer::Sdk(tracer) => parent.with_span(builder.start_with_context(tracer, parent)),
+            AnyTracer::Boxed(tracer) => {
+                parent.with_span(builder.start_with_context(&**tracer, parent))
+            }
+        }
     }
 }
 
@@ -78,8 +98,14 @@ impl Default for Instrumentation {
 impl Instrumentation {
     /// From the global tracer and meter providers (as they are now).
     pub fn global() -> Self {
+        let tracer = match crate::telemetry::installed_provider() {
+            // The provider `telemetry::init` installed globally: use its
+            // tracer directly rather than through the boxed global API.
+            Some(provider) => AnyTracer::Sdk(provider.tracer_with_scope(scope())),
+            None => AnyTracer::Boxed(Arc::new(global::tracer_with_scope(scope()))),
+        };
         Self {
-            tracer: Arc::new(global::tracer_with_scope(scope())),
+            tracer,
             queue_time: queue_time_histogram(&*global::meter_provider()),
             stability: Stability::from_env(),
         }
@@ -92,7 +118,9 @@ impl Instrumentation {
         P::Tracer: Send + Sync + 'static,
         <P::Tracer as Tracer>::Span: Send + Sync + 'static,
     {
-        let tracer = BoxedTracer::new(Box::new(tracers.tracer_with_scope(scope())));
+        let tracer = AnyTracer::Boxed(Arc::new(BoxedTracer::new(Box::new(
+            tracers.tracer_with_scope(scope()),
+        ))));
         let noop;
         let meters = match meters {
             Some(meters) => meters,
@@ -102,9 +130,18 @@ impl Instrumentation {
             }
         };
         Self {
-            tracer: Arc::new(tracer),
+            tracer,
             queue_time: queue_time_histogram(meters),
             stability: Stability::from_env(),
+        }
+    }
+
+    /// From an SDK tracer provider (the fastest path: no boxing per span);
+    /// `meters: None` records no metrics.
+    pub fn from_sdk(tracers: &SdkTracerProvider, meters: Option<&dyn MeterProvider>) -> Self {
+        Self {
+            tracer: AnyTracer::Sdk(tracers.tracer_with_scope(scope())),
+            ..Self::new(tracers, meters)
         }
     }
 
@@ -120,14 +157,9 @@ impl Instrumentation {
         self.stability
     }
 
-    /// The tracer.
-    pub fn tracer(&self) -> &BoxedTracer {
-        &self.tracer
-    }
-
     /// Starts a span of `kind` as a child of `parent`, with attributes
     /// (available to samplers) and links; returns the context holding it.
-    pub(crate) fn start_span(
+    pub fn start_span(
         &self,
         name: impl Into<Cow<'static, str>>,
         kind: SpanKind,
@@ -135,14 +167,26 @@ impl Instrumentation {
         attributes: Vec<KeyValue>,
         links: Vec<Link>,
     ) -> Context {
-        let span = self
-            .tracer
-            .span_builder(name)
+        self.start_span_at(name, kind, parent, attributes, links, None)
+    }
+
+    /// [`Instrumentation::start_span`] with an explicit start time (a span
+    /// that covers a wait which began earlier, like a batch poll).
+    pub fn start_span_at(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+        kind: SpanKind,
+        parent: &Context,
+        attributes: Vec<KeyValue>,
+        links: Vec<Link>,
+        start_time: Option<SystemTime>,
+    ) -> Context {
+        let mut builder = SpanBuilder::from_name(name)
             .with_kind(kind)
             .with_attributes(attributes)
-            .with_links(links)
-            .start_with_context(&*self.tracer, parent);
-        parent.with_span(span)
+            .with_links(links);
+        builder.start_time = start_time;
+        self.tracer.start(builder, parent)
     }
 
     /// Starts a CONSUMER process span for one message, per `policy`.
@@ -150,7 +194,7 @@ impl Instrumentation {
     /// A valid creation context is always linked. An unusable one is
     /// recorded as [`INVALID_CONTEXT_ATTRIBUTE`] and the span starts a new
     /// trace (or sits under the ambient span for [`ParentPolicy::Ambient`]).
-    pub(crate) fn start_process_span(
+    pub fn start_process_span(
         &self,
         name: String,
         policy: ParentPolicy,
@@ -173,7 +217,7 @@ impl Instrumentation {
     /// Records how long a message waited in the broker: on the span as
     /// [`QUEUE_TIME_ATTRIBUTE`] and in the [`QUEUE_TIME_METRIC`] histogram.
     /// Timestamps in the future (clock skew) count as zero.
-    pub(crate) fn record_queue_time(
+    pub fn record_queue_time(
         &self,
         cx: &Context,
         produced_at: Option<SystemTime>,

@@ -24,10 +24,10 @@
 //!     && kv.value.as_str() == "2"));
 //! ```
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use opentelemetry::trace::SpanKind;
-use opentelemetry::{KeyValue, Value};
+use opentelemetry::{KeyValue, StringValue, Value};
 use opentelemetry_semantic_conventions::attribute as attr;
 
 /// The `messaging.system` of a destination.
@@ -271,12 +271,12 @@ const LEGACY_PEER_PORT: &str = "net.peer.port";
 /// `server.address`, `server.port` and `messaging.client.id` attributes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Endpoint {
-    /// `server.address`.
-    pub address: Option<String>,
+    /// `server.address` (shared, so each span's copy is a reference count).
+    pub address: Option<Arc<str>>,
     /// `server.port`.
     pub port: Option<u16>,
     /// `messaging.client.id`.
-    pub client_id: Option<String>,
+    pub client_id: Option<Arc<str>>,
 }
 
 impl Endpoint {
@@ -293,20 +293,20 @@ impl Endpoint {
             _ => (first, None),
         };
         Self {
-            address: (!address.is_empty()).then(|| address.to_owned()),
+            address: (!address.is_empty()).then(|| Arc::from(address)),
             port,
-            client_id: client_id.filter(|c| !c.is_empty()).map(str::to_owned),
+            client_id: client_id.filter(|c| !c.is_empty()).map(Arc::from),
         }
     }
 
     /// Adds the endpoint's attributes.
     pub fn apply(&self, attributes: MessagingAttributes) -> MessagingAttributes {
         let attributes = match &self.address {
-            Some(address) => attributes.server(address, self.port),
+            Some(address) => attributes.server(StringValue::from(address.clone()), self.port),
             None => attributes,
         };
         match &self.client_id {
-            Some(id) => attributes.client_id(id),
+            Some(id) => attributes.client_id(StringValue::from(id.clone())),
             None => attributes,
         }
     }
@@ -459,15 +459,16 @@ impl MessagingAttributes {
     }
 
     /// `messaging.client.id`.
-    pub fn client_id(self, id: &str) -> Self {
-        self.push(attr::MESSAGING_CLIENT_ID, id.to_owned())
+    pub fn client_id(self, id: impl Into<StringValue>) -> Self {
+        self.push(attr::MESSAGING_CLIENT_ID, id.into())
     }
 
     /// `server.address` and `server.port`.
-    pub fn server(self, address: &str, port: Option<u16>) -> Self {
+    pub fn server(self, address: impl Into<StringValue>, port: Option<u16>) -> Self {
+        let address = address.into();
         let this = self
-            .push(attr::SERVER_ADDRESS, address.to_owned())
-            .push_legacy(LEGACY_PEER_NAME, address.to_owned());
+            .push_legacy(LEGACY_PEER_NAME, address.clone())
+            .push(attr::SERVER_ADDRESS, address);
         match port {
             Some(port) => this
                 .push(attr::SERVER_PORT, i64::from(port))
@@ -644,7 +645,7 @@ mod tests {
         )
         .message_id(Some("m-1"))
         .conversation_id(Some("req-9"))
-        .server("127.0.0.1", Some(5672))
+        .server("127.0.0.1".to_owned(), Some(5672))
         .into_vec();
         assert_eq!(get(&publish, "messaging.system"), Some(&"rabbitmq".into()));
         assert_eq!(
@@ -746,7 +747,7 @@ mod tests {
                 .consumer_group("g")
                 .partition(1)
                 .kafka_offset(5)
-                .server("broker", Some(9092))
+                .server("broker".to_owned(), Some(9092))
                 .into_vec()
         };
         let dup = build(Stability::Duplicate);

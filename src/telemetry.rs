@@ -47,6 +47,13 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 pub use span_file::{DEFAULT_SPANS_FILE, JsonLinesExporter};
 
+/// The provider [`init`] installed, for [`crate::Instrumentation::global`].
+static INSTALLED: std::sync::OnceLock<SdkTracerProvider> = std::sync::OnceLock::new();
+
+pub(crate) fn installed_provider() -> Option<SdkTracerProvider> {
+    INSTALLED.get().cloned()
+}
+
 /// The instrumentation scope name of tracebridge's own spans.
 pub const SCOPE_NAME: &str = "tracebridge";
 
@@ -249,6 +256,8 @@ impl TelemetryBuilder {
         }
         let provider = builder.build();
         opentelemetry::global::set_tracer_provider(provider.clone());
+        // First install wins, as for the global tracing subscriber below.
+        let _ = INSTALLED.set(provider.clone());
         opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
             Box::new(TraceContextPropagator::new()),
             Box::new(BaggagePropagator::new()),

@@ -8,7 +8,9 @@
 use opentelemetry::propagation::{Extractor, Injector};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
-use crate::propagation::{HeaderReader, HeaderWriter, Transport};
+use std::borrow::Cow;
+
+use crate::propagation::{Format, HeaderReader, HeaderWriter, Transport};
 
 /// Reads trace headers from any rdkafka [`Headers`] (borrowed from a
 /// consumed message, or owned).
@@ -52,7 +54,16 @@ impl<H: Headers + ?Sized> Extractor for KafkaHeaderExtractor<'_, H> {
 pub struct KafkaHeaderInjector {
     existing: Option<OwnedHeaders>,
     removed: Vec<String>,
-    added: Vec<(String, String)>,
+    added: Vec<(Cow<'static, str>, String)>,
+}
+
+/// The header names tracebridge writes, borrowed instead of copied per message.
+fn intern(key: &str) -> Cow<'static, str> {
+    Format::ALL
+        .iter()
+        .flat_map(|f| f.fields(Transport::Kafka))
+        .find(|name| **name == key)
+        .map_or_else(|| Cow::Owned(key.to_owned()), |name| Cow::Borrowed(*name))
 }
 
 impl KafkaHeaderInjector {
@@ -91,7 +102,7 @@ impl KafkaHeaderInjector {
 impl Injector for KafkaHeaderInjector {
     fn set(&mut self, key: &str, value: String) {
         self.remove(key);
-        self.added.push((key.to_owned(), value));
+        self.added.push((intern(key), value));
     }
 }
 
@@ -102,7 +113,13 @@ impl HeaderWriter for KafkaHeaderInjector {
 
     fn remove(&mut self, name: &str) {
         self.added.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
-        if !self.removed.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+        // Only names actually present cost anything: the common record has
+        // no trace headers yet, and this runs for every field of every format.
+        let present = self
+            .existing
+            .as_ref()
+            .is_some_and(|h| h.iter().any(|h| h.key.eq_ignore_ascii_case(name)));
+        if present && !self.removed.iter().any(|r| r.eq_ignore_ascii_case(name)) {
             self.removed.push(name.to_owned());
         }
     }

@@ -311,18 +311,18 @@ impl TracedConsumer {
             attributes = attributes.consumer_group(group);
         }
         let attributes = self.endpoint.apply(attributes).into_vec();
-        let tracer = self.instrumentation.tracer();
-        let parent = instrument::ambient_context();
-        let span = opentelemetry::trace::Tracer::span_builder(tracer, name)
-            .with_kind(SpanKind::Client)
-            .with_start_time(started)
-            .with_attributes(attributes)
-            .with_links(links)
-            .start_with_context(tracer, &parent);
+        let cx = self.instrumentation.start_span_at(
+            name,
+            SpanKind::Client,
+            &instrument::ambient_context(),
+            attributes,
+            links,
+            Some(started),
+        );
         Ok(TracedBatch {
             messages,
             extracted,
-            cx: parent.with_span(span),
+            cx,
         })
     }
 

@@ -214,16 +214,24 @@ fn extract_w3c<R: HeaderReader + ?Sized>(
     carrier: &R,
     prefix: &'static str,
 ) -> Result<Option<SpanContext>, InvalidReason> {
-    let header = format!("{prefix}traceparent");
-    let Some(raw) = carrier.header_bytes(&header) else {
+    let raw = if prefix.is_empty() {
+        carrier.header_bytes("traceparent")
+    } else {
+        carrier.header_bytes(&format!("{prefix}traceparent"))
+    };
+    let Some(raw) = raw else {
         return Ok(None);
     };
     traceparent::validate(raw)?;
-    let extractor = PrefixedExtractor {
-        inner: carrier,
-        prefix,
+    let cx = if prefix.is_empty() {
+        TRACE_CONTEXT.extract_with_context(&Context::new(), &ReaderExtractor(carrier))
+    } else {
+        let extractor = PrefixedExtractor {
+            inner: carrier,
+            prefix,
+        };
+        TRACE_CONTEXT.extract_with_context(&Context::new(), &extractor)
     };
-    let cx = TRACE_CONTEXT.extract_with_context(&Context::new(), &extractor);
     let span_context = cx.span().span_context().clone();
     if span_context.is_valid() {
         Ok(Some(span_context))

@@ -1,0 +1,33 @@
+//! Shared by the benchmarks: a real SDK tracer provider whose batch
+//! processor exports to an exporter that discards, so what is measured is
+//! span creation, attributes, propagation and the processor hand-off.
+
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter,
+};
+
+#[derive(Debug)]
+pub struct Discard;
+
+impl SpanExporter for Discard {
+    async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+/// Always-on sampling (every span recorded and handed to the processor),
+/// with a queue big enough that nothing is dropped at benchmark rates.
+pub fn provider() -> SdkTracerProvider {
+    let processor = BatchSpanProcessor::builder(Discard)
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_max_queue_size(1 << 16)
+                .with_max_export_batch_size(4096)
+                .build(),
+        )
+        .build();
+    SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .build()
+}

@@ -1,0 +1,238 @@
+//! Throughput through a real broker, traced vs plain client in the same run.
+//!
+//! ```sh
+//! scripts/brokers.sh up
+//! cargo bench --bench throughput            # TB_BENCH_MESSAGES=20000 by default
+//! ```
+//!
+//! Each round: plain rdkafka and `TracedProducer` each send N messages
+//! (100-byte payload, 1000 sends in flight) to a fresh topic; then a plain
+//! `StreamConsumer` and a `TracedConsumer` each read the traced topic (timed
+//! from `assign` to the Nth message, so fetching from the broker counts), in
+//! alternating order. The best of three rounds is reported, with the ratio
+//! traced / plain (1.0 = no cost). Spans go to a real SDK provider with a
+//! batch processor whose exporter discards.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use tracebridge::Instrumentation;
+use tracebridge::kafka::{TracedConsumer, TracedProducer};
+
+const IN_FLIGHT: usize = 1000;
+const ROUNDS: usize = 3;
+
+#[derive(Clone, Copy, Default)]
+struct Rates {
+    produce: f64,
+    consume: f64,
+}
+
+fn config() -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set(
+        "bootstrap.servers",
+        std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
+    );
+    config
+}
+
+fn consumer_config(group: &str) -> ClientConfig {
+    let mut c = config();
+    c.set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false");
+    c
+}
+
+async fn new_topic(name: &str) {
+    let admin: AdminClient<DefaultClientContext> = config().create().expect("admin client");
+    admin
+        .create_topics(
+            &[NewTopic::new(name, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create topic");
+}
+
+/// Sends `n` records with up to `IN_FLIGHT` awaiting delivery; msg/s.
+async fn produce<F, Fut>(n: usize, send: F) -> f64
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let started = Instant::now();
+    let mut in_flight = FuturesUnordered::new();
+    for i in 0..n {
+        in_flight.push(send(i));
+        if in_flight.len() >= IN_FLIGHT {
+            in_flight.next().await;
+        }
+    }
+    while in_flight.next().await.is_some() {}
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn plain_produce(topic: &str, n: usize, payload: &[u8]) -> f64 {
+    let producer: FutureProducer = config().create().expect("producer");
+    produce(n, |i| {
+        let producer = &producer;
+        async move {
+            let key = i.to_string();
+            producer
+                .send(
+                    FutureRecord::to(topic).key(&key).payload(payload),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .expect("delivered");
+        }
+    })
+    .await
+}
+
+async fn traced_produce(
+    topic: &str,
+    n: usize,
+    payload: &[u8],
+    instrumentation: &Instrumentation,
+) -> f64 {
+    let producer = TracedProducer::from_config(&config())
+        .expect("producer")
+        .with_instrumentation(instrumentation.clone());
+    produce(n, |i| {
+        let producer = &producer;
+        async move {
+            let key = i.to_string();
+            producer
+                .send(
+                    FutureRecord::to(topic).key(&key).payload(payload),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .expect("delivered");
+        }
+    })
+    .await
+}
+
+async fn plain_consume(topic: &str, n: usize, group: &str) -> f64 {
+    let consumer: StreamConsumer = consumer_config(group).create().expect("consumer");
+    let started = Instant::now();
+    consumer.assign(&from_start(topic)).expect("assign");
+    for _ in 0..n {
+        let message = consumer.recv().await.expect("message");
+        std::hint::black_box(&message);
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn traced_consume(
+    topic: &str,
+    n: usize,
+    group: &str,
+    instrumentation: &Instrumentation,
+) -> f64 {
+    let consumer = TracedConsumer::from_config(&consumer_config(group))
+        .expect("consumer")
+        .with_instrumentation(instrumentation.clone());
+    let started = Instant::now();
+    consumer
+        .get_ref()
+        .assign(&from_start(topic))
+        .expect("assign");
+    for _ in 0..n {
+        let message = consumer.recv().await.expect("message");
+        std::hint::black_box(message.message());
+        message.end();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Partition 0 from its first offset: consumption timed from here includes
+/// fetching from the broker (no group join, no prefetch head start).
+fn from_start(topic: &str) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("partition offset");
+    list
+}
+
+fn best(rounds: &[Rates]) -> Rates {
+    Rates {
+        produce: rounds.iter().map(|r| r.produce).fold(0.0, f64::max),
+        consume: rounds.iter().map(|r| r.consume).fold(0.0, f64::max),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::var("TB_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let payload = vec![b'x'; 100];
+    let provider = support::provider();
+    let instrumentation = Instrumentation::from_sdk(&provider, None);
+    let run = std::process::id();
+    let (mut plain, mut traced) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        // Producers: each to its own fresh topic.
+        let plain_topic = format!("tb-bench-plain-{run}-{round}");
+        new_topic(&plain_topic).await;
+        let plain_produce = plain_produce(&plain_topic, n, &payload).await;
+        let topic = format!("tb-bench-traced-{run}-{round}");
+        new_topic(&topic).await;
+        let traced_produce = traced_produce(&topic, n, &payload, &instrumentation).await;
+        // Consumers: both read the traced topic (what a traced consumer
+        // really sees), in alternating order, each in its own group.
+        let (plain_consume, traced_consume) = if round % 2 == 0 {
+            let p = plain_consume(&topic, n, &format!("{topic}-plain")).await;
+            (
+                p,
+                traced_consume(&topic, n, &format!("{topic}-traced"), &instrumentation).await,
+            )
+        } else {
+            let t = traced_consume(&topic, n, &format!("{topic}-traced"), &instrumentation).await;
+            (plain_consume(&topic, n, &format!("{topic}-plain")).await, t)
+        };
+        plain.push(Rates {
+            produce: plain_produce,
+            consume: plain_consume,
+        });
+        traced.push(Rates {
+            produce: traced_produce,
+            consume: traced_consume,
+        });
+        eprintln!(
+            "round {round}: plain produce {plain_produce:.0}/s consume {plain_consume:.0}/s | traced produce {traced_produce:.0}/s consume {traced_consume:.0}/s"
+        );
+    }
+    let (p, t) = (best(&plain), best(&traced));
+    println!("kafka throughput, {n} messages, best of {ROUNDS} rounds");
+    println!(
+        "  produce: plain {:>9.0} msg/s  traced {:>9.0} msg/s  ratio {:.3}",
+        p.produce,
+        t.produce,
+        t.produce / p.produce
+    );
+    println!(
+        "  consume: plain {:>9.0} msg/s  traced {:>9.0} msg/s  ratio {:.3}",
+        p.consume,
+        t.consume,
+        t.consume / p.consume
+    );
+    let _ = provider.shutdown();
+}
