@@ -45,6 +45,6 @@ pub mod amqp;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 
-pub use error::Error;
+pub use error::{ClientError, Error, Refusal};
 pub use instrument::{Instrumentation, ParentPolicy, spawn_in_context};
 pub use propagation::{ExtractedContext, Format, Propagation};

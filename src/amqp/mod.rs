@@ -1,8 +1,67 @@
-//! AMQP 0-9-1 (lapin, RabbitMQ) integration: header carriers.
+//! AMQP 0-9-1 (lapin, RabbitMQ) integration.
 //!
-//! [`AmqpHeaderExtractor`] reads a delivery's `headers` table;
-//! [`AmqpHeaderInjector`] writes trace headers into a table being published.
+//! * [`TracedPublisher`]: publishes with confirms, a PRODUCER span
+//!   `publish {exchange}:{routing_key}` per message, ended by the confirm;
+//!   many publishes may be in flight at once ([`PendingConfirm`]).
+//! * [`TracedConsumer`]: deliveries with their creation context and a
+//!   CONSUMER span `process {exchange}:{routing_key}:{queue}`; the handler's
+//!   result decides ack / nack / reject, each a CLIENT settle span.
+//! * [`TracedReceiver`]: `basic.get` with a CLIENT `receive {queue}` span
+//!   linked to the message.
+//! * [`AmqpHeaderExtractor`] / [`AmqpHeaderInjector`]: the header carriers.
 
 mod carrier;
+mod consumer;
+mod publisher;
+
+use std::str::FromStr;
 
 pub use carrier::{AmqpHeaderExtractor, AmqpHeaderInjector};
+pub use consumer::{
+    OnError, REDELIVERED_ATTRIBUTE, TracedConsumer, TracedDelivery, TracedReceiver,
+};
+pub use publisher::{PendingConfirm, TracedPublisher};
+
+use crate::semconv::Endpoint;
+
+/// `server.address` / `server.port` from an `amqp://` URL (nothing when the
+/// URL does not parse; the connection itself reports that).
+pub fn endpoint(url: &str) -> Endpoint {
+    match lapin::uri::AMQPUri::from_str(url) {
+        Ok(uri) => Endpoint {
+            address: Some(uri.authority.host.as_str().into()),
+            port: Some(uri.authority.port),
+            client_id: None,
+        },
+        Err(_) => Endpoint::default(),
+    }
+}
+
+/// `error.type` for a lapin error: the kind of failure, without its details.
+pub(crate) fn error_type(err: &lapin::Error) -> String {
+    let debug = format!("{:?}", err.kind());
+    debug
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("AMQPError")
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_come_from_the_url_without_credentials() {
+        let e = endpoint("amqp://user:secret@rabbit.internal:5673/%2f");
+        assert_eq!(e.address.as_deref(), Some("rabbit.internal"));
+        assert_eq!(e.port, Some(5673));
+        let e = endpoint("amqp://localhost");
+        assert_eq!(
+            (e.address.as_deref(), e.port),
+            (Some("localhost"), Some(5672))
+        );
+        assert_eq!(endpoint("not a url"), Endpoint::default());
+    }
+}

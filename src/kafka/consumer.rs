@@ -133,7 +133,7 @@ impl TracedConsumer {
     pub fn from_config(config: &ClientConfig) -> Result<Self, crate::Error> {
         let inner: StreamConsumer = config
             .create()
-            .map_err(|source| crate::Error::KafkaClient { source })?;
+            .map_err(|source| super::client_error(config, source))?;
         Ok(Self::new(
             inner,
             config.get("group.id").map(str::to_owned),
@@ -193,7 +193,7 @@ impl TracedConsumer {
             .inner
             .recv()
             .await
-            .map_err(|source| crate::Error::Consume { source })?;
+            .map_err(|source| self.consume_error(source))?;
         Ok(self.trace(message))
     }
 
@@ -271,7 +271,7 @@ impl TracedConsumer {
             let remaining = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(remaining, self.inner.recv()).await {
                 Err(_elapsed) => break,
-                Ok(Err(source)) => return Err(crate::Error::Consume { source }),
+                Ok(Err(source)) => return Err(self.consume_error(source)),
                 Ok(Ok(message)) => messages.push(message),
             }
         }
@@ -352,22 +352,37 @@ impl TracedConsumer {
                 Vec::new(),
             )
         });
-        let result = self
-            .inner
-            .commit_message(m, mode)
-            .map_err(|source| crate::Error::Commit {
-                topic: m.topic().to_owned(),
-                partition: m.partition(),
-                offset: m.offset(),
-                source,
-            });
+        let result = self.inner.commit_message(m, mode);
         if let Some(cx) = cx {
-            if let Err(crate::Error::Commit { source, .. }) = &result {
-                instrument::record_failure(&cx, &super::error_type(source), source.to_string());
+            if let Err(err) = &result {
+                instrument::record_failure(&cx, &super::error_type(err), err.to_string());
             }
             cx.span().end();
         }
-        result
+        result.map_err(|source| crate::Error::Commit {
+            topic: m.topic().to_owned(),
+            partition: m.partition(),
+            offset: m.offset(),
+            source: Box::new(source),
+        })
+    }
+
+    fn consume_error(&self, source: rdkafka::error::KafkaError) -> crate::Error {
+        let source_name = self
+            .inner
+            .subscription()
+            .map(|list| {
+                list.elements()
+                    .iter()
+                    .map(|e| e.topic().to_owned())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        crate::Error::Consume {
+            source_name,
+            source: Box::new(source),
+        }
     }
 
     fn extract(&self, message: &BorrowedMessage<'_>) -> ExtractedContext {

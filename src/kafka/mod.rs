@@ -30,6 +30,17 @@ pub fn endpoint(config: &ClientConfig) -> Endpoint {
     )
 }
 
+/// The error of creating a client from `config`.
+pub(crate) fn client_error(config: &ClientConfig, source: KafkaError) -> crate::Error {
+    crate::Error::Connect {
+        target: config
+            .get("bootstrap.servers")
+            .unwrap_or_default()
+            .to_owned(),
+        source: Box::new(source),
+    }
+}
+
 /// `error.type` for a Kafka error: the broker/client error code's name
 /// (`MessageTimedOut`, `UnknownTopicOrPartition`, …) when there is one,
 /// else the kind of failure.

@@ -51,7 +51,7 @@ impl TracedProducer {
     pub fn from_config(config: &ClientConfig) -> Result<Self, crate::Error> {
         let inner: FutureProducer = config
             .create()
-            .map_err(|source| crate::Error::KafkaClient { source })?;
+            .map_err(|source| super::client_error(config, source))?;
         Ok(Self::new(inner, super::endpoint(config)))
     }
 

@@ -124,6 +124,98 @@ pub mod amqp {
         );
     }
 
+    /// A connection, a channel, and a direct exchange bound to a queue with
+    /// routing key `rk`, all uniquely named; [`Rabbit::delete`] removes them.
+    pub struct Rabbit {
+        pub conn: Connection,
+        pub channel: lapin::Channel,
+        pub exchange: String,
+        pub queue: String,
+    }
+
+    pub const ROUTING_KEY: &str = "rk";
+
+    impl Rabbit {
+        pub async fn new(prefix: &str) -> Self {
+            use lapin::ExchangeKind;
+            use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+            use lapin::types::FieldTable;
+            let conn = connect().await;
+            let channel = conn.create_channel().await.expect("channel");
+            let exchange = unique(&format!("{prefix}-x"));
+            let queue = unique(&format!("{prefix}-q"));
+            channel
+                .exchange_declare(
+                    exchange.as_str().into(),
+                    ExchangeKind::Direct,
+                    ExchangeDeclareOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("declare exchange");
+            channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("declare queue");
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    exchange.as_str().into(),
+                    ROUTING_KEY.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("bind queue");
+            Self {
+                conn,
+                channel,
+                exchange,
+                queue,
+            }
+        }
+
+        /// A lapin consumer on the queue, on its own channel.
+        pub async fn consumer(&self) -> lapin::Consumer {
+            use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+            use lapin::types::FieldTable;
+            let channel = self.conn.create_channel().await.expect("channel");
+            channel
+                .basic_qos(100, BasicQosOptions::default())
+                .await
+                .expect("qos");
+            channel
+                .basic_consume(
+                    self.queue.as_str().into(),
+                    unique("tag").as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("consume")
+        }
+
+        pub async fn delete(self) {
+            use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+            let _ = self
+                .channel
+                .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+            let _ = self
+                .channel
+                .exchange_delete(
+                    self.exchange.as_str().into(),
+                    ExchangeDeleteOptions::default(),
+                )
+                .await;
+            let _ = self.conn.close(200, "test done".into()).await;
+        }
+    }
+
     /// The URL without its password, for messages.
     pub fn redact(url: &str) -> String {
         match (url.find("://"), url.rfind('@')) {
