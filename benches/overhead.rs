@@ -8,11 +8,13 @@ mod support;
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use lapin::types::{AMQPValue, FieldTable};
 use opentelemetry::Context;
 use opentelemetry::trace::{SpanKind, TraceContextExt};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use tracebridge::Instrumentation;
 use tracebridge::ParentPolicy;
+use tracebridge::amqp::{AmqpHeaderExtractor, AmqpHeaderInjector};
 use tracebridge::kafka::{KafkaHeaderExtractor, KafkaHeaderInjector};
 use tracebridge::propagation::Propagation;
 use tracebridge::semconv::{Destination, Endpoint, MessagingAttributes, Operation, Stability};
@@ -132,5 +134,90 @@ fn kafka(c: &mut Criterion) {
     let _ = provider.shutdown();
 }
 
-criterion_group!(benches, kafka);
+fn amqp_app_headers() -> FieldTable {
+    let mut table = FieldTable::default();
+    table.insert(
+        "content-type".into(),
+        AMQPValue::LongString("application/json".into()),
+    );
+    table.insert(
+        "x-request-id".into(),
+        AMQPValue::LongString("req-0001".into()),
+    );
+    table
+}
+
+fn amqp(c: &mut Criterion) {
+    let provider = support::provider();
+    let instrumentation =
+        Instrumentation::from_sdk(&provider, None).with_stability(Stability::Stable);
+    let propagation = Propagation::default();
+    let endpoint = Endpoint::from_servers("127.0.0.1:5672", None);
+    let publish_to = Destination::rabbitmq("fulfillment", "order.created");
+    let delivered = Destination::rabbitmq_queue("fulfillment", "order.created", "shipping");
+
+    let mut group = c.benchmark_group("amqp/publish");
+    group.bench_function("raw", |b| b.iter(|| black_box(amqp_app_headers())));
+    group.bench_function("traced", |b| {
+        b.iter(|| {
+            let attributes = endpoint
+                .apply(
+                    MessagingAttributes::new(Operation::Send, &publish_to, Stability::Stable)
+                        .message_id(Some("m-1")),
+                )
+                .into_vec();
+            let cx = instrumentation.start_span(
+                Operation::Send.span_name(&publish_to),
+                SpanKind::Producer,
+                &Context::new(),
+                attributes,
+                Vec::new(),
+            );
+            let mut headers = amqp_app_headers();
+            propagation.inject(&cx, &mut AmqpHeaderInjector(&mut headers));
+            cx.span().end();
+            black_box(headers)
+        })
+    });
+    group.finish();
+
+    let mut received = amqp_app_headers();
+    let cx = instrumentation.start_span(
+        "publish",
+        SpanKind::Producer,
+        &Context::new(),
+        vec![],
+        vec![],
+    );
+    propagation.inject(&cx, &mut AmqpHeaderInjector(&mut received));
+
+    let mut group = c.benchmark_group("amqp/consume");
+    group.bench_function("raw", |b| {
+        b.iter(|| black_box(black_box(&received).inner().get("x-request-id").is_some()))
+    });
+    group.bench_function("traced", |b| {
+        b.iter(|| {
+            let extracted = propagation.extract(&AmqpHeaderExtractor(black_box(&received)));
+            let attributes = endpoint
+                .apply(
+                    MessagingAttributes::new(Operation::Process, &delivered, Stability::Stable)
+                        .delivery_tag(7)
+                        .message_id(Some("m-1")),
+                )
+                .into_vec();
+            let cx = instrumentation.start_process_span(
+                Operation::Process.span_name(&delivered),
+                ParentPolicy::Join,
+                &extracted,
+                attributes,
+            );
+            cx.span().end();
+            black_box(cx)
+        })
+    });
+    group.finish();
+    let _ = provider.shutdown();
+}
+
+criterion_group!(benches, kafka, amqp);
 criterion_main!(benches);

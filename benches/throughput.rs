@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! scripts/brokers.sh up
-//! cargo bench --bench throughput            # TB_BENCH_MESSAGES=20000 by default
+//! cargo bench --bench throughput   # TB_BENCH_MESSAGES=20000, TB_BENCH_ONLY=kafka|amqp
 //! ```
 //!
 //! Each round: plain rdkafka and `TracedProducer` each send N messages
@@ -19,6 +19,12 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use lapin::BasicProperties;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -26,6 +32,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tracebridge::Instrumentation;
+use tracebridge::amqp::TracedPublisher;
 use tracebridge::kafka::{TracedConsumer, TracedProducer};
 
 const IN_FLIGHT: usize = 1000;
@@ -177,8 +184,197 @@ fn best(rounds: &[Rates]) -> Rates {
     }
 }
 
+// ---- AMQP (RabbitMQ, publisher confirms) ----
+
+fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+async fn amqp_queue(conn: &lapin::Connection, name: &str) -> lapin::Channel {
+    let channel = conn.create_channel().await.expect("channel");
+    channel
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare");
+    channel
+}
+
+/// Publishes `n` messages with confirms, all awaited together; msg/s.
+async fn amqp_plain_publish(
+    conn: &lapin::Connection,
+    queue: &str,
+    n: usize,
+    payload: &[u8],
+) -> f64 {
+    let channel = amqp_queue(conn, queue).await;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let started = Instant::now();
+    let mut confirms = Vec::with_capacity(n);
+    for _ in 0..n {
+        confirms.push(
+            channel
+                .basic_publish(
+                    "".into(),
+                    queue.into(),
+                    BasicPublishOptions::default(),
+                    payload,
+                    BasicProperties::default(),
+                )
+                .await
+                .expect("publish"),
+        );
+    }
+    for confirm in futures::future::join_all(confirms).await {
+        confirm.expect("confirmed");
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn amqp_traced_publish(
+    conn: &lapin::Connection,
+    queue: &str,
+    n: usize,
+    payload: &[u8],
+    instrumentation: &Instrumentation,
+) -> f64 {
+    let channel = amqp_queue(conn, queue).await;
+    let publisher = TracedPublisher::new(channel, tracebridge::amqp::endpoint(&amqp_url()))
+        .await
+        .expect("publisher")
+        .with_instrumentation(instrumentation.clone());
+    let started = Instant::now();
+    let mut confirms = Vec::with_capacity(n);
+    for _ in 0..n {
+        confirms.push(
+            publisher
+                .publish(
+                    "",
+                    queue,
+                    BasicPublishOptions::default(),
+                    BasicProperties::default(),
+                    payload,
+                )
+                .await
+                .expect("publish")
+                .confirmed(),
+        );
+    }
+    for confirm in futures::future::join_all(confirms).await {
+        confirm.expect("confirmed");
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn amqp_consumer(conn: &lapin::Connection, queue: &str) -> lapin::Consumer {
+    let channel = conn.create_channel().await.expect("channel");
+    channel
+        .basic_qos(1000, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    channel
+        .basic_consume(
+            queue.into(),
+            "bench".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume")
+}
+
+/// Consumes and acks `n` messages; msg/s.
+async fn amqp_plain_consume(conn: &lapin::Connection, queue: &str, n: usize) -> f64 {
+    let mut consumer = amqp_consumer(conn, queue).await;
+    let started = Instant::now();
+    for _ in 0..n {
+        let delivery = consumer.next().await.expect("open").expect("delivery");
+        delivery.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn amqp_traced_consume(
+    conn: &lapin::Connection,
+    queue: &str,
+    n: usize,
+    instrumentation: &Instrumentation,
+) -> f64 {
+    let mut consumer = tracebridge::amqp::TracedConsumer::new(
+        amqp_consumer(conn, queue).await,
+        tracebridge::amqp::endpoint(&amqp_url()),
+    )
+    .with_instrumentation(instrumentation.clone());
+    let started = Instant::now();
+    for _ in 0..n {
+        consumer
+            .process_next(async |d| Ok::<_, std::io::Error>(std::hint::black_box(d.data.len())))
+            .await
+            .expect("received")
+            .expect("open")
+            .expect("ok");
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn amqp_bench(n: usize, payload: &[u8], instrumentation: &Instrumentation) {
+    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ (scripts/brokers.sh up)");
+    let run = std::process::id();
+    let (mut plain, mut traced) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let plain_queue = format!("tb-bench-plain-{run}-{round}");
+        let traced_queue = format!("tb-bench-traced-{run}-{round}");
+        let plain_publish = amqp_plain_publish(&conn, &plain_queue, n, payload).await;
+        let traced_publish =
+            amqp_traced_publish(&conn, &traced_queue, n, payload, instrumentation).await;
+        let plain_consume = amqp_plain_consume(&conn, &plain_queue, n).await;
+        let traced_consume = amqp_traced_consume(&conn, &traced_queue, n, instrumentation).await;
+        for queue in [&plain_queue, &traced_queue] {
+            let channel = conn.create_channel().await.expect("channel");
+            let _ = channel
+                .queue_delete(queue.as_str().into(), Default::default())
+                .await;
+        }
+        eprintln!(
+            "amqp round {round}: plain publish {plain_publish:.0}/s consume {plain_consume:.0}/s | traced publish {traced_publish:.0}/s consume {traced_consume:.0}/s"
+        );
+        plain.push(Rates {
+            produce: plain_publish,
+            consume: plain_consume,
+        });
+        traced.push(Rates {
+            produce: traced_publish,
+            consume: traced_consume,
+        });
+    }
+    let (p, t) = (best(&plain), best(&traced));
+    println!("amqp throughput, {n} messages with confirms and acks, best of {ROUNDS} rounds");
+    println!(
+        "  publish: plain {:>9.0} msg/s  traced {:>9.0} msg/s  ratio {:.3}",
+        p.produce,
+        t.produce,
+        t.produce / p.produce
+    );
+    println!(
+        "  consume: plain {:>9.0} msg/s  traced {:>9.0} msg/s  ratio {:.3}",
+        p.consume,
+        t.consume,
+        t.consume / p.consume
+    );
+}
+
 #[tokio::main]
 async fn main() {
+    // TB_BENCH_ONLY=kafka|amqp runs one broker's part.
+    let only = std::env::var("TB_BENCH_ONLY").unwrap_or_default();
     let n: usize = std::env::var("TB_BENCH_MESSAGES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -186,26 +382,36 @@ async fn main() {
     let payload = vec![b'x'; 100];
     let provider = support::provider();
     let instrumentation = Instrumentation::from_sdk(&provider, None);
+    if only != "amqp" {
+        kafka_bench(n, &payload, &instrumentation).await;
+    }
+    if only != "kafka" {
+        amqp_bench(n, &payload, &instrumentation).await;
+    }
+    let _ = provider.shutdown();
+}
+
+async fn kafka_bench(n: usize, payload: &[u8], instrumentation: &Instrumentation) {
     let run = std::process::id();
     let (mut plain, mut traced) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         // Producers: each to its own fresh topic.
         let plain_topic = format!("tb-bench-plain-{run}-{round}");
         new_topic(&plain_topic).await;
-        let plain_produce = plain_produce(&plain_topic, n, &payload).await;
+        let plain_produce = plain_produce(&plain_topic, n, payload).await;
         let topic = format!("tb-bench-traced-{run}-{round}");
         new_topic(&topic).await;
-        let traced_produce = traced_produce(&topic, n, &payload, &instrumentation).await;
+        let traced_produce = traced_produce(&topic, n, payload, instrumentation).await;
         // Consumers: both read the traced topic (what a traced consumer
         // really sees), in alternating order, each in its own group.
         let (plain_consume, traced_consume) = if round % 2 == 0 {
             let p = plain_consume(&topic, n, &format!("{topic}-plain")).await;
             (
                 p,
-                traced_consume(&topic, n, &format!("{topic}-traced"), &instrumentation).await,
+                traced_consume(&topic, n, &format!("{topic}-traced"), instrumentation).await,
             )
         } else {
-            let t = traced_consume(&topic, n, &format!("{topic}-traced"), &instrumentation).await;
+            let t = traced_consume(&topic, n, &format!("{topic}-traced"), instrumentation).await;
             (plain_consume(&topic, n, &format!("{topic}-plain")).await, t)
         };
         plain.push(Rates {
@@ -234,5 +440,4 @@ async fn main() {
         t.consume,
         t.consume / p.consume
     );
-    let _ = provider.shutdown();
 }

@@ -48,3 +48,8 @@ pub mod kafka;
 pub use error::{ClientError, Error, Refusal};
 pub use instrument::{Instrumentation, ParentPolicy, spawn_in_context};
 pub use propagation::{ExtractedContext, Format, Propagation};
+
+/// The README's Rust examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
