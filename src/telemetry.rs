@@ -11,6 +11,8 @@
 //!   - standard output (`OTEL_TRACES_EXPORTER=console`), or nothing (`none`);
 //! * the sampler from `OTEL_TRACES_SAMPLER` / `_ARG` and the resource from
 //!   `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES` (the SDK reads these);
+//! * with an OTLP endpoint, a meter provider exporting over OTLP too (the
+//!   queue-time histogram; `OTEL_METRICS_EXPORTER=none` turns it off);
 //! * the W3C `traceparent` + `baggage` propagator as the global propagator;
 //! * a `tracing` subscriber: spans become OpenTelemetry spans, and events are
 //!   JSON lines on stderr carrying `trace_id`/`span_id`, filtered by
@@ -37,6 +39,7 @@ use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
 use tracing_subscriber::Layer as _;
@@ -263,6 +266,11 @@ impl TelemetryBuilder {
             Box::new(BaggagePropagator::new()),
         ]));
 
+        guard.meters = metrics_provider(&targets, &self.service_name, &mut guard)?;
+        if let Some(meters) = &guard.meters {
+            opentelemetry::global::set_meter_provider(meters.clone());
+        }
+
         let tracer = provider.tracer(SCOPE_NAME);
         let otel_layer = tracing_opentelemetry::layer()
             .with_tracer(tracer)
@@ -323,6 +331,77 @@ fn resource(service_name: &str) -> Resource {
     }
 }
 
+/// Metrics go over OTLP next to the spans (`OTEL_METRICS_EXPORTER`:
+/// `otlp`, the default, or `none`); with no OTLP endpoint there is no meter
+/// provider and instruments are no-ops (the relay serves its own
+/// Prometheus `/metrics`).
+fn metrics_provider(
+    targets: &[SpanTarget],
+    service_name: &str,
+    guard: &mut TelemetryGuard,
+) -> Result<Option<SdkMeterProvider>, TelemetryError> {
+    let Some(protocol) = targets.iter().find_map(|t| match t {
+        SpanTarget::Otlp(protocol) => Some(*protocol),
+        _ => None,
+    }) else {
+        return Ok(None);
+    };
+    match std::env::var("OTEL_METRICS_EXPORTER").as_deref() {
+        Ok("none") => return Ok(None),
+        Ok("otlp") | Ok("") | Err(_) => {}
+        Ok(other) => {
+            return Err(TelemetryError::UnsupportedValue {
+                variable: "OTEL_METRICS_EXPORTER",
+                value: other.to_owned(),
+                expected: "otlp, none",
+            });
+        }
+    }
+    let error = |e: opentelemetry_otlp::ExporterBuildError| TelemetryError::Otlp {
+        protocol: protocol.name(),
+        message: e.to_string(),
+    };
+    let exporter = match protocol {
+        OtlpProtocol::Grpc => {
+            let runtime = guard.otlp_runtime()?;
+            let _entered = runtime.enter();
+            opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .build()
+                .map_err(error)?
+        }
+        OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
+            let wire = http_protocol(protocol);
+            std::thread::spawn(move || {
+                opentelemetry_otlp::MetricExporter::builder()
+                    .with_http()
+                    .with_protocol(wire)
+                    .build()
+            })
+            .join()
+            .map_err(|_| TelemetryError::Otlp {
+                protocol: protocol.name(),
+                message: "the exporter builder panicked".into(),
+            })?
+            .map_err(error)?
+        }
+    };
+    Ok(Some(
+        SdkMeterProvider::builder()
+            .with_resource(resource(service_name))
+            .with_periodic_exporter(exporter)
+            .build(),
+    ))
+}
+
+fn http_protocol(protocol: OtlpProtocol) -> Protocol {
+    if protocol == OtlpProtocol::HttpJson {
+        Protocol::HttpJson
+    } else {
+        Protocol::HttpBinary
+    }
+}
+
 fn otlp_processor(
     protocol: OtlpProtocol,
     guard: &mut TelemetryGuard,
@@ -336,31 +415,15 @@ fn otlp_processor(
             // The batch processor exports from its own thread; tonic needs a
             // Tokio reactor, so the channel is built inside a small runtime
             // that lives as long as the guard.
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("tracebridge-otlp")
-                .enable_all()
+            let runtime = guard.otlp_runtime()?;
+            let _entered = runtime.enter();
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
                 .build()
-                .map_err(|e| TelemetryError::Otlp {
-                    protocol: "grpc",
-                    message: format!("cannot start its runtime: {e}"),
-                })?;
-            let exporter = {
-                let _entered = runtime.enter();
-                opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .build()
-                    .map_err(error)?
-            };
-            guard.runtime = Some(runtime);
-            exporter
+                .map_err(error)?
         }
         OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
-            let wire = if protocol == OtlpProtocol::HttpJson {
-                Protocol::HttpJson
-            } else {
-                Protocol::HttpBinary
-            };
+            let wire = http_protocol(protocol);
             // reqwest's blocking client refuses to be built inside a Tokio
             // runtime, which is where `init` is often called from.
             std::thread::spawn(move || {
@@ -385,11 +448,30 @@ fn otlp_processor(
 #[derive(Default)]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    meters: Option<SdkMeterProvider>,
     runtime: Option<tokio::runtime::Runtime>,
     spans_file: Option<PathBuf>,
 }
 
 impl TelemetryGuard {
+    /// The small runtime OTLP/gRPC exporters run their channels on,
+    /// started on first use.
+    fn otlp_runtime(&mut self) -> Result<&tokio::runtime::Runtime, TelemetryError> {
+        if self.runtime.is_none() {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("tracebridge-otlp")
+                .enable_all()
+                .build()
+                .map_err(|e| TelemetryError::Otlp {
+                    protocol: "grpc",
+                    message: format!("cannot start its runtime: {e}"),
+                })?;
+            self.runtime = Some(runtime);
+        }
+        Ok(self.runtime.as_ref().expect("set above"))
+    }
+
     /// The span file being written, when spans go to a file.
     pub fn spans_file(&self) -> Option<&std::path::Path> {
         self.spans_file.as_deref()
@@ -409,6 +491,11 @@ impl Drop for TelemetryGuard {
             }
             if let Err(err) = provider.shutdown() {
                 eprintln!("tracebridge: shutting the tracer provider down failed: {err}");
+            }
+        }
+        if let Some(meters) = self.meters.take() {
+            if let Err(err) = meters.shutdown() {
+                eprintln!("tracebridge: shutting the meter provider down failed: {err}");
             }
         }
         if let Some(runtime) = self.runtime.take() {

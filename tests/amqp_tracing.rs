@@ -136,6 +136,10 @@ async fn publish_and_process_form_one_trace_with_semconv_attributes_and_an_ack_s
     }
     assert_eq!(attr(&process, REDELIVERED_ATTRIBUTE), None);
     assert!(attr(&process, tracebridge::instrument::QUEUE_TIME_ATTRIBUTE).is_some());
+    assert_eq!(
+        cap.histogram_count(tracebridge::instrument::QUEUE_TIME_METRIC),
+        1
+    );
 
     let ack = cap.one("ack");
     assert_eq!(ack.span_kind, SpanKind::Client);

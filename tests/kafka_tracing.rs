@@ -160,6 +160,11 @@ async fn producer_and_consumer_spans_form_one_trace_with_semconv_attributes() {
         Some(Value::F64(ms)) => assert!((0.0..60_000.0).contains(&ms), "queue time {ms} ms"),
         other => panic!("queue time attribute missing: {other:?}"),
     }
+    assert_eq!(
+        cap.histogram_count(tracebridge::instrument::QUEUE_TIME_METRIC),
+        1,
+        "one queue-time measurement"
+    );
     assert_eq!(attr(&process, "messaging.kafka.message.tombstone"), None);
     assert_eq!(
         attr(&process, tracebridge::instrument::INVALID_CONTEXT_ATTRIBUTE),

@@ -234,12 +234,15 @@ pub mod amqp {
 pub mod spans {
     use opentelemetry::Value;
     use opentelemetry::trace::{SpanId, TraceId};
+    use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
     use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
     use tracebridge::Instrumentation;
 
     pub struct Capture {
         pub exporter: InMemorySpanExporter,
         pub provider: SdkTracerProvider,
+        pub metrics: InMemoryMetricExporter,
+        pub meters: SdkMeterProvider,
     }
 
     pub fn capture() -> Capture {
@@ -247,12 +250,39 @@ pub mod spans {
         let provider = SdkTracerProvider::builder()
             .with_simple_exporter(exporter.clone())
             .build();
-        Capture { exporter, provider }
+        let metrics = InMemoryMetricExporter::default();
+        let meters = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(metrics.clone()).build())
+            .build();
+        Capture {
+            exporter,
+            provider,
+            metrics,
+            meters,
+        }
     }
 
     impl Capture {
         pub fn instrumentation(&self) -> Instrumentation {
-            Instrumentation::new(&self.provider, None)
+            Instrumentation::new(&self.provider, Some(&self.meters))
+        }
+
+        /// How many values the f64 histogram `name` recorded, summed over
+        /// its data points.
+        pub fn histogram_count(&self, name: &str) -> u64 {
+            use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+            self.meters.force_flush().expect("flush metrics");
+            let mut count = 0;
+            for rm in self.metrics.get_finished_metrics().expect("metrics") {
+                for sm in rm.scope_metrics() {
+                    for metric in sm.metrics().filter(|m| m.name() == name) {
+                        if let AggregatedMetrics::F64(MetricData::Histogram(h)) = metric.data() {
+                            count = h.data_points().map(|dp| dp.count()).sum::<u64>().max(count);
+                        }
+                    }
+                }
+            }
+            count
         }
 
         pub fn spans(&self) -> Vec<SpanData> {
