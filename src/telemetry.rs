@@ -493,10 +493,10 @@ impl Drop for TelemetryGuard {
                 eprintln!("tracebridge: shutting the tracer provider down failed: {err}");
             }
         }
-        if let Some(meters) = self.meters.take() {
-            if let Err(err) = meters.shutdown() {
-                eprintln!("tracebridge: shutting the meter provider down failed: {err}");
-            }
+        if let Some(meters) = self.meters.take()
+            && let Err(err) = meters.shutdown()
+        {
+            eprintln!("tracebridge: shutting the meter provider down failed: {err}");
         }
         if let Some(runtime) = self.runtime.take() {
             // Dropping a runtime inside another runtime's task panics.
