@@ -44,6 +44,8 @@ pub mod telemetry;
 pub mod amqp;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(all(feature = "kafka", feature = "amqp"))]
+pub mod relay;
 
 pub use error::{ClientError, Error, Refusal};
 pub use instrument::{Instrumentation, ParentPolicy, spawn_in_context};

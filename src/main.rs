@@ -1,9 +1,14 @@
-//! The `tracebridge` command line.
+//! The `tracebridge` command line: the relay daemon, its config check, and
+//! the demo.
 
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+use tracebridge::relay::config::{Sink, Source};
+use tracebridge::relay::{Relay, RelayConfig};
 
 mod smoke;
 
@@ -17,6 +22,22 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Runs the relay: every route of the config moves messages from its
+    /// source to its sink, each message kept in its trace, at-least-once.
+    /// SIGTERM or Ctrl-C stops taking messages, drains those in flight and
+    /// exits 0 within the configured shutdown_timeout.
+    Run {
+        /// The relay's TOML configuration (see bridge-config/relay.toml).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validates a configuration and prints the routes it would run;
+    /// exits non-zero, listing every problem with its line, when invalid.
+    Check {
+        /// The relay's TOML configuration.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Sends one traced message through Kafka and checks that the consumer
     /// side continues the producer's trace (spans go to the span file or
     /// the collector named by OTEL_EXPORTER_OTLP_ENDPOINT).
@@ -28,41 +49,154 @@ enum Command {
             default_value = "127.0.0.1:9092"
         )]
         brokers: String,
-        /// How long to wait for the message to come back.
+        /// How long to wait for the message to come back, in seconds.
         #[arg(long, default_value = "30", value_name = "SECONDS")]
         timeout: u64,
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Demo { brokers, timeout } => {
-            let guard = tracebridge::telemetry::init("tracebridge-demo");
-            let outcome = smoke::run(&brokers, Duration::from_secs(timeout))
-                .await
-                .context("the Kafka smoke run failed")?;
-            let spans_file = guard.spans_file().map(|p| p.display().to_string());
-            drop(guard);
-            println!(
-                "checkout trace {} -> consumer trace {} (parent span {}): {}",
-                outcome.producer_trace_id,
-                outcome.consumer_trace_id,
-                outcome.consumer_parent_span_id,
-                if outcome.joined() {
-                    "one trace"
-                } else {
-                    "BROKEN"
-                }
-            );
-            if let Some(path) = spans_file {
-                println!("spans written to {path}");
-            }
-            if !outcome.joined() {
-                bail!("the consumer did not continue the producer's trace");
-            }
-            Ok(())
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("tracebridge: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => runtime.block_on(run(&config)),
+        Command::Demo { brokers, timeout } => runtime.block_on(demo(&brokers, timeout)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tracebridge: {err:#}");
+            ExitCode::FAILURE
         }
     }
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = RelayConfig::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "{}: valid, {} route(s)",
+        path.display(),
+        config.routes.len()
+    );
+    println!(
+        "  listen {}, max_in_flight {}, shutdown_timeout {:?}",
+        config.listen, config.max_in_flight, config.shutdown_timeout
+    );
+    for route in &config.routes {
+        let dead_letter = route
+            .dead_letter
+            .as_ref()
+            .map(describe_sink)
+            .unwrap_or_else(|| "none (a message no sink takes is retried)".into());
+        println!(
+            "  route {}: {} -> {} | mode {:?}, extract {:?}, inject {:?}, {} attempt(s) from {:?}, dead letters: {}",
+            route.name,
+            describe_source(&route.source),
+            describe_sink(&route.sink),
+            route.mode,
+            route.propagation.extract_formats(),
+            route.propagation.inject_formats(),
+            route.attempts,
+            route.backoff,
+            dead_letter,
+        );
+    }
+    Ok(())
+}
+
+fn describe_source(source: &Source) -> String {
+    match source {
+        Source::Kafka {
+            broker,
+            topic,
+            group,
+        } => format!("kafka {} topic {topic} (group {group})", broker.name),
+        Source::Amqp { broker, queue } => format!("amqp {} queue {queue}", broker.name),
+    }
+}
+
+fn describe_sink(sink: &Sink) -> String {
+    match sink {
+        Sink::Kafka { broker, topic } => format!("kafka {} topic {topic}", broker.name),
+        Sink::Amqp {
+            broker,
+            exchange,
+            routing_key,
+        } => format!(
+            "amqp {} exchange {exchange:?} routing key {routing_key:?}",
+            broker.name
+        ),
+    }
+}
+
+async fn run(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = RelayConfig::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let telemetry = tracebridge::telemetry::init(&config.service_name);
+    let relay = Relay::start(config, tracebridge::Instrumentation::global())
+        .await
+        .context("starting the relay")?;
+    tracing::info!(config = %path.display(), "relay running");
+    shutdown_signal().await;
+    tracing::info!("shutdown requested: draining messages in flight");
+    let drained = relay.shutdown().await;
+    drop(telemetry);
+    if !drained {
+        bail!("shutdown timeout reached with messages in flight (they will be redelivered)");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+async fn demo(brokers: &str, timeout: u64) -> anyhow::Result<()> {
+    let guard = tracebridge::telemetry::init("tracebridge-demo");
+    let outcome = smoke::run(brokers, Duration::from_secs(timeout))
+        .await
+        .context("the Kafka smoke run failed")?;
+    let spans_file = guard.spans_file().map(|p| p.display().to_string());
+    drop(guard);
+    println!(
+        "checkout trace {} -> consumer trace {} (parent span {}): {}",
+        outcome.producer_trace_id,
+        outcome.consumer_trace_id,
+        outcome.consumer_parent_span_id,
+        if outcome.joined() {
+            "one trace"
+        } else {
+            "BROKEN"
+        }
+    );
+    if let Some(path) = spans_file {
+        println!("spans written to {path}");
+    }
+    if !outcome.joined() {
+        bail!("the consumer did not continue the producer's trace");
+    }
+    Ok(())
 }

@@ -372,6 +372,11 @@ impl MessagingAttributes {
         }
     }
 
+    /// A boolean attribute set to true (for flags outside the conventions).
+    pub fn flag(self, key: &'static str) -> Self {
+        self.push(key, true)
+    }
+
     /// Drops every attribute with this key.
     pub fn without(mut self, key: &str) -> Self {
         self.attrs.retain(|kv| kv.key.as_str() != key);

@@ -23,21 +23,24 @@ impl AmqpHeaderExtractor<'_> {
     }
 }
 
+/// The value of header `name` in `table` as bytes, when it is a string or
+/// byte array. A table's names are unique but may differ only in case: the
+/// exact spelling wins, then the last case-insensitive match.
+pub(crate) fn header_bytes<'a>(table: &'a FieldTable, name: &str) -> Option<&'a [u8]> {
+    let map = table.inner();
+    map.get(name)
+        .or_else(|| {
+            map.iter()
+                .rev()
+                .find(|(k, _)| k.as_str().eq_ignore_ascii_case(name))
+                .map(|(_, v)| v)
+        })
+        .and_then(AmqpHeaderExtractor::value_bytes)
+}
+
 impl HeaderReader for AmqpHeaderExtractor<'_> {
     fn header_bytes(&self, name: &str) -> Option<&[u8]> {
-        let table = self.0.inner();
-        // A table's names are unique, but may differ only in case; the exact
-        // spelling wins, then the last case-insensitive match.
-        table
-            .get(name)
-            .or_else(|| {
-                table
-                    .iter()
-                    .rev()
-                    .find(|(k, _)| k.as_str().eq_ignore_ascii_case(name))
-                    .map(|(_, v)| v)
-            })
-            .and_then(Self::value_bytes)
+        header_bytes(self.0, name)
     }
 
     fn header_names(&self) -> Vec<&str> {

@@ -10,7 +10,7 @@
 //!   linked to the message.
 //! * [`AmqpHeaderExtractor`] / [`AmqpHeaderInjector`]: the header carriers.
 
-mod carrier;
+pub(crate) mod carrier;
 mod consumer;
 mod publisher;
 

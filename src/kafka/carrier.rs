@@ -16,20 +16,33 @@ use crate::propagation::{Format, HeaderReader, HeaderWriter, Transport};
 /// consumed message, or owned).
 pub struct KafkaHeaderExtractor<'a, H: ?Sized>(pub &'a H);
 
+/// The last header named `name` (any case) in `headers`.
+pub(crate) fn header_bytes<'a, H: Headers + ?Sized>(
+    headers: &'a H,
+    name: &str,
+) -> Option<&'a [u8]> {
+    (0..headers.count())
+        .rev()
+        .filter_map(|i| headers.try_get(i))
+        .find(|h| h.key.eq_ignore_ascii_case(name))
+        .and_then(|h| h.value)
+}
+
+/// Every header name in `headers`, in order.
+pub(crate) fn header_names<H: Headers + ?Sized>(headers: &H) -> Vec<&str> {
+    (0..headers.count())
+        .filter_map(|i| headers.try_get(i))
+        .map(|h| h.key)
+        .collect()
+}
+
 impl<H: Headers + ?Sized> HeaderReader for KafkaHeaderExtractor<'_, H> {
     fn header_bytes(&self, name: &str) -> Option<&[u8]> {
-        (0..self.0.count())
-            .rev()
-            .filter_map(|i| self.0.try_get(i))
-            .find(|h| h.key.eq_ignore_ascii_case(name))
-            .and_then(|h| h.value)
+        header_bytes(self.0, name)
     }
 
     fn header_names(&self) -> Vec<&str> {
-        (0..self.0.count())
-            .filter_map(|i| self.0.try_get(i))
-            .map(|h| h.key)
-            .collect()
+        header_names(self.0)
     }
 }
 

@@ -9,7 +9,7 @@
 //! * [`KafkaHeaderExtractor`] / [`KafkaHeaderInjector`]: the header
 //!   carriers, for code that drives rdkafka itself.
 
-mod carrier;
+pub(crate) mod carrier;
 mod consumer;
 mod producer;
 

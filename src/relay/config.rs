@@ -1,0 +1,780 @@
+//! The relay's configuration file (TOML): what it says, how it is read, and
+//! how it is checked.
+//!
+//! Reading happens in three steps, each reporting every problem it finds
+//! with the file, line and key: `${VAR}` / `${VAR:-default}` expansion in
+//! the text (so secrets live in the environment, never in the file), TOML
+//! parsing into the `*Spec` structs (unknown keys and bad values rejected),
+//! and validation into [`RelayConfig`] (broker references resolved, each
+//! route's shape checked).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::instrument::ParentPolicy;
+use crate::propagation::{Format, Propagation};
+
+/// Everything wrong with a configuration, each with its location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    /// `file:line: key: what is wrong`, one per problem.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} problem(s) in the configuration:",
+            self.problems.len()
+        )?;
+        for problem in &self.problems {
+            writeln!(f, "  {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+// ---- the file as written ----
+
+/// The file's top level.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSpec {
+    #[serde(default)]
+    relay: RelaySpec,
+    #[serde(default)]
+    kafka: BTreeMap<String, KafkaSpec>,
+    #[serde(default)]
+    amqp: BTreeMap<String, AmqpSpec>,
+    #[serde(default)]
+    route: Vec<RouteSpec>,
+}
+
+/// `[relay]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RelaySpec {
+    listen: SocketAddr,
+    max_in_flight: usize,
+    #[serde(with = "humantime_serde")]
+    shutdown_timeout: Duration,
+    service_name: String,
+}
+
+impl Default for RelaySpec {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            max_in_flight: 1024,
+            shutdown_timeout: Duration::from_secs(20),
+            service_name: "tracebridge".into(),
+        }
+    }
+}
+
+/// `[kafka.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KafkaSpec {
+    bootstrap_servers: String,
+    #[serde(default)]
+    properties: BTreeMap<String, String>,
+}
+
+/// `[amqp.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AmqpSpec {
+    url: String,
+}
+
+/// `[[route]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteSpec {
+    name: String,
+    from: EndpointSpec,
+    to: EndpointSpec,
+    #[serde(default)]
+    propagation: PropagationSpec,
+    #[serde(default)]
+    retry: RetrySpec,
+    dead_letter: Option<EndpointSpec>,
+    #[serde(default)]
+    key_mapping: KeyMapping,
+}
+
+/// `from`, `to` and `dead_letter`: one broker reference plus where on it.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct EndpointSpec {
+    kafka: Option<Spanned<String>>,
+    amqp: Option<Spanned<String>>,
+    topic: Option<String>,
+    group: Option<String>,
+    queue: Option<String>,
+    exchange: Option<String>,
+    routing_key: Option<String>,
+    routing_key_from: Option<String>,
+}
+
+/// `propagation = { mode, extract, inject, baggage_allowlist }`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct PropagationSpec {
+    mode: Mode,
+    extract: Option<Vec<Format>>,
+    inject: Option<Vec<Format>>,
+    baggage_allowlist: Option<Vec<String>>,
+}
+
+impl PropagationSpec {
+    fn formats(&self) -> Propagation {
+        let mut p = Propagation::default();
+        if let Some(extract) = &self.extract {
+            p = p.with_extract(extract.iter().copied());
+        }
+        if let Some(inject) = &self.inject {
+            p = p.with_inject(inject.iter().copied());
+        }
+        if let Some(keys) = &self.baggage_allowlist {
+            p = p.with_baggage_allowlist(keys.iter().cloned());
+        }
+        p
+    }
+}
+
+/// `propagation.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The relay's spans join the incoming trace (child of its context).
+    #[default]
+    Join,
+    /// The relay starts a new trace linked to the incoming context.
+    Link,
+}
+
+impl Mode {
+    /// The process-span policy this mode stands for.
+    pub fn parent_policy(self) -> ParentPolicy {
+        match self {
+            Mode::Join => ParentPolicy::Join,
+            Mode::Link => ParentPolicy::Link,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RetrySpec {
+    attempts: u32,
+    #[serde(with = "humantime_serde")]
+    backoff: Duration,
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        Self {
+            attempts: 5,
+            backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// How the Kafka key maps to AMQP message properties (both directions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyMapping {
+    /// Kafka key ↔ AMQP `correlation_id` (the default: usually the request id).
+    #[default]
+    CorrelationId,
+    /// Kafka key ↔ AMQP `message_id`.
+    MessageId,
+    /// Not mapped.
+    None,
+}
+
+// ---- the validated configuration ----
+
+/// A validated relay configuration.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Address of `/healthz`, `/readyz`, `/metrics`.
+    pub listen: SocketAddr,
+    /// Messages in flight per route (unconfirmed by the sink).
+    pub max_in_flight: usize,
+    /// How long a graceful shutdown may take.
+    pub shutdown_timeout: Duration,
+    /// `service.name` of the relay's spans (overridden by `OTEL_SERVICE_NAME`).
+    pub service_name: String,
+    /// The routes.
+    pub routes: Vec<Route>,
+}
+
+/// A Kafka cluster.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KafkaBroker {
+    /// Its name in the file.
+    pub name: String,
+    /// `bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// Further librdkafka properties, applied after tracebridge's own.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for KafkaBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    if is_secret_key(k) { "***" } else { v.as_str() },
+                )
+            })
+            .collect();
+        f.debug_struct("KafkaBroker")
+            .field("name", &self.name)
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("properties", &properties)
+            .finish()
+    }
+}
+
+/// An AMQP broker.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AmqpBroker {
+    /// Its name in the file.
+    pub name: String,
+    /// The `amqp://` URL (may hold a password: never printed, see
+    /// [`AmqpBroker::redacted_url`]).
+    pub url: String,
+}
+
+impl AmqpBroker {
+    /// The URL with its password replaced by `***`.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+impl fmt::Debug for AmqpBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AmqpBroker")
+            .field("name", &self.name)
+            .field("url", &self.redacted_url())
+            .finish()
+    }
+}
+
+/// Where a route reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A Kafka topic, read by a consumer group.
+    Kafka {
+        /// The cluster.
+        broker: KafkaBroker,
+        /// The topic.
+        topic: String,
+        /// The consumer group (default `tracebridge-{route}`).
+        group: String,
+    },
+    /// An AMQP queue.
+    Amqp {
+        /// The broker.
+        broker: AmqpBroker,
+        /// The queue.
+        queue: String,
+    },
+}
+
+/// Where the routing key of an AMQP publish comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoutingKey {
+    /// Always this value.
+    Fixed(String),
+    /// The source message's Kafka key (or AMQP routing key).
+    SourceKey,
+    /// A header of the source message.
+    Header(String),
+}
+
+/// Where a route (or its dead letters) writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sink {
+    /// A Kafka topic.
+    Kafka {
+        /// The cluster.
+        broker: KafkaBroker,
+        /// The topic.
+        topic: String,
+    },
+    /// An AMQP exchange.
+    Amqp {
+        /// The broker.
+        broker: AmqpBroker,
+        /// The exchange (`""` = the default exchange).
+        exchange: String,
+        /// The routing key.
+        routing_key: RoutingKey,
+    },
+}
+
+/// One validated route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Its name (in logs, metrics and spans).
+    pub name: String,
+    /// Where it reads.
+    pub source: Source,
+    /// Where it writes.
+    pub sink: Sink,
+    /// `join` or `link`.
+    pub mode: Mode,
+    /// Formats read and written.
+    pub propagation: Propagation,
+    /// Attempts per message before dead-lettering (at least 1).
+    pub attempts: u32,
+    /// Wait before the first retry; doubled each time.
+    pub backoff: Duration,
+    /// Where messages go after the last failed attempt.
+    pub dead_letter: Option<Sink>,
+    /// Kafka key ↔ AMQP property.
+    pub key_mapping: KeyMapping,
+}
+
+// ---- reading ----
+
+impl RelayConfig {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            problems: vec![format!("{}: cannot read: {e}", path.display())],
+        })?;
+        Self::parse(&text, &path.display().to_string(), |name| {
+            std::env::var(name).ok()
+        })
+    }
+
+    /// Reads and validates `text` (named `origin` in messages), expanding
+    /// `${VAR}` with `env`.
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigErrors> {
+        let expanded = expand_env(text, origin, env)?;
+        let spec: FileSpec = toml::from_str(&expanded).map_err(|e| ConfigErrors {
+            problems: vec![toml_error(origin, &expanded, &e)],
+        })?;
+        validate(spec, origin, &expanded)
+    }
+}
+
+/// `${VAR}` and `${VAR:-default}`; `$$` is a literal `$`. Comments (from
+/// a `#` outside quotes to the end of the line) are left as they are.
+fn expand_env(
+    text: &str,
+    origin: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<String, ConfigErrors> {
+    let mut out = String::with_capacity(text.len());
+    let mut problems = Vec::new();
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        let (code, comment) = line.split_at(comment_start(line));
+        expand_line(
+            code,
+            &format!("{origin}:{}", index + 1),
+            &env,
+            &mut out,
+            &mut problems,
+        );
+        out.push_str(comment);
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(ConfigErrors { problems })
+    }
+}
+
+/// Where a TOML comment starts on `line` (its length when there is none).
+fn comment_start(line: &str) -> usize {
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match quote {
+            Some('"') if escaped => escaped = false,
+            Some('"') if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c == '#' => return i,
+            None => {}
+        }
+    }
+    line.len()
+}
+
+fn expand_line(
+    line: &str,
+    at: &str,
+    env: &impl Fn(&str) -> Option<String>,
+    out: &mut String,
+    problems: &mut Vec<String>,
+) {
+    let mut rest = line;
+    while let Some(dollar) = rest.find('$') {
+        out.push_str(&rest[..dollar]);
+        let after = &rest[dollar + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let Some(end) = body.find('}') else {
+                problems.push(format!("{at}: `${{` is not closed by `}}`"));
+                out.push_str(&rest[dollar..]);
+                return;
+            };
+            let expr = &body[..end];
+            let (name, default) = match expr.split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (expr, None),
+            };
+            match (env(name), default) {
+                (Some(value), _) => out.push_str(&value),
+                (None, Some(default)) => out.push_str(default),
+                (None, None) => problems.push(format!(
+                    "{at}: environment variable {name} is not set (write ${{{name}:-default}} for a default)"
+                )),
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+fn toml_error(origin: &str, text: &str, err: &toml::de::Error) -> String {
+    let line = err.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+    let message = err.message().trim().replace('\n', " ");
+    format!("{origin}:{line}: {message}")
+}
+
+fn validate(spec: FileSpec, origin: &str, text: &str) -> Result<RelayConfig, ConfigErrors> {
+    let mut problems = Vec::new();
+    let kafka: BTreeMap<String, KafkaBroker> = spec
+        .kafka
+        .into_iter()
+        .map(|(name, k)| {
+            let broker = KafkaBroker {
+                name: name.clone(),
+                bootstrap_servers: k.bootstrap_servers,
+                properties: k.properties,
+            };
+            (name, broker)
+        })
+        .collect();
+    let amqp: BTreeMap<String, AmqpBroker> = spec
+        .amqp
+        .into_iter()
+        .map(|(name, a)| {
+            let broker = AmqpBroker {
+                name: name.clone(),
+                url: a.url,
+            };
+            (name, broker)
+        })
+        .collect();
+    for broker in amqp.values() {
+        if !broker.url.starts_with("amqp://") && !broker.url.starts_with("amqps://") {
+            problems.push(format!(
+                "{origin}: amqp.{}.url: `{}` is not an amqp:// or amqps:// URL",
+                broker.name,
+                broker.redacted_url()
+            ));
+        }
+    }
+    if spec.relay.max_in_flight == 0 {
+        problems.push(format!("{origin}: relay.max_in_flight: must be at least 1"));
+    }
+    if spec.route.is_empty() {
+        problems.push(format!("{origin}: no [[route]] is configured"));
+    }
+
+    let mut routes = Vec::new();
+    let mut names = std::collections::BTreeSet::new();
+    for (index, route) in spec.route.into_iter().enumerate() {
+        let at = format!("{origin}: route[{index}] ({})", route.name);
+        if !names.insert(route.name.clone()) {
+            problems.push(format!(
+                "{at}: name: another route is already called `{}`",
+                route.name
+            ));
+        }
+        let resolver = Resolver {
+            kafka: &kafka,
+            amqp: &amqp,
+            origin,
+            text,
+        };
+        let source = resolver.source(&at, &route.name, route.from, &mut problems);
+        let sink = resolver.sink(&at, "to", route.to, &mut problems);
+        let dead_letter = route
+            .dead_letter
+            .map(|d| resolver.sink(&at, "dead_letter", d, &mut problems));
+        if route.retry.attempts == 0 {
+            problems.push(format!("{at}: retry.attempts: must be at least 1"));
+        }
+        if let (Some(source), Some(sink)) = (source, sink) {
+            routes.push(Route {
+                name: route.name,
+                source,
+                sink,
+                mode: route.propagation.mode,
+                propagation: route.propagation.formats(),
+                attempts: route.retry.attempts.max(1),
+                backoff: route.retry.backoff,
+                dead_letter: dead_letter.flatten(),
+                key_mapping: route.key_mapping,
+            });
+        }
+    }
+    if problems.is_empty() {
+        Ok(RelayConfig {
+            listen: spec.relay.listen,
+            max_in_flight: spec.relay.max_in_flight,
+            shutdown_timeout: spec.relay.shutdown_timeout,
+            service_name: spec.relay.service_name,
+            routes,
+        })
+    } else {
+        Err(ConfigErrors { problems })
+    }
+}
+
+struct Resolver<'a> {
+    kafka: &'a BTreeMap<String, KafkaBroker>,
+    amqp: &'a BTreeMap<String, AmqpBroker>,
+    origin: &'a str,
+    text: &'a str,
+}
+
+enum Broker {
+    Kafka(KafkaBroker),
+    Amqp(AmqpBroker),
+}
+
+impl Resolver<'_> {
+    fn broker(
+        &self,
+        at: &str,
+        key: &str,
+        spec: &EndpointSpec,
+        problems: &mut Vec<String>,
+    ) -> Option<Broker> {
+        // With a line number the origin goes in front of it, once.
+        let here = at.strip_prefix(&format!("{}: ", self.origin)).unwrap_or(at);
+        match (&spec.kafka, &spec.amqp) {
+            (Some(name), None) => match self.kafka.get(name.get_ref()) {
+                Some(b) => Some(Broker::Kafka(b.clone())),
+                None => {
+                    problems.push(format!(
+                        "{}:{}: {here}: {key}.kafka: no [kafka.{}] section is defined",
+                        self.origin,
+                        line_of(self.text, name.span().start),
+                        name.get_ref()
+                    ));
+                    None
+                }
+            },
+            (None, Some(name)) => match self.amqp.get(name.get_ref()) {
+                Some(b) => Some(Broker::Amqp(b.clone())),
+                None => {
+                    problems.push(format!(
+                        "{}:{}: {here}: {key}.amqp: no [amqp.{}] section is defined",
+                        self.origin,
+                        line_of(self.text, name.span().start),
+                        name.get_ref()
+                    ));
+                    None
+                }
+            },
+            (Some(_), Some(_)) => {
+                problems.push(format!(
+                    "{at}: {key}: names both `kafka` and `amqp`; a side is one broker"
+                ));
+                None
+            }
+            (None, None) => {
+                problems.push(format!(
+                    "{at}: {key}: needs `kafka = \"NAME\"` or `amqp = \"NAME\"`"
+                ));
+                None
+            }
+        }
+    }
+
+    fn source(
+        &self,
+        at: &str,
+        route: &str,
+        spec: EndpointSpec,
+        problems: &mut Vec<String>,
+    ) -> Option<Source> {
+        let broker = self.broker(at, "from", &spec, problems)?;
+        let mut misplaced = |field: &str, present: bool| {
+            if present {
+                problems.push(format!(
+                    "{at}: from.{field}: not used by this kind of source"
+                ));
+            }
+        };
+        match broker {
+            Broker::Kafka(broker) => {
+                misplaced("queue", spec.queue.is_some());
+                misplaced("exchange", spec.exchange.is_some());
+                misplaced("routing_key", spec.routing_key.is_some());
+                let Some(topic) = spec.topic else {
+                    problems.push(format!("{at}: from.topic: a Kafka source needs a topic"));
+                    return None;
+                };
+                Some(Source::Kafka {
+                    broker,
+                    topic,
+                    group: spec.group.unwrap_or_else(|| format!("tracebridge-{route}")),
+                })
+            }
+            Broker::Amqp(broker) => {
+                misplaced("topic", spec.topic.is_some());
+                misplaced("group", spec.group.is_some());
+                misplaced("exchange", spec.exchange.is_some());
+                let Some(queue) = spec.queue else {
+                    problems.push(format!("{at}: from.queue: an AMQP source needs a queue"));
+                    return None;
+                };
+                Some(Source::Amqp { broker, queue })
+            }
+        }
+    }
+
+    fn sink(
+        &self,
+        at: &str,
+        key: &str,
+        spec: EndpointSpec,
+        problems: &mut Vec<String>,
+    ) -> Option<Sink> {
+        let broker = self.broker(at, key, &spec, problems)?;
+        match broker {
+            Broker::Kafka(broker) => {
+                for (field, present) in [
+                    ("group", spec.group.is_some()),
+                    ("queue", spec.queue.is_some()),
+                    ("exchange", spec.exchange.is_some()),
+                    ("routing_key", spec.routing_key.is_some()),
+                ] {
+                    if present {
+                        problems.push(format!(
+                            "{at}: {key}.{field}: not used by a Kafka destination"
+                        ));
+                    }
+                }
+                let Some(topic) = spec.topic else {
+                    problems.push(format!(
+                        "{at}: {key}.topic: a Kafka destination needs a topic"
+                    ));
+                    return None;
+                };
+                Some(Sink::Kafka { broker, topic })
+            }
+            Broker::Amqp(broker) => {
+                for (field, present) in [
+                    ("topic", spec.topic.is_some()),
+                    ("group", spec.group.is_some()),
+                    ("queue", spec.queue.is_some()),
+                ] {
+                    if present {
+                        problems.push(format!(
+                            "{at}: {key}.{field}: not used by an AMQP destination"
+                        ));
+                    }
+                }
+                let routing_key = match (spec.routing_key, spec.routing_key_from.as_deref()) {
+                    (Some(_), Some(_)) => {
+                        problems.push(format!(
+                            "{at}: {key}: give `routing_key` or `routing_key_from`, not both"
+                        ));
+                        return None;
+                    }
+                    (Some(fixed), None) => RoutingKey::Fixed(fixed),
+                    (None, None) => RoutingKey::Fixed(String::new()),
+                    (None, Some("source_key")) => RoutingKey::SourceKey,
+                    (None, Some(other)) => match other.strip_prefix("header:") {
+                        Some(name) if !name.is_empty() => RoutingKey::Header(name.to_owned()),
+                        _ => {
+                            problems.push(format!(
+                                "{at}: {key}.routing_key_from: `{other}` is not `source_key` or `header:NAME`"
+                            ));
+                            return None;
+                        }
+                    },
+                };
+                Some(Sink::Amqp {
+                    broker,
+                    exchange: spec.exchange.unwrap_or_default(),
+                    routing_key,
+                })
+            }
+        }
+    }
+}
+
+/// Property names whose values are secrets (never printed).
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "token",
+        "sasl.jaas",
+        "key.pem",
+        "private",
+    ]
+    .iter()
+    .any(|s| key.contains(s))
+}
+
+/// `scheme://user:pass@host` → `scheme://user:***@host`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,210 @@
+//! Config reading: every accepted shape, and each kind of mistake reported
+//! with its location.
+
+use super::*;
+
+const FULL: &str = r#"
+[relay]
+listen = "127.0.0.1:9464"
+max_in_flight = 256
+shutdown_timeout = "20s"
+
+[kafka.main]
+bootstrap_servers = "127.0.0.1:9092"
+properties = { "security.protocol" = "PLAINTEXT", "sasl.password" = "${KAFKA_SECRET:-hunter2}" }
+
+[amqp.rabbit]
+url = "amqp://guest:${AMQP_PASSWORD:-guest}@127.0.0.1:5672/%2f"
+
+[[route]]
+name = "k2a"
+from = { kafka = "main", topic = "orders", group = "tb" }
+to = { amqp = "rabbit", exchange = "fulfillment", routing_key = "order.created" }
+propagation = { mode = "join", extract = ["tracecontext", "baggage", "b3"], inject = ["tracecontext", "baggage"] }
+retry = { attempts = 3, backoff = "50ms" }
+dead_letter = { amqp = "rabbit", exchange = "tracebridge.dlx" }
+
+[[route]]
+name = "a2k"
+from = { amqp = "rabbit", queue = "billing" }
+to = { kafka = "main", topic = "billing" }
+key_mapping = "message_id"
+
+[[route]]
+name = "k2k"
+from = { kafka = "main", topic = "a" }
+to = { kafka = "main", topic = "b" }
+propagation = { mode = "link" }
+
+[[route]]
+name = "a2a"
+from = { amqp = "rabbit", queue = "in" }
+to = { amqp = "rabbit", exchange = "out", routing_key_from = "header:x-route" }
+"#;
+
+fn parse(text: &str) -> Result<RelayConfig, ConfigErrors> {
+    RelayConfig::parse(text, "relay.toml", |name| match name {
+        "AMQP_PASSWORD" => Some("s3cret".into()),
+        _ => None,
+    })
+}
+
+fn problems(text: &str) -> Vec<String> {
+    parse(text)
+        .expect_err("the config must be rejected")
+        .problems
+}
+
+#[test]
+fn all_four_directions_parse_with_their_options() {
+    let config = parse(FULL).expect("valid");
+    assert_eq!(config.max_in_flight, 256);
+    assert_eq!(config.shutdown_timeout, Duration::from_secs(20));
+    assert_eq!(config.routes.len(), 4);
+
+    let k2a = &config.routes[0];
+    assert!(
+        matches!(&k2a.source, Source::Kafka { topic, group, .. } if topic == "orders" && group == "tb")
+    );
+    assert!(
+        matches!(&k2a.sink, Sink::Amqp { exchange, routing_key: RoutingKey::Fixed(rk), .. }
+        if exchange == "fulfillment" && rk == "order.created")
+    );
+    assert_eq!(
+        k2a.propagation.extract_formats(),
+        [Format::TraceContext, Format::Baggage, Format::B3]
+    );
+    assert_eq!((k2a.attempts, k2a.backoff), (3, Duration::from_millis(50)));
+    assert!(
+        matches!(&k2a.dead_letter, Some(Sink::Amqp { exchange, .. }) if exchange == "tracebridge.dlx")
+    );
+
+    let a2k = &config.routes[1];
+    assert!(matches!(&a2k.source, Source::Amqp { queue, .. } if queue == "billing"));
+    assert_eq!(a2k.key_mapping, KeyMapping::MessageId);
+    assert_eq!(a2k.mode, Mode::Join);
+
+    let k2k = &config.routes[2];
+    assert_eq!(k2k.mode, Mode::Link);
+    assert!(
+        matches!(&k2k.source, Source::Kafka { group, .. } if group == "tracebridge-k2k"),
+        "default group"
+    );
+
+    let a2a = &config.routes[3];
+    assert!(
+        matches!(&a2a.sink, Sink::Amqp { routing_key: RoutingKey::Header(h), .. } if h == "x-route")
+    );
+}
+
+#[test]
+fn environment_variables_are_expanded_and_secrets_never_printed() {
+    let config = parse(FULL).expect("valid");
+    let Source::Amqp { broker, .. } = &config.routes[1].source else {
+        panic!()
+    };
+    assert_eq!(broker.url, "amqp://guest:s3cret@127.0.0.1:5672/%2f");
+    assert_eq!(broker.redacted_url(), "amqp://guest:***@127.0.0.1:5672/%2f");
+    let printed = format!("{config:?}");
+    assert!(!printed.contains("s3cret"), "{printed}");
+    assert!(
+        !printed.contains("hunter2"),
+        "default secrets are secrets too: {printed}"
+    );
+    let Source::Kafka { broker, .. } = &config.routes[0].source else {
+        panic!()
+    };
+    assert_eq!(broker.properties["sasl.password"], "hunter2");
+}
+
+#[test]
+fn a_missing_variable_without_default_names_it_and_its_line() {
+    let text = FULL.replace("${AMQP_PASSWORD:-guest}", "${RABBIT_PASSWORD}");
+    let problems = problems(&text);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("relay.toml:12: environment variable RABBIT_PASSWORD is not set"),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn an_unknown_key_is_rejected_with_its_line() {
+    let text = FULL.replace("max_in_flight = 256", "max_in_flite = 256");
+    let problems = problems(&text);
+    assert!(problems[0].starts_with("relay.toml:4:"), "{problems:?}");
+    assert!(problems[0].contains("max_in_flite"), "{problems:?}");
+}
+
+#[test]
+fn a_bad_duration_is_rejected_with_its_line() {
+    let text = FULL.replace(r#"backoff = "50ms""#, r#"backoff = "fifty""#);
+    let problems = problems(&text);
+    assert!(problems[0].starts_with("relay.toml:19:"), "{problems:?}");
+    assert!(problems[0].contains("fifty"), "{problems:?}");
+}
+
+#[test]
+fn a_missing_broker_reference_is_reported_where_it_is_used() {
+    let text = FULL.replace(
+        r#"to = { kafka = "main", topic = "billing" }"#,
+        r#"to = { kafka = "backup", topic = "billing" }"#,
+    );
+    let problems = problems(&text);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with(
+            "relay.toml:25: route[1] (a2k): to.kafka: no [kafka.backup] section is defined"
+        ),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn every_shape_problem_is_reported_at_once() {
+    let text = r#"
+[amqp.rabbit]
+url = "http://example.com"
+
+[kafka.main]
+bootstrap_servers = "b:9092"
+
+[[route]]
+name = "r"
+from = { kafka = "main" }
+to = { amqp = "rabbit", topic = "t", routing_key = "a", routing_key_from = "source_key" }
+retry = { attempts = 0 }
+
+[[route]]
+name = "r"
+from = { kafka = "main", amqp = "rabbit", topic = "t" }
+to = { kafka = "main", topic = "t" }
+"#;
+    let problems = problems(text);
+    let expect = [
+        "amqp.rabbit.url: `http://example.com` is not an amqp://",
+        "route[0] (r): from.topic: a Kafka source needs a topic",
+        "route[0] (r): to.topic: not used by an AMQP destination",
+        "route[0] (r): to: give `routing_key` or `routing_key_from`, not both",
+        "route[0] (r): retry.attempts: must be at least 1",
+        "route[1] (r): name: another route is already called `r`",
+        "route[1] (r): from: names both `kafka` and `amqp`",
+    ];
+    for needle in expect {
+        assert!(
+            problems.iter().any(|p| p.contains(needle)),
+            "missing {needle:?} in {problems:#?}"
+        );
+    }
+}
+
+#[test]
+fn env_expansion_keeps_dollars_and_reports_unclosed_braces() {
+    let out = expand_env("a $$ b ${X:-y} $z", "f", |_| None).unwrap();
+    assert_eq!(out, "a $ b y $z");
+    let err = expand_env("a\n${X", "f", |_| None).unwrap_err();
+    assert_eq!(
+        err.problems,
+        vec!["f:2: `${` is not closed by `}`".to_owned()]
+    );
+}

@@ -1,0 +1,399 @@
+//! The hop: what the relay does with one message, top to bottom.
+//!
+//! extract the message's own creation context → CONSUMER `process` span
+//! (child of that context in `join` mode, a new linked trace in `link`
+//! mode) → PRODUCER span for the sink, its context injected into the
+//! outgoing headers (trace headers replaced, every other header copied) →
+//! publish and wait for the sink's confirm → retry with backoff → dead
+//! letter with the reason → only then may the source be acknowledged.
+
+use std::time::Duration;
+
+use lapin::BasicProperties;
+use lapin::options::BasicPublishOptions;
+use lapin::types::{AMQPValue, LongString};
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry::{Context, KeyValue};
+use rdkafka::message::Header;
+use rdkafka::producer::FutureRecord;
+
+use super::config::{KeyMapping, Mode, RoutingKey};
+use super::message::{Inbound, Origin, amqp_headers_from, kafka_headers_from};
+use crate::amqp::TracedPublisher;
+use crate::instrument::{self, Instrumentation};
+use crate::kafka::TracedProducer;
+use crate::propagation::{ExtractedContext, Propagation, Transport};
+use crate::semconv::{Destination, MessagingAttributes, Operation};
+
+/// Header names on dead letters.
+pub const DEAD_LETTER_ERROR: &str = "x-tracebridge-error";
+/// The route that dead-lettered the message.
+pub const DEAD_LETTER_ROUTE: &str = "x-tracebridge-route";
+/// Where the message came from (`kafka topic[partition]@offset` or
+/// `amqp queue NAME delivery TAG`).
+pub const DEAD_LETTER_SOURCE: &str = "x-tracebridge-source";
+/// How many attempts were made.
+pub const DEAD_LETTER_ATTEMPTS: &str = "x-tracebridge-attempts";
+
+/// A connected sink: where a route's messages (or dead letters) go.
+pub(crate) enum SinkClient {
+    Kafka {
+        producer: TracedProducer,
+        topic: String,
+    },
+    Amqp {
+        publisher: TracedPublisher,
+        exchange: String,
+        routing_key: RoutingKey,
+    },
+}
+
+/// Why a send did not succeed.
+#[derive(Debug, Clone)]
+pub(crate) struct SendError {
+    pub(crate) error_type: String,
+    pub(crate) message: String,
+}
+
+/// The end of one message's hop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The sink confirmed the message.
+    Delivered { attempts: u32 },
+    /// Every attempt failed; the dead-letter destination confirmed it.
+    DeadLettered { attempts: u32, error: String },
+    /// Neither the sink nor the dead-letter destination took it: the
+    /// source must NOT be acknowledged.
+    Failed { error: String },
+}
+
+/// Everything a route's hops share.
+pub(crate) struct Hop {
+    pub(crate) route: String,
+    pub(crate) mode: Mode,
+    pub(crate) propagation: Propagation,
+    pub(crate) attempts: u32,
+    pub(crate) backoff: Duration,
+    pub(crate) key_mapping: KeyMapping,
+    pub(crate) sink: SinkClient,
+    pub(crate) dead_letter: Option<SinkClient>,
+    pub(crate) instrumentation: Instrumentation,
+}
+
+impl Hop {
+    /// Relays one message. Never panics and never drops it: the outcome
+    /// says whether the source may be acknowledged.
+    pub(crate) async fn relay(&self, message: &Inbound) -> Outcome {
+        let extracted = self.propagation.extract(&message.headers);
+        let cx = self.start_process_span(message, &extracted);
+        let mut last_error = None;
+        for attempt in 1..=self.attempts {
+            if attempt > 1 {
+                tokio::time::sleep(self.backoff_before(attempt)).await;
+            }
+            match self.send(&self.sink, &cx, message, &[]).await {
+                Ok(()) => {
+                    cx.span().end();
+                    return Outcome::Delivered { attempts: attempt };
+                }
+                Err(err) => {
+                    let _attached = cx.clone().attach();
+                    tracing::warn!(
+                        route = %self.route,
+                        stage = "send",
+                        attempt,
+                        source = %message.origin,
+                        error = %err.message,
+                        "sink did not take the message"
+                    );
+                    last_error = Some(err);
+                }
+            }
+        }
+        let error = last_error.map_or_else(String::new, |e| {
+            instrument::record_failure(&cx, &e.error_type, e.message.clone());
+            e.message
+        });
+        let outcome = match &self.dead_letter {
+            None => Outcome::Failed { error },
+            Some(dead_letter) => {
+                let reason = [
+                    (DEAD_LETTER_ERROR, error.clone()),
+                    (DEAD_LETTER_ROUTE, self.route.clone()),
+                    (DEAD_LETTER_SOURCE, message.origin.to_string()),
+                    (DEAD_LETTER_ATTEMPTS, self.attempts.to_string()),
+                ];
+                match self.send(dead_letter, &cx, message, &reason).await {
+                    Ok(()) => Outcome::DeadLettered {
+                        attempts: self.attempts,
+                        error,
+                    },
+                    Err(dl) => Outcome::Failed {
+                        error: format!("{error}; dead-lettering failed too: {}", dl.message),
+                    },
+                }
+            }
+        };
+        let _attached = cx.clone().attach();
+        match &outcome {
+            Outcome::DeadLettered { error, .. } => tracing::error!(
+                route = %self.route, stage = "dead_letter", source = %message.origin, %error,
+                "message dead-lettered after {} attempts", self.attempts
+            ),
+            Outcome::Failed { error } => tracing::error!(
+                route = %self.route, stage = "dead_letter", source = %message.origin, %error,
+                "message could not be relayed or dead-lettered; the source is not acknowledged"
+            ),
+            Outcome::Delivered { .. } => {}
+        }
+        cx.span().end();
+        outcome
+    }
+
+    /// Exponential: backoff, 2×, 4×, … capped at 30 s.
+    fn backoff_before(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << (attempt.saturating_sub(2)).min(16);
+        (self.backoff * factor).min(Duration::from_secs(30))
+    }
+
+    fn start_process_span(&self, message: &Inbound, extracted: &ExtractedContext) -> Context {
+        let stability = self.instrumentation.stability();
+        let (destination, attributes) = match &message.origin {
+            Origin::Kafka {
+                topic,
+                partition,
+                offset,
+                group,
+            } => {
+                let destination = Destination::kafka(topic.as_str());
+                let attributes =
+                    MessagingAttributes::new(Operation::Process, &destination, stability)
+                        .consumer_group(group)
+                        .partition(*partition)
+                        .kafka_offset(*offset)
+                        .kafka_key(message.key.as_deref())
+                        .tombstone(message.payload.is_none());
+                (destination, attributes)
+            }
+            Origin::Amqp {
+                exchange,
+                routing_key,
+                queue,
+                delivery_tag,
+                redelivered,
+            } => {
+                let destination = Destination::rabbitmq_queue(
+                    exchange.as_str(),
+                    routing_key.as_str(),
+                    queue.as_str(),
+                );
+                let mut attributes =
+                    MessagingAttributes::new(Operation::Process, &destination, stability)
+                        .delivery_tag(*delivery_tag)
+                        .message_id(message.message_id.as_deref())
+                        .conversation_id(message.correlation_id.as_deref());
+                if *redelivered {
+                    attributes = attributes.flag(crate::amqp::REDELIVERED_ATTRIBUTE);
+                }
+                (destination, attributes)
+            }
+        };
+        let mut attributes = attributes.into_vec();
+        attributes.push(KeyValue::new(ROUTE_ATTRIBUTE, self.route.clone()));
+        let cx = self.instrumentation.start_process_span(
+            Operation::Process.span_name(&destination),
+            self.mode.parent_policy(),
+            extracted,
+            attributes,
+        );
+        let produced_at = message
+            .timestamp_ms
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms));
+        self.instrumentation.record_queue_time(
+            &cx,
+            produced_at,
+            &[KeyValue::new(ROUTE_ATTRIBUTE, self.route.clone())],
+        );
+        cx
+    }
+
+    /// Whether `name` is a trace header of this route (read or written):
+    /// such headers are never copied, so no stale context travels on.
+    fn is_trace_header(&self, name: &str, transport: Transport) -> bool {
+        self.propagation
+            .extract_formats()
+            .iter()
+            .chain(self.propagation.inject_formats())
+            .flat_map(|f| f.fields(transport).iter().chain(f.fields(other(transport))))
+            .any(|field| field.eq_ignore_ascii_case(name))
+    }
+
+    async fn send(
+        &self,
+        sink: &SinkClient,
+        parent: &Context,
+        message: &Inbound,
+        extra: &[(&str, String)],
+    ) -> Result<(), SendError> {
+        match sink {
+            SinkClient::Kafka { producer, topic } => {
+                let mut headers = kafka_headers_from(&message.headers, &|n| {
+                    self.is_trace_header(n, Transport::Kafka)
+                });
+                for (name, value) in extra {
+                    headers = headers.insert(Header {
+                        key: name,
+                        value: Some(value.as_bytes()),
+                    });
+                }
+                let mut record: FutureRecord<'_, [u8], [u8]> =
+                    FutureRecord::to(topic).headers(headers);
+                if let Some(payload) = &message.payload {
+                    record = record.payload(payload.as_slice());
+                }
+                if let Some(key) = &message.key {
+                    record = record.key(key.as_slice());
+                }
+                if let Some(ts) = message.timestamp_ms {
+                    record = record.timestamp(ts);
+                }
+                producer
+                    .send_with_parent(parent, record, Duration::from_secs(30))
+                    .await
+                    .map(drop)
+                    .map_err(|(err, _)| SendError {
+                        error_type: crate::kafka::error_type(&err),
+                        message: err.to_string(),
+                    })
+            }
+            SinkClient::Amqp {
+                publisher,
+                exchange,
+                routing_key,
+            } => {
+                let mut headers = amqp_headers_from(&message.headers, &|n| {
+                    self.is_trace_header(n, Transport::Amqp)
+                });
+                for (name, value) in extra {
+                    headers.insert(
+                        (*name).into(),
+                        AMQPValue::LongString(LongString::from(value.as_str())),
+                    );
+                }
+                let routing_key = self.routing_key(routing_key, message)?;
+                let properties = self.amqp_properties(message).with_headers(headers);
+                let options = BasicPublishOptions {
+                    // Unroutable messages come back as errors: never lost silently.
+                    mandatory: true,
+                    ..Default::default()
+                };
+                let pending = publisher
+                    .publish_with_parent(
+                        parent,
+                        exchange,
+                        &routing_key,
+                        options,
+                        properties,
+                        message.payload.as_deref().unwrap_or_default(),
+                    )
+                    .await
+                    .map_err(send_error)?;
+                pending.confirmed().await.map_err(send_error)
+            }
+        }
+    }
+
+    fn routing_key(
+        &self,
+        routing_key: &RoutingKey,
+        message: &Inbound,
+    ) -> Result<String, SendError> {
+        let missing = |what: String| SendError {
+            error_type: "routing_key_missing".into(),
+            message: what,
+        };
+        match routing_key {
+            RoutingKey::Fixed(key) => Ok(key.clone()),
+            RoutingKey::SourceKey => match &message.origin {
+                Origin::Amqp { routing_key, .. } => Ok(routing_key.clone()),
+                Origin::Kafka { .. } => message
+                    .key
+                    .as_deref()
+                    .and_then(|k| std::str::from_utf8(k).ok())
+                    .map(str::to_owned)
+                    .ok_or_else(|| missing("the Kafka key is missing or not UTF-8".into())),
+            },
+            RoutingKey::Header(name) => {
+                use crate::propagation::HeaderReader;
+                message
+                    .headers
+                    .header_bytes(name)
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .map(str::to_owned)
+                    .ok_or_else(|| missing(format!("header {name} is missing or not UTF-8")))
+            }
+        }
+    }
+
+    fn amqp_properties(&self, message: &Inbound) -> BasicProperties {
+        let mut properties = BasicProperties::default().with_delivery_mode(2);
+        let key = message
+            .key
+            .as_deref()
+            .and_then(|k| std::str::from_utf8(k).ok());
+        let (mut correlation_id, mut message_id) =
+            (message.correlation_id.clone(), message.message_id.clone());
+        if let (Origin::Kafka { .. }, Some(key)) = (&message.origin, key) {
+            match self.key_mapping {
+                KeyMapping::CorrelationId => correlation_id = Some(key.to_owned()),
+                KeyMapping::MessageId => message_id = Some(key.to_owned()),
+                KeyMapping::None => {}
+            }
+        }
+        if let Some(id) = correlation_id {
+            properties = properties.with_correlation_id(id.as_str().into());
+        }
+        if let Some(id) = message_id {
+            properties = properties.with_message_id(id.as_str().into());
+        }
+        if let Some(ms) = message.timestamp_ms.and_then(|ms| u64::try_from(ms).ok()) {
+            properties = properties.with_timestamp(ms / 1000);
+        }
+        properties
+    }
+}
+
+/// The span attribute naming the relay route.
+pub const ROUTE_ATTRIBUTE: &str = "tracebridge.route";
+
+fn other(transport: Transport) -> Transport {
+    match transport {
+        Transport::Kafka => Transport::Amqp,
+        Transport::Amqp => Transport::Kafka,
+    }
+}
+
+fn send_error(err: crate::Error) -> SendError {
+    let error_type = match &err {
+        crate::Error::Refused { refusal, .. } => refusal.error_type().to_owned(),
+        crate::Error::Publish { .. } => "publish_failed".to_owned(),
+        _ => "error".to_owned(),
+    };
+    SendError {
+        error_type,
+        message: error_chain(&err),
+    }
+}
+
+/// An error and its sources on one line.
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

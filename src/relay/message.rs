@@ -1,0 +1,258 @@
+//! A message as the relay holds it between source and sink, whichever
+//! broker it came from, and the header translation between brokers.
+
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+
+use crate::propagation::HeaderReader;
+
+/// A source message's headers, as its broker gave them.
+#[derive(Debug, Clone)]
+pub(crate) enum InboundHeaders {
+    /// Kafka: ordered, repeatable, bytes or null.
+    Kafka(OwnedHeaders),
+    /// AMQP: a table of typed values.
+    Amqp(FieldTable),
+}
+
+impl HeaderReader for InboundHeaders {
+    fn header_bytes(&self, name: &str) -> Option<&[u8]> {
+        match self {
+            InboundHeaders::Kafka(h) => crate::kafka::carrier::header_bytes(h, name),
+            InboundHeaders::Amqp(t) => crate::amqp::carrier::header_bytes(t, name),
+        }
+    }
+
+    fn header_names(&self) -> Vec<&str> {
+        match self {
+            InboundHeaders::Kafka(h) => crate::kafka::carrier::header_names(h),
+            InboundHeaders::Amqp(t) => t.inner().keys().map(|k| k.as_str()).collect(),
+        }
+    }
+}
+
+/// Where a message came from, for dead-letter headers and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// A Kafka record.
+    Kafka {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        group: String,
+    },
+    /// An AMQP delivery.
+    Amqp {
+        exchange: String,
+        routing_key: String,
+        queue: String,
+        delivery_tag: u64,
+        redelivered: bool,
+    },
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Kafka {
+                topic,
+                partition,
+                offset,
+                ..
+            } => write!(f, "kafka {topic}[{partition}]@{offset}"),
+            Origin::Amqp {
+                queue,
+                delivery_tag,
+                ..
+            } => write!(f, "amqp queue {queue} delivery {delivery_tag}"),
+        }
+    }
+}
+
+/// One message between source and sink.
+#[derive(Debug, Clone)]
+pub(crate) struct Inbound {
+    pub(crate) headers: InboundHeaders,
+    pub(crate) payload: Option<Vec<u8>>,
+    /// The Kafka key (Kafka source) or the mapped AMQP property (AMQP source).
+    pub(crate) key: Option<Vec<u8>>,
+    /// Producer timestamp, milliseconds since the epoch.
+    pub(crate) timestamp_ms: Option<i64>,
+    /// AMQP properties carried over AMQP → AMQP.
+    pub(crate) correlation_id: Option<String>,
+    pub(crate) message_id: Option<String>,
+    pub(crate) origin: Origin,
+}
+
+/// Copies Kafka headers except `skip`ped names (case-insensitive), names
+/// and values unchanged.
+pub(crate) fn kafka_headers_from(
+    headers: &InboundHeaders,
+    skip: &dyn Fn(&str) -> bool,
+) -> OwnedHeaders {
+    let mut out = OwnedHeaders::new();
+    match headers {
+        InboundHeaders::Kafka(h) => {
+            for header in h.iter().filter(|h| !skip(h.key)) {
+                out = out.insert(header);
+            }
+        }
+        InboundHeaders::Amqp(table) => {
+            for (name, value) in table.inner().iter().filter(|(n, _)| !skip(n.as_str())) {
+                // Kafka headers are bytes: strings and byte arrays go as they
+                // are, scalars as their text, nested tables and arrays cannot
+                // be represented and are left out (and logged).
+                match amqp_value_bytes(value) {
+                    Some(bytes) => {
+                        out = out.insert(Header {
+                            key: name.as_str(),
+                            value: Some(bytes.as_slice()),
+                        })
+                    }
+                    None if matches!(value, AMQPValue::Void) => {
+                        out = out.insert::<[u8]>(Header {
+                            key: name.as_str(),
+                            value: None,
+                        })
+                    }
+                    None => tracing::warn!(
+                        header = name.as_str(),
+                        "an AMQP table or array header cannot be carried to Kafka; left out"
+                    ),
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Copies headers into an AMQP table except `skip`ped names. Kafka values
+/// become long strings (byte-exact); null values become `Void`. When a
+/// Kafka name repeats, the last value wins (a table holds one per name).
+pub(crate) fn amqp_headers_from(
+    headers: &InboundHeaders,
+    skip: &dyn Fn(&str) -> bool,
+) -> FieldTable {
+    match headers {
+        InboundHeaders::Kafka(h) => {
+            let mut table = FieldTable::default();
+            for header in h.iter().filter(|h| !skip(h.key)) {
+                let value = match header.value {
+                    Some(bytes) => AMQPValue::LongString(LongString::from(bytes.to_vec())),
+                    None => AMQPValue::Void,
+                };
+                table.insert(ShortString::from(header.key), value);
+            }
+            table
+        }
+        InboundHeaders::Amqp(table) => {
+            let mut map = table.inner().clone();
+            map.retain(|name, _| !skip(name.as_str()));
+            FieldTable::from(map)
+        }
+    }
+}
+
+fn amqp_value_bytes(value: &AMQPValue) -> Option<Vec<u8>> {
+    Some(match value {
+        AMQPValue::LongString(s) => s.as_bytes().to_vec(),
+        AMQPValue::ShortString(s) => s.as_str().as_bytes().to_vec(),
+        AMQPValue::ByteArray(b) => b.as_slice().to_vec(),
+        AMQPValue::Boolean(b) => b.to_string().into_bytes(),
+        AMQPValue::ShortShortInt(v) => v.to_string().into_bytes(),
+        AMQPValue::ShortShortUInt(v) => v.to_string().into_bytes(),
+        AMQPValue::ShortInt(v) => v.to_string().into_bytes(),
+        AMQPValue::ShortUInt(v) => v.to_string().into_bytes(),
+        AMQPValue::LongInt(v) => v.to_string().into_bytes(),
+        AMQPValue::LongUInt(v) => v.to_string().into_bytes(),
+        AMQPValue::LongLongInt(v) => v.to_string().into_bytes(),
+        AMQPValue::Float(v) => v.to_string().into_bytes(),
+        AMQPValue::Double(v) => v.to_string().into_bytes(),
+        AMQPValue::Timestamp(v) => v.to_string().into_bytes(),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::types::ByteArray;
+
+    fn kafka(pairs: &[(&str, Option<&[u8]>)]) -> InboundHeaders {
+        InboundHeaders::Kafka(pairs.iter().fold(OwnedHeaders::new(), |h, (key, value)| {
+            h.insert(Header { key, value: *value })
+        }))
+    }
+
+    fn no_trace(name: &str) -> bool {
+        name.eq_ignore_ascii_case("traceparent")
+    }
+
+    #[test]
+    fn kafka_to_amqp_keeps_names_and_bytes_and_drops_trace_headers() {
+        let h = kafka(&[
+            ("x_under", Some(b"a")),
+            ("x-dash", Some(&[0, 255])),
+            ("traceparent", Some(b"old")),
+            ("nul", None),
+        ]);
+        let table = amqp_headers_from(&h, &no_trace);
+        let keys: Vec<_> = table
+            .inner()
+            .keys()
+            .map(|k| k.as_str().to_owned())
+            .collect();
+        assert_eq!(keys, vec!["nul", "x-dash", "x_under"]);
+        assert_eq!(
+            table.inner()["x-dash"],
+            AMQPValue::LongString(vec![0u8, 255].into())
+        );
+        assert_eq!(table.inner()["nul"], AMQPValue::Void);
+    }
+
+    #[test]
+    fn amqp_to_kafka_keeps_strings_and_bytes_and_writes_scalars_as_text() {
+        let mut table = FieldTable::default();
+        table.insert("s".into(), AMQPValue::LongString("text".into()));
+        table.insert(
+            "b".into(),
+            AMQPValue::ByteArray(ByteArray::from(vec![1, 2])),
+        );
+        table.insert("n".into(), AMQPValue::LongInt(-7));
+        table.insert("traceparent".into(), AMQPValue::LongString("old".into()));
+        let out = kafka_headers_from(&InboundHeaders::Amqp(table), &no_trace);
+        let pairs: Vec<(String, Option<Vec<u8>>)> = out
+            .iter()
+            .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+            .collect();
+        assert_eq!(
+            pairs,
+            vec![
+                ("b".into(), Some(vec![1, 2])),
+                ("n".into(), Some(b"-7".to_vec())),
+                ("s".into(), Some(b"text".to_vec())),
+            ]
+        );
+    }
+
+    #[test]
+    fn kafka_to_kafka_keeps_order_and_duplicates() {
+        let h = kafka(&[
+            ("a", Some(b"1")),
+            ("a", Some(b"2")),
+            ("traceparent", Some(b"x")),
+        ]);
+        let out = kafka_headers_from(&h, &no_trace);
+        let pairs: Vec<_> = out
+            .iter()
+            .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+            .collect();
+        assert_eq!(
+            pairs,
+            vec![
+                ("a".into(), Some(b"1".to_vec())),
+                ("a".into(), Some(b"2".to_vec()))
+            ]
+        );
+    }
+}

@@ -1,0 +1,292 @@
+//! The relay: routes that move messages between Kafka and RabbitMQ, in
+//! any direction, keeping every message in its trace, at-least-once.
+//!
+//! * [`config`]: the TOML file, `${VAR}` expansion, validation with
+//!   locations ([`RelayConfig::load`]).
+//! * `hop`: one message, top to bottom — extract, process span, send span,
+//!   inject, publish, confirm, retry, dead letter.
+//! * `source`: the read loops — a bounded window of messages in flight with
+//!   pipelined confirms; Kafka offsets committed only up to the highest
+//!   contiguous confirmed offset per partition; AMQP deliveries acked after
+//!   the sink's confirm.
+//!
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! let config = tracebridge::relay::RelayConfig::load("bridge-config/relay.toml".as_ref())?;
+//! let relay = tracebridge::relay::Relay::start(config, tracebridge::Instrumentation::global()).await?;
+//! tokio::signal::ctrl_c().await?;
+//! relay.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+mod hop;
+mod message;
+mod offsets;
+mod source;
+mod stats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::{ConfigErrors, RelayConfig, Route};
+pub use hop::{
+    DEAD_LETTER_ATTEMPTS, DEAD_LETTER_ERROR, DEAD_LETTER_ROUTE, DEAD_LETTER_SOURCE, ROUTE_ATTRIBUTE,
+};
+pub use stats::{Counter, RouteStats};
+
+use crate::Error;
+use crate::Instrumentation;
+use crate::amqp::TracedPublisher;
+use crate::kafka::TracedProducer;
+use config::{AmqpBroker, KafkaBroker, Sink, Source};
+use hop::{Hop, SinkClient};
+
+/// A running relay: one task per route.
+pub struct Relay {
+    routes: Vec<RunningRoute>,
+    shutdown: watch::Sender<bool>,
+    shutdown_timeout: Duration,
+}
+
+struct RunningRoute {
+    name: String,
+    stats: Arc<RouteStats>,
+    task: JoinHandle<()>,
+    // Kept open for the route's lifetime.
+    _connections: Vec<Connection>,
+}
+
+impl Relay {
+    /// Connects every route's source, sink and dead-letter destination and
+    /// starts relaying. Fails, naming the route and broker, when one cannot
+    /// be connected.
+    pub async fn start(
+        config: RelayConfig,
+        instrumentation: Instrumentation,
+    ) -> Result<Self, Error> {
+        let (shutdown, watch) = watch::channel(false);
+        let mut routes = Vec::new();
+        for route in config.routes {
+            let running =
+                start_route(route, config.max_in_flight, &instrumentation, watch.clone()).await?;
+            routes.push(running);
+        }
+        Ok(Self {
+            routes,
+            shutdown,
+            shutdown_timeout: config.shutdown_timeout,
+        })
+    }
+
+    /// Each route's name and counters.
+    pub fn stats(&self) -> Vec<(String, Arc<RouteStats>)> {
+        self.routes
+            .iter()
+            .map(|r| (r.name.clone(), r.stats.clone()))
+            .collect()
+    }
+
+    /// Stops taking new messages, waits (up to the configured
+    /// `shutdown_timeout`) for those in flight to be confirmed and
+    /// acknowledged, and returns whether all drained in time.
+    pub async fn shutdown(self) -> bool {
+        let _ = self.shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        let mut drained = true;
+        for route in self.routes {
+            match tokio::time::timeout_at(deadline, route.task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    drained = false;
+                    tracing::error!(route = %route.name, error = %err, "route task failed");
+                }
+                Err(_) => {
+                    drained = false;
+                    tracing::error!(
+                        route = %route.name,
+                        in_flight = route.stats.in_flight(),
+                        "shutdown timeout: messages still in flight will be redelivered"
+                    );
+                }
+            }
+        }
+        drained
+    }
+}
+
+async fn start_route(
+    route: Route,
+    window: usize,
+    instrumentation: &Instrumentation,
+    shutdown: watch::Receiver<bool>,
+) -> Result<RunningRoute, Error> {
+    let mut connections = Vec::new();
+    let sink = connect_sink(&route, &route.sink, instrumentation, &mut connections).await?;
+    let dead_letter = match &route.dead_letter {
+        Some(dl) => Some(connect_sink(&route, dl, instrumentation, &mut connections).await?),
+        None => None,
+    };
+    let hop = Arc::new(Hop {
+        route: route.name.clone(),
+        mode: route.mode,
+        propagation: route.propagation.clone(),
+        attempts: route.attempts,
+        backoff: route.backoff,
+        key_mapping: route.key_mapping,
+        sink,
+        dead_letter,
+        instrumentation: instrumentation.clone(),
+    });
+    let stats = Arc::new(RouteStats::default());
+    let task = match &route.source {
+        Source::Kafka {
+            broker,
+            topic,
+            group,
+        } => {
+            let mut config = kafka_config(broker);
+            config
+                .set("group.id", group)
+                .set("enable.auto.commit", "false")
+                .set("auto.offset.reset", "earliest");
+            apply_properties(&mut config, broker);
+            let consumer: StreamConsumer = config
+                .create()
+                .map_err(|e| connect_error(&route, &broker.bootstrap_servers, e))?;
+            consumer
+                .subscribe(&[topic])
+                .map_err(|e| connect_error(&route, &broker.bootstrap_servers, e))?;
+            tokio::spawn(source::run_kafka(
+                hop,
+                consumer,
+                topic.clone(),
+                group.clone(),
+                window,
+                stats.clone(),
+                shutdown,
+            ))
+        }
+        Source::Amqp { broker, queue } => {
+            let conn = amqp_connect(&route, broker).await?;
+            let channel = conn
+                .create_channel()
+                .await
+                .map_err(|e| connect_error(&route, &broker.redacted_url(), e))?;
+            // Prefetch = window: the broker never sends more than we hold.
+            let prefetch = u16::try_from(window).unwrap_or(u16::MAX);
+            channel
+                .basic_qos(prefetch, BasicQosOptions::default())
+                .await
+                .map_err(|e| connect_error(&route, &broker.redacted_url(), e))?;
+            let consumer = channel
+                .basic_consume(
+                    queue.as_str().into(),
+                    format!("tracebridge-{}", route.name).as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| connect_error(&route, &broker.redacted_url(), e))?;
+            connections.push(conn);
+            tokio::spawn(source::run_amqp(
+                hop,
+                consumer,
+                channel,
+                stats.clone(),
+                shutdown,
+            ))
+        }
+    };
+    tracing::info!(route = %route.name, "route started");
+    Ok(RunningRoute {
+        name: route.name,
+        stats,
+        task,
+        _connections: connections,
+    })
+}
+
+async fn connect_sink(
+    route: &Route,
+    sink: &Sink,
+    instrumentation: &Instrumentation,
+    connections: &mut Vec<Connection>,
+) -> Result<SinkClient, Error> {
+    match sink {
+        Sink::Kafka { broker, topic } => {
+            let mut config = kafka_config(broker);
+            // Delivery reports only after the broker really has the record.
+            config.set("acks", "all");
+            apply_properties(&mut config, broker);
+            let producer = TracedProducer::from_config(&config)?
+                .with_propagation(route.propagation.clone())
+                .with_instrumentation(instrumentation.clone());
+            Ok(SinkClient::Kafka {
+                producer,
+                topic: topic.clone(),
+            })
+        }
+        Sink::Amqp {
+            broker,
+            exchange,
+            routing_key,
+        } => {
+            let conn = amqp_connect(route, broker).await?;
+            let channel = conn
+                .create_channel()
+                .await
+                .map_err(|e| connect_error(route, &broker.redacted_url(), e))?;
+            let publisher = TracedPublisher::new(channel, crate::amqp::endpoint(&broker.url))
+                .await?
+                .with_propagation(route.propagation.clone())
+                .with_instrumentation(instrumentation.clone());
+            connections.push(conn);
+            Ok(SinkClient::Amqp {
+                publisher,
+                exchange: exchange.clone(),
+                routing_key: routing_key.clone(),
+            })
+        }
+    }
+}
+
+fn kafka_config(broker: &KafkaBroker) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &broker.bootstrap_servers)
+        .set("client.id", "tracebridge");
+    config
+}
+
+/// The operator's librdkafka properties, applied last.
+fn apply_properties(config: &mut ClientConfig, broker: &KafkaBroker) {
+    for (key, value) in &broker.properties {
+        config.set(key, value);
+    }
+}
+
+async fn amqp_connect(route: &Route, broker: &AmqpBroker) -> Result<Connection, Error> {
+    Connection::connect(&broker.url, ConnectionProperties::default())
+        .await
+        .map_err(|e| connect_error(route, &broker.redacted_url(), e))
+}
+
+fn connect_error(
+    route: &Route,
+    target: &str,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> Error {
+    Error::Connect {
+        target: format!("{target} (route {})", route.name),
+        source: Box::new(source),
+    }
+}

@@ -1,0 +1,228 @@
+//! The two source loops: read, keep at most `window` messages in flight
+//! (confirms pipelined, never awaited one by one), acknowledge each message
+//! only once its hop is finished, stop and drain on shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use super::hop::{Hop, Outcome};
+use super::message::{Inbound, InboundHeaders, Origin};
+use super::offsets::OffsetTracker;
+use super::stats::RouteStats;
+
+/// How long to wait before retrying a message nothing would take.
+const FAILED_RETRY: Duration = Duration::from_secs(1);
+
+/// Reads a Kafka topic through `consumer` until `shutdown`, then drains.
+pub(crate) async fn run_kafka(
+    hop: Arc<Hop>,
+    consumer: StreamConsumer,
+    topic: String,
+    group: String,
+    window: usize,
+    stats: Arc<RouteStats>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut offsets = OffsetTracker::default();
+    let mut in_flight = FuturesUnordered::new();
+    let mut stopping = *shutdown.borrow();
+    while !stopping || !in_flight.is_empty() {
+        tokio::select! {
+            changed = shutdown.changed(), if !stopping => {
+                stopping = changed.is_err() || *shutdown.borrow();
+                if stopping {
+                    tracing::info!(route = %hop.route, in_flight = in_flight.len(), "stopping: draining messages in flight");
+                }
+            }
+            Some((partition, offset)) = in_flight.next(), if !in_flight.is_empty() => {
+                offsets.done(partition, offset);
+                commit(&consumer, &topic, &mut offsets, &hop.route);
+                stats.set_in_flight(offsets.in_flight());
+            }
+            received = consumer.recv(), if !stopping && in_flight.len() < window => {
+                let message = match received {
+                    Ok(message) => message,
+                    Err(err) => {
+                        stats.consume_errors.inc();
+                        tracing::warn!(route = %hop.route, stage = "consume", error = %err, "Kafka consume error");
+                        continue;
+                    }
+                };
+                let inbound = Inbound {
+                    headers: InboundHeaders::Kafka(message.headers().map(|h| h.detach()).unwrap_or_default()),
+                    payload: message.payload().map(<[u8]>::to_vec),
+                    key: message.key().map(<[u8]>::to_vec),
+                    timestamp_ms: message.timestamp().to_millis(),
+                    correlation_id: None,
+                    message_id: None,
+                    origin: Origin::Kafka {
+                        topic: message.topic().to_owned(),
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        group: group.clone(),
+                    },
+                };
+                let (partition, offset) = (message.partition(), message.offset());
+                offsets.received(partition, offset);
+                stats.consumed.inc();
+                stats.set_in_flight(offsets.in_flight());
+                let hop = hop.clone();
+                let stats = stats.clone();
+                in_flight.push(async move {
+                    relay_until_settled(&hop, &inbound, &stats).await;
+                    (partition, offset)
+                });
+            }
+        }
+    }
+    commit(&consumer, &topic, &mut offsets, &hop.route);
+    // The final commit must land before the process exits.
+    if let Err(err) = consumer.commit_consumer_state(CommitMode::Sync) {
+        tracing::debug!(route = %hop.route, error = %err, "final synchronous commit");
+    }
+}
+
+/// Kafka cannot skip an offset: a message nothing would take is retried
+/// (it blocks its partition's commits, never its neighbours' relays).
+async fn relay_until_settled(hop: &Hop, inbound: &Inbound, stats: &RouteStats) {
+    loop {
+        match hop.relay(inbound).await {
+            Outcome::Delivered { attempts } => {
+                stats.published.inc();
+                stats.retried.add(u64::from(attempts - 1));
+                return;
+            }
+            Outcome::DeadLettered { attempts, .. } => {
+                stats.dead_lettered.inc();
+                stats.retried.add(u64::from(attempts - 1));
+                return;
+            }
+            Outcome::Failed { .. } => {
+                stats.failed.inc();
+                tokio::time::sleep(FAILED_RETRY).await;
+            }
+        }
+    }
+}
+
+fn commit(consumer: &StreamConsumer, topic: &str, offsets: &mut OffsetTracker, route: &str) {
+    let ready = offsets.committable();
+    if ready.is_empty() {
+        return;
+    }
+    let mut list = TopicPartitionList::new();
+    for (partition, next) in ready {
+        if let Err(err) = list.add_partition_offset(topic, partition, Offset::Offset(next)) {
+            tracing::warn!(route, stage = "commit", error = %err, "bad offset");
+        }
+    }
+    if let Err(err) = consumer.commit(&list, CommitMode::Async) {
+        // A partition revoked by a rebalance cannot be committed; its new
+        // owner starts from the last commit (duplicates, never loss).
+        tracing::warn!(route, stage = "commit", error = %err, "offset commit failed");
+    }
+}
+
+/// Reads an AMQP queue (prefetch = window) until `shutdown`, then drains.
+pub(crate) async fn run_amqp(
+    hop: Arc<Hop>,
+    mut consumer: lapin::Consumer,
+    channel: lapin::Channel,
+    stats: Arc<RouteStats>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let queue = consumer.queue().to_string();
+    let mut in_flight = FuturesUnordered::new();
+    let mut stopping = *shutdown.borrow();
+    while !stopping || !in_flight.is_empty() {
+        tokio::select! {
+            changed = shutdown.changed(), if !stopping => {
+                stopping = changed.is_err() || *shutdown.borrow();
+                if stopping {
+                    tracing::info!(route = %hop.route, in_flight = in_flight.len(), "stopping: draining messages in flight");
+                    // Unacked deliveries beyond those in flight go back to the queue.
+                    let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
+                }
+            }
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {
+                stats.set_in_flight(in_flight.len());
+            }
+            delivery = consumer.next(), if !stopping => {
+                let delivery = match delivery {
+                    None => { stopping = true; continue; }
+                    Some(Err(err)) => {
+                        stats.consume_errors.inc();
+                        tracing::warn!(route = %hop.route, stage = "consume", error = %err, "AMQP consume error");
+                        stopping = true;
+                        continue;
+                    }
+                    Some(Ok(delivery)) => delivery,
+                };
+                let properties = &delivery.properties;
+                let inbound = Inbound {
+                    headers: InboundHeaders::Amqp(properties.headers().clone().unwrap_or_default()),
+                    payload: Some(delivery.data.clone()),
+                    key: match hop.key_mapping {
+                        super::config::KeyMapping::CorrelationId => properties.correlation_id().as_ref(),
+                        super::config::KeyMapping::MessageId => properties.message_id().as_ref(),
+                        super::config::KeyMapping::None => None,
+                    }
+                    .map(|id| id.as_str().as_bytes().to_vec()),
+                    timestamp_ms: properties.timestamp().map(|s| {
+                        // AMQP timestamps are seconds (some clients write ms).
+                        let v = i64::try_from(s).unwrap_or(i64::MAX);
+                        if v > 100_000_000_000 { v } else { v.saturating_mul(1000) }
+                    }),
+                    correlation_id: properties.correlation_id().as_ref().map(|s| s.to_string()),
+                    message_id: properties.message_id().as_ref().map(|s| s.to_string()),
+                    origin: Origin::Amqp {
+                        exchange: delivery.exchange.to_string(),
+                        routing_key: delivery.routing_key.to_string(),
+                        queue: queue.clone(),
+                        delivery_tag: delivery.delivery_tag,
+                        redelivered: delivery.redelivered,
+                    },
+                };
+                stats.consumed.inc();
+                let hop = hop.clone();
+                let route_stats = stats.clone();
+                in_flight.push(async move {
+                    let stats = route_stats;
+                    let settled = match hop.relay(&inbound).await {
+                        Outcome::Delivered { attempts } => {
+                            stats.published.inc();
+                            stats.retried.add(u64::from(attempts - 1));
+                            delivery.ack(BasicAckOptions::default()).await
+                        }
+                        Outcome::DeadLettered { attempts, .. } => {
+                            stats.dead_lettered.inc();
+                            stats.retried.add(u64::from(attempts - 1));
+                            delivery.ack(BasicAckOptions::default()).await
+                        }
+                        Outcome::Failed { .. } => {
+                            // Back to the queue: redelivered later, not lost.
+                            stats.failed.inc();
+                            tokio::time::sleep(FAILED_RETRY).await;
+                            delivery
+                                .nack(BasicNackOptions { requeue: true, ..Default::default() })
+                                .await
+                        }
+                    };
+                    if let Err(err) = settled {
+                        tracing::warn!(route = %hop.route, stage = "ack", error = %err,
+                            "acknowledging the source failed; the broker will redeliver");
+                    }
+                });
+                stats.set_in_flight(in_flight.len());
+            }
+        }
+    }
+}
