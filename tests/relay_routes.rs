@@ -1,0 +1,455 @@
+//! The relay between real brokers (library entry point): one trace across
+//! the hop in both directions, link mode, headers carried unchanged, B3 in
+//! and W3C out, and poison messages dead-lettered while the route goes on.
+#![cfg(all(feature = "kafka", feature = "amqp"))]
+
+mod common;
+
+use std::time::Duration;
+
+use common::amqp::{ROUTING_KEY, Rabbit};
+use common::spans::{self, attr, span_id, trace_id};
+use lapin::BasicProperties;
+use lapin::options::{BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use opentelemetry::trace::SpanKind;
+use rdkafka::Message;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+use tracebridge::amqp::{TracedConsumer, TracedPublisher};
+use tracebridge::kafka::{TracedConsumer as KafkaConsumer, TracedProducer};
+use tracebridge::relay::{Relay, RelayConfig};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn config(routes: &str) -> RelayConfig {
+    let text = format!(
+        r#"
+[relay]
+max_in_flight = 64
+shutdown_timeout = "10s"
+
+[kafka.k]
+bootstrap_servers = "{}"
+
+[amqp.r]
+url = "{}"
+
+{routes}
+"#,
+        common::kafka_bootstrap(),
+        common::amqp_url()
+    );
+    RelayConfig::parse(&text, "test.toml", |_| None).unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not happen within {WAIT:?}"))
+}
+
+fn kafka_consumer(cap: &spans::Capture, topic: &str) -> KafkaConsumer {
+    let mut config = common::kafka::config();
+    config
+        .set("group.id", common::unique("final"))
+        .set("auto.offset.reset", "earliest");
+    let consumer = KafkaConsumer::from_config(&config)
+        .expect("consumer")
+        .with_instrumentation(cap.instrumentation());
+    consumer.get_ref().subscribe(&[topic]).expect("subscribe");
+    consumer
+}
+
+async fn amqp_consumer(rabbit: &Rabbit, cap: &spans::Capture) -> TracedConsumer {
+    TracedConsumer::new(
+        rabbit.consumer().await,
+        tracebridge::amqp::endpoint(&common::amqp_url()),
+    )
+    .with_instrumentation(cap.instrumentation())
+    .with_settle_spans(false)
+}
+
+#[tokio::test]
+async fn kafka_to_amqp_is_one_trace_and_carries_other_headers_unchanged() {
+    let topic = common::unique("k2a");
+    common::kafka::create_topic(&topic, 1).await;
+    let rabbit = Rabbit::new("k2a").await;
+    let cap = spans::capture();
+    let relay = Relay::start(
+        config(&format!(
+            r#"[[route]]
+name = "k2a"
+from = {{ kafka = "k", topic = "{topic}" }}
+to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}"#,
+            rabbit.exchange
+        )),
+        cap.instrumentation(),
+    )
+    .await
+    .expect("relay starts");
+
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "x_under",
+            value: Some("u"),
+        })
+        .insert(Header {
+            key: "x-dash",
+            value: Some(&[0u8, 1, 254, 255][..]),
+        });
+    TracedProducer::from_config(&common::kafka::config())
+        .expect("producer")
+        .with_instrumentation(cap.instrumentation())
+        .send(
+            FutureRecord::to(&topic)
+                .key("req-1")
+                .payload("order")
+                .headers(headers),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("delivered");
+
+    let mut consumer = amqp_consumer(&rabbit, &cap).await;
+    let table = within(
+        "relayed delivery",
+        consumer.process_next(async |d| {
+            Ok::<_, std::io::Error>((
+                d.properties.headers().clone().unwrap_or_default(),
+                d.properties.correlation_id().clone(),
+            ))
+        }),
+    )
+    .await
+    .expect("received")
+    .expect("open")
+    .expect("ok");
+    assert!(relay.shutdown().await, "drained");
+
+    let (table, correlation_id) = table;
+    assert_eq!(
+        table.inner().get("x_under"),
+        Some(&AMQPValue::LongString("u".into()))
+    );
+    assert_eq!(
+        table.inner().get("x-dash"),
+        Some(&AMQPValue::LongString(vec![0u8, 1, 254, 255].into()))
+    );
+    assert_eq!(
+        correlation_id.map(|c| c.to_string()).as_deref(),
+        Some("req-1"),
+        "Kafka key -> correlation_id"
+    );
+
+    let origin = cap.one(&format!("send {topic}"));
+    let relay_process = cap.one(&format!("process {topic}"));
+    let relay_publish = cap.one(&format!("publish {}:{ROUTING_KEY}", rabbit.exchange));
+    let last = cap.one(&format!(
+        "process {}:{ROUTING_KEY}:{}",
+        rabbit.exchange, rabbit.queue
+    ));
+    for span in [&relay_process, &relay_publish, &last] {
+        assert_eq!(
+            trace_id(span),
+            trace_id(&origin),
+            "{} is in the origin trace",
+            span.name
+        );
+    }
+    assert_eq!(relay_process.parent_span_id, span_id(&origin));
+    assert_eq!(relay_process.span_kind, SpanKind::Consumer);
+    assert_eq!(
+        attr(&relay_process, "tracebridge.route"),
+        Some("k2a".into())
+    );
+    assert_eq!(relay_publish.parent_span_id, span_id(&relay_process));
+    assert_eq!(relay_publish.span_kind, SpanKind::Producer);
+    assert_eq!(last.parent_span_id, span_id(&relay_publish));
+    rabbit.delete().await;
+}
+
+#[tokio::test]
+async fn amqp_to_kafka_is_one_trace_and_link_mode_makes_two_linked_traces() {
+    for mode in ["join", "link"] {
+        let topic = common::unique("a2k");
+        common::kafka::create_topic(&topic, 1).await;
+        let rabbit = Rabbit::new("a2k").await;
+        let cap = spans::capture();
+        let relay = Relay::start(
+            config(&format!(
+                r#"[[route]]
+name = "a2k"
+from = {{ amqp = "r", queue = "{}" }}
+to = {{ kafka = "k", topic = "{topic}" }}
+propagation = {{ mode = "{mode}" }}"#,
+                rabbit.queue
+            )),
+            cap.instrumentation(),
+        )
+        .await
+        .expect("relay starts");
+        let mut headers = FieldTable::default();
+        headers.insert("x-tenant".into(), AMQPValue::LongString("acme".into()));
+        TracedPublisher::new(
+            rabbit.conn.create_channel().await.unwrap(),
+            tracebridge::amqp::endpoint(&common::amqp_url()),
+        )
+        .await
+        .unwrap()
+        .with_instrumentation(cap.instrumentation())
+        .publish(
+            &rabbit.exchange,
+            ROUTING_KEY,
+            BasicPublishOptions::default(),
+            BasicProperties::default()
+                .with_correlation_id("req-7".into())
+                .with_headers(headers),
+            b"payload",
+        )
+        .await
+        .unwrap()
+        .confirmed()
+        .await
+        .unwrap();
+
+        let consumer = kafka_consumer(&cap, &topic);
+        let (key, tenant) = within(
+            "relayed record",
+            consumer.process_next(async |m| {
+                let tenant = m.headers().and_then(|h| {
+                    h.iter()
+                        .find(|h| h.key == "x-tenant")
+                        .and_then(|h| h.value.map(<[u8]>::to_vec))
+                });
+                Ok::<_, std::io::Error>((m.key().map(<[u8]>::to_vec), tenant))
+            }),
+        )
+        .await
+        .expect("received")
+        .expect("ok");
+        assert!(relay.shutdown().await);
+        assert_eq!(
+            key.as_deref(),
+            Some(&b"req-7"[..]),
+            "correlation_id -> Kafka key"
+        );
+        assert_eq!(tenant.as_deref(), Some(&b"acme"[..]));
+
+        let origin = cap.one(&format!("publish {}:{ROUTING_KEY}", rabbit.exchange));
+        let relay_process = cap.one(&format!(
+            "process {}:{ROUTING_KEY}:{}",
+            rabbit.exchange, rabbit.queue
+        ));
+        let relay_send = cap.one(&format!("send {topic}"));
+        let last = cap.one(&format!("process {topic}"));
+        assert_eq!(relay_send.parent_span_id, span_id(&relay_process));
+        assert_eq!(last.parent_span_id, span_id(&relay_send));
+        assert_eq!(trace_id(&last), trace_id(&relay_process));
+        match mode {
+            "join" => {
+                assert_eq!(trace_id(&relay_process), trace_id(&origin), "one trace");
+                assert_eq!(relay_process.parent_span_id, span_id(&origin));
+            }
+            _ => {
+                assert_ne!(
+                    trace_id(&relay_process),
+                    trace_id(&origin),
+                    "link: a new trace"
+                );
+                assert_eq!(relay_process.links.len(), 1);
+                assert_eq!(
+                    relay_process.links.links[0].span_context.span_id(),
+                    span_id(&origin)
+                );
+            }
+        }
+        rabbit.delete().await;
+    }
+}
+
+#[tokio::test]
+async fn b3_in_w3c_out_keeps_the_trace_id_and_drops_the_stale_b3() {
+    let topic = common::unique("b3");
+    common::kafka::create_topic(&topic, 1).await;
+    let rabbit = Rabbit::new("b3").await;
+    let cap = spans::capture();
+    let relay = Relay::start(
+        config(&format!(
+            r#"[[route]]
+name = "b3"
+from = {{ kafka = "k", topic = "{topic}" }}
+to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}
+propagation = {{ extract = ["b3"], inject = ["tracecontext"] }}"#,
+            rabbit.exchange
+        )),
+        cap.instrumentation(),
+    )
+    .await
+    .expect("relay starts");
+    let b3 = "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1";
+    common::kafka::producer()
+        .send(
+            FutureRecord::to(&topic)
+                .key("k")
+                .payload("p")
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: "b3",
+                    value: Some(b3),
+                })),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("delivered");
+    let mut consumer = amqp_consumer(&rabbit, &cap).await;
+    let table = within(
+        "relayed delivery",
+        consumer.process_next(async |d| {
+            Ok::<_, std::io::Error>(d.properties.headers().clone().unwrap_or_default())
+        }),
+    )
+    .await
+    .expect("received")
+    .expect("open")
+    .expect("ok");
+    assert!(relay.shutdown().await);
+    assert!(
+        table.inner().get("b3").is_none(),
+        "the stale b3 header is not carried on"
+    );
+    let Some(AMQPValue::LongString(traceparent)) = table.inner().get("traceparent") else {
+        panic!("a traceparent is written: {table:?}");
+    };
+    let traceparent = String::from_utf8_lossy(traceparent.as_bytes()).into_owned();
+    assert!(
+        traceparent.starts_with("00-80f198ee56343ba864fe8b2a57d3eff7-"),
+        "{traceparent}"
+    );
+    let relay_process = cap.one(&format!("process {topic}"));
+    assert_eq!(relay_process.parent_span_id.to_string(), "e457b5a2e4d86bd1");
+    rabbit.delete().await;
+}
+
+#[tokio::test]
+async fn a_poison_message_is_dead_lettered_with_the_reason_and_the_route_goes_on() {
+    let topic = common::unique("poison");
+    common::kafka::create_topic(&topic, 1).await;
+    let rabbit = Rabbit::new("poison").await;
+    // The dead-letter exchange is the same one, bound under "dead".
+    let dlq = common::unique("dlq");
+    rabbit
+        .channel
+        .queue_declare(
+            dlq.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    rabbit
+        .channel
+        .queue_bind(
+            dlq.as_str().into(),
+            rabbit.exchange.as_str().into(),
+            "dead".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let cap = spans::capture();
+    let relay = Relay::start(
+        config(&format!(
+            r#"[[route]]
+name = "poison"
+from = {{ kafka = "k", topic = "{topic}" }}
+to = {{ amqp = "r", exchange = "{x}", routing_key_from = "header:x-route" }}
+retry = {{ attempts = 3, backoff = "10ms" }}
+dead_letter = {{ amqp = "r", exchange = "{x}", routing_key = "dead" }}"#,
+            x = rabbit.exchange
+        )),
+        cap.instrumentation(),
+    )
+    .await
+    .expect("relay starts");
+    let producer = common::kafka::producer();
+    for (key, route) in [("poison", "nowhere"), ("good", ROUTING_KEY)] {
+        producer
+            .send(
+                FutureRecord::to(&topic)
+                    .key(key)
+                    .payload(key)
+                    .headers(OwnedHeaders::new().insert(Header {
+                        key: "x-route",
+                        value: Some(route),
+                    })),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("delivered");
+    }
+    let mut consumer = amqp_consumer(&rabbit, &cap).await;
+    let good = within(
+        "the next message",
+        consumer.process_next(async |d| Ok::<_, std::io::Error>(d.data.clone())),
+    )
+    .await
+    .expect("received")
+    .expect("open")
+    .expect("ok");
+    assert_eq!(good, b"good");
+
+    let receiver =
+        tracebridge::amqp::TracedReceiver::new(rabbit.channel.clone(), &dlq, Default::default());
+    let dead = within("the dead letter", async {
+        loop {
+            if let Some(d) = receiver.receive().await.expect("basic.get") {
+                break d;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(relay.shutdown().await);
+    assert_eq!(dead.delivery().data, b"poison");
+    let headers = dead
+        .delivery()
+        .properties
+        .headers()
+        .clone()
+        .expect("headers");
+    let text = |name: &str| match headers.inner().get(name) {
+        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        other => panic!("{name}: {other:?}"),
+    };
+    assert!(
+        text("x-tracebridge-error").contains("unroutable"),
+        "{}",
+        text("x-tracebridge-error")
+    );
+    assert_eq!(text("x-tracebridge-route"), "poison");
+    assert_eq!(text("x-tracebridge-source"), format!("kafka {topic}[0]@0"));
+    assert_eq!(text("x-tracebridge-attempts"), "3");
+    dead.ack().await.expect("ack");
+
+    let failed = cap
+        .named(&format!("process {topic}"))
+        .into_iter()
+        .find(|s| attr(s, "messaging.kafka.message.key") == Some("poison".into()))
+        .expect("the poison message's process span");
+    assert!(matches!(
+        failed.status,
+        opentelemetry::trace::Status::Error { .. }
+    ));
+    let attempts = cap.named(&format!("publish {}:nowhere", rabbit.exchange));
+    assert_eq!(attempts.len(), 3, "one publish span per attempt");
+    let channel = rabbit.conn.create_channel().await.unwrap();
+    let _ = channel
+        .queue_delete(dlq.as_str().into(), Default::default())
+        .await;
+    rabbit.delete().await;
+}
