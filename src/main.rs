@@ -137,13 +137,16 @@ fn describe_sink(sink: &Sink) -> String {
 }
 
 async fn run(path: &std::path::Path) -> anyhow::Result<()> {
+    // Registered before anything else: a SIGTERM during start-up must still
+    // mean "drain and exit 0", not the default "die".
+    let signals = ShutdownSignals::register()?;
     let config = RelayConfig::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let telemetry = tracebridge::telemetry::init(&config.service_name);
     let relay = Relay::start(config, tracebridge::Instrumentation::global())
         .await
         .context("starting the relay")?;
     tracing::info!(config = %path.display(), "relay running");
-    shutdown_signal().await;
+    signals.recv().await;
     tracing::info!("shutdown requested: draining messages in flight");
     let drained = relay.shutdown().await;
     drop(telemetry);
@@ -153,24 +156,40 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGTERM and SIGINT (Ctrl-C), listened to from the moment they are
+/// registered.
+struct ShutdownSignals {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn register() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+                int: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn recv(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = &mut self;
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -58,6 +58,14 @@ impl OffsetTracker {
         out
     }
 
+    /// Makes the next [`OffsetTracker::committable`] return every
+    /// partition's position again (for a final synchronous commit).
+    pub(crate) fn recommit_all(&mut self) {
+        for p in self.partitions.values_mut() {
+            p.committed = None;
+        }
+    }
+
     /// Messages still in flight.
     pub(crate) fn in_flight(&self) -> usize {
         self.partitions.values().map(|p| p.in_flight.len()).sum()

@@ -44,7 +44,7 @@ pub(crate) async fn run_kafka(
             }
             Some((partition, offset)) = in_flight.next(), if !in_flight.is_empty() => {
                 offsets.done(partition, offset);
-                commit(&consumer, &topic, &mut offsets, &hop.route);
+                commit(&consumer, &topic, &mut offsets, &hop.route, CommitMode::Async);
                 stats.set_in_flight(offsets.in_flight());
             }
             received = consumer.recv(), if !stopping && in_flight.len() < window => {
@@ -83,11 +83,17 @@ pub(crate) async fn run_kafka(
             }
         }
     }
-    commit(&consumer, &topic, &mut offsets, &hop.route);
-    // The final commit must land before the process exits.
-    if let Err(err) = consumer.commit_consumer_state(CommitMode::Sync) {
-        tracing::debug!(route = %hop.route, error = %err, "final synchronous commit");
-    }
+    // The final commit must land before the process exits, and must be
+    // OUR offsets: librdkafka's own "consumer state" counts every message it
+    // handed over, relayed or not.
+    offsets.recommit_all();
+    commit(
+        &consumer,
+        &topic,
+        &mut offsets,
+        &hop.route,
+        CommitMode::Sync,
+    );
 }
 
 /// Kafka cannot skip an offset: a message nothing would take is retried
@@ -113,7 +119,13 @@ async fn relay_until_settled(hop: &Hop, inbound: &Inbound, stats: &RouteStats) {
     }
 }
 
-fn commit(consumer: &StreamConsumer, topic: &str, offsets: &mut OffsetTracker, route: &str) {
+fn commit(
+    consumer: &StreamConsumer,
+    topic: &str,
+    offsets: &mut OffsetTracker,
+    route: &str,
+    mode: CommitMode,
+) {
     let ready = offsets.committable();
     if ready.is_empty() {
         return;
@@ -124,7 +136,7 @@ fn commit(consumer: &StreamConsumer, topic: &str, offsets: &mut OffsetTracker, r
             tracing::warn!(route, stage = "commit", error = %err, "bad offset");
         }
     }
-    if let Err(err) = consumer.commit(&list, CommitMode::Async) {
+    if let Err(err) = consumer.commit(&list, mode) {
         // A partition revoked by a rebalance cannot be committed; its new
         // owner starts from the last commit (duplicates, never loss).
         tracing::warn!(route, stage = "commit", error = %err, "offset commit failed");
