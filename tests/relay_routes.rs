@@ -27,6 +27,7 @@ fn config(routes: &str) -> RelayConfig {
     let text = format!(
         r#"
 [relay]
+listen = "127.0.0.1:0"
 max_in_flight = 64
 shutdown_timeout = "10s"
 
@@ -127,6 +128,24 @@ to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}"#,
     .expect("received")
     .expect("open")
     .expect("ok");
+
+    let addr = relay.listen_addr();
+    assert_eq!(http_get(addr, "/healthz").await, (200, "ok\n".to_owned()));
+    assert_eq!(http_get(addr, "/readyz").await, (200, "ready\n".to_owned()));
+    let (status, metrics) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        "tracebridge_relay_consumed_total{route=\"k2a\"} 1",
+        "tracebridge_relay_published_total{route=\"k2a\"} 1",
+        "tracebridge_relay_dead_lettered_total{route=\"k2a\"} 0",
+        "tracebridge_relay_in_flight{route=\"k2a\"} 0",
+        "tracebridge_relay_hop_duration_seconds_count{route=\"k2a\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line:?} in:\n{metrics}"
+        );
+    }
     assert!(relay.shutdown().await, "drained");
 
     let (table, correlation_id) = table;
@@ -452,4 +471,29 @@ dead_letter = {{ amqp = "r", exchange = "{x}", routing_key = "dead" }}"#,
         .queue_delete(dlq.as_str().into(), Default::default())
         .await;
     rabbit.delete().await;
+}
+
+/// A minimal HTTP/1.0 GET: (status, body).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: relay\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }

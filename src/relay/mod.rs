@@ -21,6 +21,7 @@
 
 pub mod config;
 mod hop;
+mod http;
 mod message;
 mod offsets;
 mod source;
@@ -41,7 +42,7 @@ pub use config::{ConfigErrors, RelayConfig, Route};
 pub use hop::{
     DEAD_LETTER_ATTEMPTS, DEAD_LETTER_ERROR, DEAD_LETTER_ROUTE, DEAD_LETTER_SOURCE, ROUTE_ATTRIBUTE,
 };
-pub use stats::{Counter, RouteStats};
+pub use stats::{RelayMetrics, RouteStats};
 
 use crate::Error;
 use crate::Instrumentation;
@@ -55,6 +56,8 @@ pub struct Relay {
     routes: Vec<RunningRoute>,
     shutdown: watch::Sender<bool>,
     shutdown_timeout: Duration,
+    metrics: Arc<RelayMetrics>,
+    listen: std::net::SocketAddr,
 }
 
 struct RunningRoute {
@@ -74,17 +77,50 @@ impl Relay {
         instrumentation: Instrumentation,
     ) -> Result<Self, Error> {
         let (shutdown, watch) = watch::channel(false);
+        let metrics = Arc::new(
+            RelayMetrics::new().map_err(|e| Error::Config(format!("metrics registry: {e}")))?,
+        );
         let mut routes = Vec::new();
         for route in config.routes {
-            let running =
-                start_route(route, config.max_in_flight, &instrumentation, watch.clone()).await?;
+            let stats = metrics.route(&route.name);
+            let running = start_route(
+                route,
+                config.max_in_flight,
+                &instrumentation,
+                stats,
+                watch.clone(),
+            )
+            .await?;
             routes.push(running);
         }
+        let health = Arc::new(http::Health {
+            metrics: metrics.clone(),
+            routes: routes
+                .iter()
+                .map(|r| (r.name.clone(), r.stats.clone()))
+                .collect(),
+        });
+        let listen = http::serve(config.listen, health, watch)
+            .await
+            .map_err(|e| Error::Config(format!("relay.listen {}: {e}", config.listen)))?;
+        tracing::info!(%listen, "serving /healthz /readyz /metrics");
         Ok(Self {
             routes,
             shutdown,
             shutdown_timeout: config.shutdown_timeout,
+            metrics,
+            listen,
         })
+    }
+
+    /// The address `/healthz`, `/readyz` and `/metrics` are served on.
+    pub fn listen_addr(&self) -> std::net::SocketAddr {
+        self.listen
+    }
+
+    /// The relay's metrics (what `/metrics` serves).
+    pub fn metrics(&self) -> &RelayMetrics {
+        &self.metrics
     }
 
     /// Each route's name and counters.
@@ -127,6 +163,7 @@ async fn start_route(
     route: Route,
     window: usize,
     instrumentation: &Instrumentation,
+    stats: Arc<RouteStats>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<RunningRoute, Error> {
     let mut connections = Vec::new();
@@ -146,7 +183,8 @@ async fn start_route(
         dead_letter,
         instrumentation: instrumentation.clone(),
     });
-    let stats = Arc::new(RouteStats::default());
+    // Ready from here: the loop sets it false when it ends.
+    stats.set_running(true);
     let task = match &route.source {
         Source::Kafka {
             broker,

@@ -34,6 +34,7 @@ pub(crate) async fn run_kafka(
     let mut offsets = OffsetTracker::default();
     let mut in_flight = FuturesUnordered::new();
     let mut stopping = *shutdown.borrow();
+    stats.set_running(true);
     while !stopping || !in_flight.is_empty() {
         tokio::select! {
             changed = shutdown.changed(), if !stopping => {
@@ -74,10 +75,13 @@ pub(crate) async fn run_kafka(
                 offsets.received(partition, offset);
                 stats.consumed.inc();
                 stats.set_in_flight(offsets.in_flight());
+                observe_queue_time(&stats, inbound.timestamp_ms);
                 let hop = hop.clone();
                 let stats = stats.clone();
                 in_flight.push(async move {
+                    let read_at = std::time::Instant::now();
                     relay_until_settled(&hop, &inbound, &stats).await;
+                    stats.hop_seconds.observe(read_at.elapsed().as_secs_f64());
                     (partition, offset)
                 });
             }
@@ -96,6 +100,18 @@ pub(crate) async fn run_kafka(
     );
 }
 
+fn observe_queue_time(stats: &RouteStats, produced_ms: Option<i64>) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    if let Some(produced) = produced_ms {
+        stats
+            .queue_seconds
+            .observe(((now_ms - produced).max(0) as f64) / 1000.0);
+    }
+}
+
 /// Kafka cannot skip an offset: a message nothing would take is retried
 /// (it blocks its partition's commits, never its neighbours' relays).
 async fn relay_until_settled(hop: &Hop, inbound: &Inbound, stats: &RouteStats) {
@@ -103,12 +119,12 @@ async fn relay_until_settled(hop: &Hop, inbound: &Inbound, stats: &RouteStats) {
         match hop.relay(inbound).await {
             Outcome::Delivered { attempts } => {
                 stats.published.inc();
-                stats.retried.add(u64::from(attempts - 1));
+                stats.retried.inc_by(u64::from(attempts - 1));
                 return;
             }
             Outcome::DeadLettered { attempts, .. } => {
                 stats.dead_lettered.inc();
-                stats.retried.add(u64::from(attempts - 1));
+                stats.retried.inc_by(u64::from(attempts - 1));
                 return;
             }
             Outcome::Failed { .. } => {
@@ -154,6 +170,7 @@ pub(crate) async fn run_amqp(
     let queue = consumer.queue().to_string();
     let mut in_flight = FuturesUnordered::new();
     let mut stopping = *shutdown.borrow();
+    stats.set_running(true);
     while !stopping || !in_flight.is_empty() {
         tokio::select! {
             changed = shutdown.changed(), if !stopping => {
@@ -204,19 +221,21 @@ pub(crate) async fn run_amqp(
                     },
                 };
                 stats.consumed.inc();
+                observe_queue_time(&stats, inbound.timestamp_ms);
                 let hop = hop.clone();
                 let route_stats = stats.clone();
                 in_flight.push(async move {
                     let stats = route_stats;
+                    let read_at = std::time::Instant::now();
                     let settled = match hop.relay(&inbound).await {
                         Outcome::Delivered { attempts } => {
                             stats.published.inc();
-                            stats.retried.add(u64::from(attempts - 1));
+                            stats.retried.inc_by(u64::from(attempts - 1));
                             delivery.ack(BasicAckOptions::default()).await
                         }
                         Outcome::DeadLettered { attempts, .. } => {
                             stats.dead_lettered.inc();
-                            stats.retried.add(u64::from(attempts - 1));
+                            stats.retried.inc_by(u64::from(attempts - 1));
                             delivery.ack(BasicAckOptions::default()).await
                         }
                         Outcome::Failed { .. } => {
@@ -232,9 +251,11 @@ pub(crate) async fn run_amqp(
                         tracing::warn!(route = %hop.route, stage = "ack", error = %err,
                             "acknowledging the source failed; the broker will redeliver");
                     }
+                    stats.hop_seconds.observe(read_at.elapsed().as_secs_f64());
                 });
                 stats.set_in_flight(in_flight.len());
             }
         }
     }
+    stats.set_running(false);
 }

@@ -1,52 +1,152 @@
-//! Per-route counters, read by the health and metrics endpoints and logs.
+//! Per-route metrics, registered in one Prometheus registry that
+//! `/metrics` serves.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// A monotonically increasing count.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
 
-impl Counter {
-    pub(crate) fn inc(&self) {
-        self.add(1);
+/// Every metric of the relay, labelled by route.
+pub struct RelayMetrics {
+    registry: Registry,
+    consumed: IntCounterVec,
+    published: IntCounterVec,
+    retried: IntCounterVec,
+    dead_lettered: IntCounterVec,
+    failed: IntCounterVec,
+    consume_errors: IntCounterVec,
+    in_flight: IntGaugeVec,
+    hop_seconds: HistogramVec,
+    queue_seconds: HistogramVec,
+}
+
+/// Seconds, from 1 ms to about 1 min.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 60.0,
+];
+
+impl RelayMetrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("tracebridge".into()), None)?;
+        let counter = |name: &str, help: &str| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), &["route"])?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let histogram = |name: &str, help: &str| -> Result<HistogramVec, prometheus::Error> {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()),
+                &["route"],
+            )?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+        let in_flight = IntGaugeVec::new(
+            Opts::new("relay_in_flight", "Messages read and not yet settled"),
+            &["route"],
+        )?;
+        registry.register(Box::new(in_flight.clone()))?;
+        Ok(Self {
+            consumed: counter("relay_consumed_total", "Messages read from the source")?,
+            published: counter("relay_published_total", "Messages the sink confirmed")?,
+            retried: counter("relay_retried_total", "Extra attempts made to publish")?,
+            dead_lettered: counter(
+                "relay_dead_lettered_total",
+                "Messages sent to the dead-letter destination",
+            )?,
+            failed: counter(
+                "relay_failed_total",
+                "Hops neither the sink nor the dead-letter destination took (retried or requeued)",
+            )?,
+            consume_errors: counter(
+                "relay_consume_errors_total",
+                "Errors reading from the source",
+            )?,
+            in_flight,
+            hop_seconds: histogram(
+                "relay_hop_duration_seconds",
+                "From reading a message to settling it at the source",
+            )?,
+            queue_seconds: histogram(
+                "relay_queue_time_seconds",
+                "How long messages waited in the source broker (producer timestamp to relay)",
+            )?,
+            registry,
+        })
     }
 
-    pub(crate) fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+    /// The metrics of one route.
+    pub fn route(&self, route: &str) -> Arc<RouteStats> {
+        let l = &[route];
+        Arc::new(RouteStats {
+            consumed: self.consumed.with_label_values(l),
+            published: self.published.with_label_values(l),
+            retried: self.retried.with_label_values(l),
+            dead_lettered: self.dead_lettered.with_label_values(l),
+            failed: self.failed.with_label_values(l),
+            consume_errors: self.consume_errors.with_label_values(l),
+            in_flight: self.in_flight.with_label_values(l),
+            hop_seconds: self.hop_seconds.with_label_values(l),
+            queue_seconds: self.queue_seconds.with_label_values(l),
+            running: AtomicBool::new(false),
+        })
     }
 
-    /// The current value.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+    /// Everything, in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(err) =
+            prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out)
+        {
+            out = format!("# encoding metrics failed: {err}\n");
+        }
+        out
     }
 }
 
 /// What one route has done so far.
-#[derive(Debug, Default)]
 pub struct RouteStats {
     /// Messages read from the source.
-    pub consumed: Counter,
+    pub consumed: IntCounter,
     /// Messages the sink confirmed.
-    pub published: Counter,
+    pub published: IntCounter,
     /// Extra attempts made (retries).
-    pub retried: Counter,
+    pub retried: IntCounter,
     /// Messages sent to the dead-letter destination.
-    pub dead_lettered: Counter,
+    pub dead_lettered: IntCounter,
     /// Hops that neither the sink nor the dead-letter destination took (the
     /// message is retried or requeued, never acknowledged).
-    pub failed: Counter,
+    pub failed: IntCounter,
     /// Errors reading from the source.
-    pub consume_errors: Counter,
-    in_flight: AtomicUsize,
+    pub consume_errors: IntCounter,
+    in_flight: IntGauge,
+    /// Read → settled, seconds.
+    pub hop_seconds: Histogram,
+    /// Producer timestamp → read, seconds.
+    pub queue_seconds: Histogram,
+    running: AtomicBool,
 }
 
 impl RouteStats {
     pub(crate) fn set_in_flight(&self, n: usize) {
-        self.in_flight.store(n, Ordering::Relaxed);
+        self.in_flight.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Messages read but not yet settled.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        usize::try_from(self.in_flight.get()).unwrap_or(0)
+    }
+
+    pub(crate) fn set_running(&self, running: bool) {
+        self.running.store(running, Ordering::Relaxed);
+    }
+
+    /// Whether the route's source loop is running.
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Relaxed)
     }
 }
