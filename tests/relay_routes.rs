@@ -497,3 +497,108 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+#[tokio::test]
+async fn kafka_to_kafka_and_amqp_to_amqp_keep_the_trace_too() {
+    let cap = spans::capture();
+    // Kafka -> Kafka.
+    let (a, b) = (common::unique("kk-a"), common::unique("kk-b"));
+    common::kafka::create_topic(&a, 1).await;
+    common::kafka::create_topic(&b, 1).await;
+    // AMQP -> AMQP: from one queue to another exchange.
+    let from = Rabbit::new("aa-from").await;
+    let to = Rabbit::new("aa-to").await;
+    let relay = Relay::start(
+        config(&format!(
+            r#"[[route]]
+name = "kk"
+from = {{ kafka = "k", topic = "{a}" }}
+to = {{ kafka = "k", topic = "{b}" }}
+
+[[route]]
+name = "aa"
+from = {{ amqp = "r", queue = "{}" }}
+to = {{ amqp = "r", exchange = "{}", routing_key_from = "source_key" }}"#,
+            from.queue, to.exchange
+        )),
+        cap.instrumentation(),
+    )
+    .await
+    .expect("relay starts");
+
+    TracedProducer::from_config(&common::kafka::config())
+        .expect("producer")
+        .with_instrumentation(cap.instrumentation())
+        .send(
+            FutureRecord::to(&a).key("k1").payload("p"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("delivered");
+    TracedPublisher::new(
+        from.conn.create_channel().await.unwrap(),
+        tracebridge::amqp::endpoint(&common::amqp_url()),
+    )
+    .await
+    .unwrap()
+    .with_instrumentation(cap.instrumentation())
+    // Routed into `from.queue` with ROUTING_KEY, which the relay reuses
+    // as the routing key into `to.exchange` (bound with the same key).
+    .publish(
+        &from.exchange,
+        ROUTING_KEY,
+        BasicPublishOptions::default(),
+        BasicProperties::default(),
+        b"p",
+    )
+    .await
+    .unwrap()
+    .confirmed()
+    .await
+    .unwrap();
+
+    let consumer = kafka_consumer(&cap, &b);
+    within(
+        "k->k record",
+        consumer.process_next(async |_| Ok::<_, std::io::Error>(())),
+    )
+    .await
+    .expect("received")
+    .expect("ok");
+    let mut amqp = amqp_consumer(&to, &cap).await;
+    within(
+        "a->a delivery",
+        amqp.process_next(async |_| Ok::<_, std::io::Error>(())),
+    )
+    .await
+    .expect("received")
+    .expect("open")
+    .expect("ok");
+    assert!(relay.shutdown().await);
+
+    let origin = cap.one(&format!("send {a}"));
+    let last = cap.one(&format!("process {b}"));
+    assert_eq!(
+        trace_id(&last),
+        trace_id(&origin),
+        "Kafka -> Kafka: one trace"
+    );
+    assert_eq!(last.parent_span_id, span_id(&cap.one(&format!("send {b}"))));
+    let origin = cap.one(&format!("publish {}:{ROUTING_KEY}", from.exchange));
+    let last = cap.one(&format!(
+        "process {}:{ROUTING_KEY}:{}",
+        to.exchange, to.queue
+    ));
+    assert_eq!(
+        trace_id(&last),
+        trace_id(&origin),
+        "AMQP -> AMQP: one trace"
+    );
+    assert_eq!(
+        last.parent_span_id,
+        span_id(&cap.one(&format!("publish {}:{ROUTING_KEY}", to.exchange)))
+    );
+    from.delete().await;
+    to.delete().await;
+}
