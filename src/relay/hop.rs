@@ -19,7 +19,6 @@ use rdkafka::producer::FutureRecord;
 
 use super::config::{KeyMapping, Mode, RoutingKey};
 use super::message::{Inbound, Origin, amqp_headers_from, kafka_headers_from};
-use crate::amqp::TracedPublisher;
 use crate::instrument::{self, Instrumentation};
 use crate::kafka::TracedProducer;
 use crate::propagation::{ExtractedContext, Propagation, Transport};
@@ -42,7 +41,7 @@ pub(crate) enum SinkClient {
         topic: String,
     },
     Amqp {
-        publisher: TracedPublisher,
+        publisher: super::publisher::ReconnectingPublisher,
         exchange: String,
         routing_key: RoutingKey,
     },
@@ -288,7 +287,9 @@ impl Hop {
                     mandatory: true,
                     ..Default::default()
                 };
-                let pending = publisher
+                let open = publisher.get().await;
+                let published = match open
+                    .publisher
                     .publish_with_parent(
                         parent,
                         exchange,
@@ -298,8 +299,14 @@ impl Hop {
                         message.payload.as_deref().unwrap_or_default(),
                     )
                     .await
-                    .map_err(send_error)?;
-                pending.confirmed().await.map_err(send_error)
+                {
+                    Ok(pending) => pending.confirmed().await,
+                    Err(err) => Err(err),
+                };
+                if published.is_err() {
+                    publisher.recover(&open).await;
+                }
+                published.map_err(send_error)
             }
         }
     }

@@ -24,15 +24,13 @@ mod hop;
 mod http;
 mod message;
 mod offsets;
+mod publisher;
 mod source;
 mod stats;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::options::{BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use tokio::sync::watch;
@@ -46,9 +44,8 @@ pub use stats::{RelayMetrics, RouteStats};
 
 use crate::Error;
 use crate::Instrumentation;
-use crate::amqp::TracedPublisher;
 use crate::kafka::TracedProducer;
-use config::{AmqpBroker, KafkaBroker, Sink, Source};
+use config::{KafkaBroker, Sink, Source};
 use hop::{Hop, SinkClient};
 
 /// A running relay: one task per route.
@@ -64,8 +61,6 @@ struct RunningRoute {
     name: String,
     stats: Arc<RouteStats>,
     task: JoinHandle<()>,
-    // Kept open for the route's lifetime.
-    _connections: Vec<Connection>,
 }
 
 impl Relay {
@@ -166,10 +161,9 @@ async fn start_route(
     stats: Arc<RouteStats>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<RunningRoute, Error> {
-    let mut connections = Vec::new();
-    let sink = connect_sink(&route, &route.sink, instrumentation, &mut connections).await?;
+    let sink = connect_sink(&route, &route.sink, instrumentation).await?;
     let dead_letter = match &route.dead_letter {
-        Some(dl) => Some(connect_sink(&route, dl, instrumentation, &mut connections).await?),
+        Some(dl) => Some(connect_sink(&route, dl, instrumentation).await?),
         None => None,
     };
     let hop = Arc::new(Hop {
@@ -214,31 +208,23 @@ async fn start_route(
             ))
         }
         Source::Amqp { broker, queue } => {
-            let conn = amqp_connect(&route, broker).await?;
-            let channel = conn
-                .create_channel()
+            let subscription = source::AmqpSubscription {
+                route: route.name.clone(),
+                broker: broker.clone(),
+                queue: queue.clone(),
+                // Prefetch = window: the broker never sends more than we hold.
+                prefetch: u16::try_from(window).unwrap_or(u16::MAX),
+            };
+            // The first connection fails the start, loudly; later losses
+            // are reconnected by the loop.
+            let opened = subscription
+                .open()
                 .await
                 .map_err(|e| connect_error(&route, &broker.redacted_url(), e))?;
-            // Prefetch = window: the broker never sends more than we hold.
-            let prefetch = u16::try_from(window).unwrap_or(u16::MAX);
-            channel
-                .basic_qos(prefetch, BasicQosOptions::default())
-                .await
-                .map_err(|e| connect_error(&route, &broker.redacted_url(), e))?;
-            let consumer = channel
-                .basic_consume(
-                    queue.as_str().into(),
-                    format!("tracebridge-{}", route.name).as_str().into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|e| connect_error(&route, &broker.redacted_url(), e))?;
-            connections.push(conn);
             tokio::spawn(source::run_amqp(
                 hop,
-                consumer,
-                channel,
+                subscription,
+                opened,
                 stats.clone(),
                 shutdown,
             ))
@@ -249,7 +235,6 @@ async fn start_route(
         name: route.name,
         stats,
         task,
-        _connections: connections,
     })
 }
 
@@ -257,7 +242,6 @@ async fn connect_sink(
     route: &Route,
     sink: &Sink,
     instrumentation: &Instrumentation,
-    connections: &mut Vec<Connection>,
 ) -> Result<SinkClient, Error> {
     match sink {
         Sink::Kafka { broker, topic } => {
@@ -278,16 +262,20 @@ async fn connect_sink(
             exchange,
             routing_key,
         } => {
-            let conn = amqp_connect(route, broker).await?;
-            let channel = conn
-                .create_channel()
-                .await
-                .map_err(|e| connect_error(route, &broker.redacted_url(), e))?;
-            let publisher = TracedPublisher::new(channel, crate::amqp::endpoint(&broker.url))
-                .await?
-                .with_propagation(route.propagation.clone())
-                .with_instrumentation(instrumentation.clone());
-            connections.push(conn);
+            let publisher = publisher::ReconnectingPublisher::connect(
+                &route.name,
+                broker,
+                route.propagation.clone(),
+                instrumentation.clone(),
+            )
+            .await
+            .map_err(|e| match e {
+                Error::Connect { target, source } => Error::Connect {
+                    target: format!("{target} (route {})", route.name),
+                    source,
+                },
+                other => other,
+            })?;
             Ok(SinkClient::Amqp {
                 publisher,
                 exchange: exchange.clone(),
@@ -310,12 +298,6 @@ fn apply_properties(config: &mut ClientConfig, broker: &KafkaBroker) {
     for (key, value) in &broker.properties {
         config.set(key, value);
     }
-}
-
-async fn amqp_connect(route: &Route, broker: &AmqpBroker) -> Result<Connection, Error> {
-    Connection::connect(&broker.url, ConnectionProperties::default())
-        .await
-        .map_err(|e| connect_error(route, &broker.redacted_url(), e))
 }
 
 fn connect_error(

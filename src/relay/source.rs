@@ -7,12 +7,16 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::FieldTable;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
+use super::config::AmqpBroker;
 use super::hop::{Hop, Outcome};
 use super::message::{Inbound, InboundHeaders, Origin};
 use super::offsets::OffsetTracker;
@@ -159,15 +163,83 @@ fn commit(
     }
 }
 
+/// How to (re)open an AMQP source.
+pub(crate) struct AmqpSubscription {
+    pub(crate) route: String,
+    pub(crate) broker: AmqpBroker,
+    pub(crate) queue: String,
+    pub(crate) prefetch: u16,
+}
+
+/// An open AMQP source: the connection is kept for as long as the consumer.
+pub(crate) struct OpenedAmqp {
+    _connection: lapin::Connection,
+    channel: lapin::Channel,
+    consumer: lapin::Consumer,
+}
+
+impl AmqpSubscription {
+    pub(crate) async fn open(&self) -> Result<OpenedAmqp, lapin::Error> {
+        let connection =
+            lapin::Connection::connect(&self.broker.url, lapin::ConnectionProperties::default())
+                .await?;
+        let channel = connection.create_channel().await?;
+        channel
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                self.queue.as_str().into(),
+                format!("tracebridge-{}", self.route).as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(OpenedAmqp {
+            _connection: connection,
+            channel,
+            consumer,
+        })
+    }
+
+    /// Reopens with backoff (200 ms doubling to 30 s) until it works or
+    /// shutdown is asked; `None` on shutdown.
+    async fn reopen(&self, shutdown: &mut watch::Receiver<bool>) -> Option<OpenedAmqp> {
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match self.open().await {
+                Ok(opened) => {
+                    tracing::info!(route = %self.route, stage = "connect", "AMQP source reconnected");
+                    return Some(opened);
+                }
+                Err(err) => tracing::warn!(
+                    route = %self.route, stage = "connect", error = %err,
+                    url = %self.broker.redacted_url(), retry_in = ?wait,
+                    "AMQP source reconnect failed"
+                ),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return None,
+            }
+            wait = (wait * 2).min(Duration::from_secs(30));
+        }
+    }
+}
+
 /// Reads an AMQP queue (prefetch = window) until `shutdown`, then drains.
+/// A lost connection is reopened with backoff; meanwhile the route is not
+/// ready, and deliveries it held go back to the queue (the broker requeues
+/// unacked messages of a closed channel): duplicates, never loss.
 pub(crate) async fn run_amqp(
     hop: Arc<Hop>,
-    mut consumer: lapin::Consumer,
-    channel: lapin::Channel,
+    subscription: AmqpSubscription,
+    opened: OpenedAmqp,
     stats: Arc<RouteStats>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let queue = consumer.queue().to_string();
+    let mut opened = opened;
+    let queue = subscription.queue.clone();
     let mut in_flight = FuturesUnordered::new();
     let mut stopping = *shutdown.borrow();
     stats.set_running(true);
@@ -178,22 +250,33 @@ pub(crate) async fn run_amqp(
                 if stopping {
                     tracing::info!(route = %hop.route, in_flight = in_flight.len(), "stopping: draining messages in flight");
                     // Unacked deliveries beyond those in flight go back to the queue.
-                    let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
+                    let _ = opened.channel.basic_cancel(opened.consumer.tag(), BasicCancelOptions::default()).await;
                 }
             }
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {
                 stats.set_in_flight(in_flight.len());
             }
-            delivery = consumer.next(), if !stopping => {
+            delivery = opened.consumer.next(), if !stopping => {
                 let delivery = match delivery {
-                    None => { stopping = true; continue; }
-                    Some(Err(err)) => {
+                    Some(Ok(delivery)) => delivery,
+                    lost => {
+                        // The connection or channel is gone: reconnect.
                         stats.consume_errors.inc();
-                        tracing::warn!(route = %hop.route, stage = "consume", error = %err, "AMQP consume error");
-                        stopping = true;
+                        stats.set_running(false);
+                        let error = match lost {
+                            Some(Err(err)) => err.to_string(),
+                            _ => "the consumer was cancelled".to_owned(),
+                        };
+                        tracing::warn!(route = %hop.route, stage = "consume", %error, "AMQP source lost; reconnecting");
+                        match subscription.reopen(&mut shutdown).await {
+                            Some(reopened) => {
+                                opened = reopened;
+                                stats.set_running(true);
+                            }
+                            None => stopping = true,
+                        }
                         continue;
                     }
-                    Some(Ok(delivery)) => delivery,
                 };
                 let properties = &delivery.properties;
                 let inbound = Inbound {

@@ -1,0 +1,97 @@
+//! An AMQP sink's publisher that survives a lost connection: when a publish
+//! finds its channel closed, the connection and channel are opened again
+//! (once, by whichever hop noticed first) and the hop's retry goes on.
+
+use std::sync::Arc;
+
+use tokio::sync::RwLock;
+
+use super::config::AmqpBroker;
+use crate::amqp::TracedPublisher;
+use crate::instrument::Instrumentation;
+use crate::propagation::Propagation;
+
+/// A connection and the traced publisher on one of its channels.
+pub(crate) struct Open {
+    _connection: lapin::Connection,
+    pub(crate) publisher: TracedPublisher,
+}
+
+/// The current [`Open`] publisher, replaced when it breaks.
+pub(crate) struct ReconnectingPublisher {
+    route: String,
+    broker: AmqpBroker,
+    propagation: Propagation,
+    instrumentation: Instrumentation,
+    current: RwLock<Arc<Open>>,
+}
+
+impl ReconnectingPublisher {
+    /// Connects (failing the route's start when the broker is unreachable).
+    pub(crate) async fn connect(
+        route: &str,
+        broker: &AmqpBroker,
+        propagation: Propagation,
+        instrumentation: Instrumentation,
+    ) -> Result<Self, crate::Error> {
+        let open = open(broker, &propagation, &instrumentation).await?;
+        Ok(Self {
+            route: route.to_owned(),
+            broker: broker.clone(),
+            propagation,
+            instrumentation,
+            current: RwLock::new(Arc::new(open)),
+        })
+    }
+
+    /// The publisher to use now.
+    pub(crate) async fn get(&self) -> Arc<Open> {
+        self.current.read().await.clone()
+    }
+
+    /// After a failed publish on `used`: when its channel is closed, open a
+    /// new one (unless another hop already did).
+    pub(crate) async fn recover(&self, used: &Arc<Open>) {
+        if used.publisher.get_ref().status().connected() {
+            return;
+        }
+        let mut current = self.current.write().await;
+        if !Arc::ptr_eq(&current, used) {
+            return;
+        }
+        match open(&self.broker, &self.propagation, &self.instrumentation).await {
+            Ok(open) => {
+                tracing::info!(route = %self.route, stage = "connect", "AMQP sink reconnected");
+                *current = Arc::new(open);
+            }
+            Err(err) => tracing::warn!(
+                route = %self.route, stage = "connect", url = %self.broker.redacted_url(),
+                error = %super::hop::error_chain(&err), "AMQP sink reconnect failed; the next attempt retries"
+            ),
+        }
+    }
+}
+
+async fn open(
+    broker: &AmqpBroker,
+    propagation: &Propagation,
+    instrumentation: &Instrumentation,
+) -> Result<Open, crate::Error> {
+    let connect_error = |source: lapin::Error| crate::Error::Connect {
+        target: broker.redacted_url(),
+        source: Box::new(source),
+    };
+    let connection =
+        lapin::Connection::connect(&broker.url, lapin::ConnectionProperties::default())
+            .await
+            .map_err(connect_error)?;
+    let channel = connection.create_channel().await.map_err(connect_error)?;
+    let publisher = TracedPublisher::new(channel, crate::amqp::endpoint(&broker.url))
+        .await?
+        .with_propagation(propagation.clone())
+        .with_instrumentation(instrumentation.clone());
+    Ok(Open {
+        _connection: connection,
+        publisher,
+    })
+}
