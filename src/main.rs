@@ -124,7 +124,9 @@ fn describe_source(source: &Source) -> String {
 
 fn describe_sink(sink: &Sink) -> String {
     match sink {
-        Sink::Kafka { broker, topic } => format!("kafka {} topic {topic}", broker.name),
+        Sink::Kafka { broker, topic, key } => {
+            format!("kafka {} topic {topic} key {key:?}", broker.name)
+        }
         Sink::Amqp {
             broker,
             exchange,

@@ -30,6 +30,7 @@
 //! // Dropping the guard flushes and shuts the provider down.
 //! ```
 
+mod accounting;
 mod json_log;
 mod span_file;
 
@@ -48,6 +49,7 @@ use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+pub use accounting::{SpanCounts, span_counts};
 pub use span_file::{DEFAULT_SPANS_FILE, JsonLinesExporter};
 
 /// The provider [`init`] installed, for [`crate::Instrumentation::global`].
@@ -248,14 +250,12 @@ impl TelemetryBuilder {
                         }
                     })?;
                     guard.spans_file = Some(path.clone());
-                    BatchSpanProcessor::builder(exporter).build()
+                    batch(exporter)
                 }
-                SpanTarget::Console => {
-                    BatchSpanProcessor::builder(JsonLinesExporter::to_stdout()).build()
-                }
+                SpanTarget::Console => batch(JsonLinesExporter::to_stdout()),
                 SpanTarget::Otlp(protocol) => otlp_processor(*protocol, &mut guard)?,
             };
-            builder = builder.with_span_processor(processor);
+            builder = builder.with_span_processor(accounting::CountingProcessor(processor));
         }
         let provider = builder.build();
         opentelemetry::global::set_tracer_provider(provider.clone());
@@ -440,7 +440,13 @@ fn otlp_processor(
             .map_err(error)?
         }
     };
-    Ok(BatchSpanProcessor::builder(exporter).build())
+    Ok(batch(exporter))
+}
+
+/// The SDK's batch processor (bounded queue: spans beyond it are dropped,
+/// never blocking the caller), with export outcomes counted.
+fn batch<E: opentelemetry_sdk::trace::SpanExporter + 'static>(exporter: E) -> BatchSpanProcessor {
+    BatchSpanProcessor::builder(accounting::CountingExporter(exporter)).build()
 }
 
 /// Keeps telemetry running; dropping it flushes pending spans and shuts the

@@ -82,7 +82,7 @@ async fn kafka_to_amqp_is_one_trace_and_carries_other_headers_unchanged() {
         config(&format!(
             r#"[[route]]
 name = "k2a"
-from = {{ kafka = "k", topic = "{topic}" }}
+from = {{ kafka = "k", topic = "{topic}", group = "{topic}-relay" }}
 to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}"#,
             rabbit.exchange
         )),
@@ -299,7 +299,7 @@ async fn b3_in_w3c_out_keeps_the_trace_id_and_drops_the_stale_b3() {
         config(&format!(
             r#"[[route]]
 name = "b3"
-from = {{ kafka = "k", topic = "{topic}" }}
+from = {{ kafka = "k", topic = "{topic}", group = "{topic}-relay" }}
 to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}
 propagation = {{ extract = ["b3"], inject = ["tracecontext"] }}"#,
             rabbit.exchange
@@ -384,7 +384,7 @@ async fn a_poison_message_is_dead_lettered_with_the_reason_and_the_route_goes_on
         config(&format!(
             r#"[[route]]
 name = "poison"
-from = {{ kafka = "k", topic = "{topic}" }}
+from = {{ kafka = "k", topic = "{topic}", group = "{topic}-relay" }}
 to = {{ amqp = "r", exchange = "{x}", routing_key_from = "header:x-route" }}
 retry = {{ attempts = 3, backoff = "10ms" }}
 dead_letter = {{ amqp = "r", exchange = "{x}", routing_key = "dead" }}"#,
@@ -512,8 +512,8 @@ async fn kafka_to_kafka_and_amqp_to_amqp_keep_the_trace_too() {
         config(&format!(
             r#"[[route]]
 name = "kk"
-from = {{ kafka = "k", topic = "{a}" }}
-to = {{ kafka = "k", topic = "{b}" }}
+from = {{ kafka = "k", topic = "{a}", group = "{a}-relay" }}
+to = {{ kafka = "k", topic = "{b}", key_from = "header:x-order" }}
 
 [[route]]
 name = "aa"
@@ -530,7 +530,13 @@ to = {{ amqp = "r", exchange = "{}", routing_key_from = "source_key" }}"#,
         .expect("producer")
         .with_instrumentation(cap.instrumentation())
         .send(
-            FutureRecord::to(&a).key("k1").payload("p"),
+            FutureRecord::to(&a)
+                .key("k1")
+                .payload("p")
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: "x-order",
+                    value: Some("o-9"),
+                })),
             Duration::from_secs(10),
         )
         .await
@@ -559,13 +565,18 @@ to = {{ amqp = "r", exchange = "{}", routing_key_from = "source_key" }}"#,
     .unwrap();
 
     let consumer = kafka_consumer(&cap, &b);
-    within(
+    let key = within(
         "k->k record",
-        consumer.process_next(async |_| Ok::<_, std::io::Error>(())),
+        consumer.process_next(async |m| Ok::<_, std::io::Error>(m.key().map(<[u8]>::to_vec))),
     )
     .await
     .expect("received")
     .expect("ok");
+    assert_eq!(
+        key.as_deref(),
+        Some(&b"o-9"[..]),
+        "the Kafka key comes from the x-order header"
+    );
     let mut amqp = amqp_consumer(&to, &cap).await;
     within(
         "a->a delivery",

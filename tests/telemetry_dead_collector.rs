@@ -43,4 +43,13 @@ async fn an_unreachable_otlp_endpoint_neither_blocks_nor_panics() {
         shutting_down < Duration::from_secs(30),
         "shutdown took {shutting_down:?} with a dead collector"
     );
+    // Nothing reached the collector, and every span is accounted for:
+    // failed batches plus what the bounded queue dropped.
+    let counts = tracebridge::telemetry::span_counts();
+    assert_eq!(counts.ended, 20_000, "{counts:?}");
+    assert_eq!(counts.exported, 0, "{counts:?}");
+    assert!(
+        counts.not_exported() > 0,
+        "the full queue dropped spans: {counts:?}"
+    );
 }

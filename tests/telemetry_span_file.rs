@@ -35,6 +35,10 @@ fn spans_land_in_the_file_and_logs_carry_their_ids() {
     });
     drop(guard);
 
+    let counts = tracebridge::telemetry::span_counts();
+    assert_eq!(counts.ended, 2, "two spans ended: {counts:?}");
+    assert_eq!(counts.exported, 2, "both exported: {counts:?}");
+    assert_eq!(counts.not_exported(), 0);
     let spans = common::read_span_file(&path);
     let find = |name: &str| {
         spans

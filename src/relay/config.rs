@@ -125,6 +125,8 @@ struct EndpointSpec {
     exchange: Option<String>,
     routing_key: Option<String>,
     routing_key_from: Option<String>,
+    key: Option<String>,
+    key_from: Option<String>,
 }
 
 /// `propagation = { mode, extract, inject, baggage_allowlist }`.
@@ -299,7 +301,8 @@ pub enum Source {
     },
 }
 
-/// Where the routing key of an AMQP publish comes from.
+/// Where the routing key of an AMQP publish, or the key of a Kafka record,
+/// comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoutingKey {
     /// Always this value.
@@ -319,6 +322,9 @@ pub enum Sink {
         broker: KafkaBroker,
         /// The topic.
         topic: String,
+        /// Where the record key comes from (default: the source's key —
+        /// the Kafka key, or the AMQP property of `key_mapping`).
+        key: RoutingKey,
     },
     /// An AMQP exchange.
     Amqp {
@@ -690,6 +696,7 @@ impl Resolver<'_> {
                     ("queue", spec.queue.is_some()),
                     ("exchange", spec.exchange.is_some()),
                     ("routing_key", spec.routing_key.is_some()),
+                    ("routing_key_from", spec.routing_key_from.is_some()),
                 ] {
                     if present {
                         problems.push(format!(
@@ -697,13 +704,25 @@ impl Resolver<'_> {
                         ));
                     }
                 }
+                let record_key = key_source(
+                    at,
+                    &format!("{key}.key"),
+                    spec.key,
+                    spec.key_from.as_deref(),
+                    RoutingKey::SourceKey,
+                    problems,
+                )?;
                 let Some(topic) = spec.topic else {
                     problems.push(format!(
                         "{at}: {key}.topic: a Kafka destination needs a topic"
                     ));
                     return None;
                 };
-                Some(Sink::Kafka { broker, topic })
+                Some(Sink::Kafka {
+                    broker,
+                    topic,
+                    key: record_key,
+                })
             }
             Broker::Amqp(broker) => {
                 for (field, present) in [
@@ -717,26 +736,24 @@ impl Resolver<'_> {
                         ));
                     }
                 }
-                let routing_key = match (spec.routing_key, spec.routing_key_from.as_deref()) {
-                    (Some(_), Some(_)) => {
+                for (field, present) in [
+                    ("key", spec.key.is_some()),
+                    ("key_from", spec.key_from.is_some()),
+                ] {
+                    if present {
                         problems.push(format!(
-                            "{at}: {key}: give `routing_key` or `routing_key_from`, not both"
+                            "{at}: {key}.{field}: not used by an AMQP destination (use routing_key)"
                         ));
-                        return None;
                     }
-                    (Some(fixed), None) => RoutingKey::Fixed(fixed),
-                    (None, None) => RoutingKey::Fixed(String::new()),
-                    (None, Some("source_key")) => RoutingKey::SourceKey,
-                    (None, Some(other)) => match other.strip_prefix("header:") {
-                        Some(name) if !name.is_empty() => RoutingKey::Header(name.to_owned()),
-                        _ => {
-                            problems.push(format!(
-                                "{at}: {key}.routing_key_from: `{other}` is not `source_key` or `header:NAME`"
-                            ));
-                            return None;
-                        }
-                    },
-                };
+                }
+                let routing_key = key_source(
+                    at,
+                    &format!("{key}.routing_key"),
+                    spec.routing_key,
+                    spec.routing_key_from.as_deref(),
+                    RoutingKey::Fixed(String::new()),
+                    problems,
+                )?;
                 Some(Sink::Amqp {
                     broker,
                     exchange: spec.exchange.unwrap_or_default(),
@@ -744,6 +761,37 @@ impl Resolver<'_> {
                 })
             }
         }
+    }
+}
+
+/// `NAME = "fixed"` or `NAME_from = "source_key" | "header:NAME"`.
+fn key_source(
+    at: &str,
+    name: &str,
+    fixed: Option<String>,
+    from: Option<&str>,
+    default: RoutingKey,
+    problems: &mut Vec<String>,
+) -> Option<RoutingKey> {
+    match (fixed, from) {
+        (Some(_), Some(_)) => {
+            problems.push(format!(
+                "{at}: {name}: give `{name}` or `{name}_from`, not both"
+            ));
+            None
+        }
+        (Some(fixed), None) => Some(RoutingKey::Fixed(fixed)),
+        (None, None) => Some(default),
+        (None, Some("source_key")) => Some(RoutingKey::SourceKey),
+        (None, Some(other)) => match other.strip_prefix("header:") {
+            Some(header) if !header.is_empty() => Some(RoutingKey::Header(header.to_owned())),
+            _ => {
+                problems.push(format!(
+                    "{at}: {name}_from: `{other}` is not `source_key` or `header:NAME`"
+                ));
+                None
+            }
+        },
     }
 }
 

@@ -39,6 +39,7 @@ pub(crate) enum SinkClient {
     Kafka {
         producer: TracedProducer,
         topic: String,
+        key: RoutingKey,
     },
     Amqp {
         publisher: super::publisher::ReconnectingPublisher,
@@ -236,7 +237,12 @@ impl Hop {
         extra: &[(&str, String)],
     ) -> Result<(), SendError> {
         match sink {
-            SinkClient::Kafka { producer, topic } => {
+            SinkClient::Kafka {
+                producer,
+                topic,
+                key,
+            } => {
+                let record_key = self.record_key(key, message)?;
                 let mut headers = kafka_headers_from(&message.headers, &|n| {
                     self.is_trace_header(n, Transport::Kafka)
                 });
@@ -251,7 +257,7 @@ impl Hop {
                 if let Some(payload) = &message.payload {
                     record = record.payload(payload.as_slice());
                 }
-                if let Some(key) = &message.key {
+                if let Some(key) = &record_key {
                     record = record.key(key.as_slice());
                 }
                 if let Some(ts) = message.timestamp_ms {
@@ -307,6 +313,30 @@ impl Hop {
                     publisher.recover(&open).await;
                 }
                 published.map_err(send_error)
+            }
+        }
+    }
+
+    /// The Kafka record key: the source's key by default (absent stays
+    /// absent), or a fixed value, or a header (missing = an error).
+    fn record_key(
+        &self,
+        key: &RoutingKey,
+        message: &Inbound,
+    ) -> Result<Option<Vec<u8>>, SendError> {
+        match key {
+            RoutingKey::SourceKey => Ok(message.key.clone()),
+            RoutingKey::Fixed(fixed) => Ok(Some(fixed.as_bytes().to_vec())),
+            RoutingKey::Header(name) => {
+                use crate::propagation::HeaderReader;
+                message
+                    .headers
+                    .header_bytes(name)
+                    .map(|v| Some(v.to_vec()))
+                    .ok_or_else(|| SendError {
+                        error_type: "key_missing".into(),
+                        message: format!("header {name} is missing (it is the Kafka key)"),
+                    })
             }
         }
     }

@@ -244,7 +244,7 @@ async fn connect_sink(
     instrumentation: &Instrumentation,
 ) -> Result<SinkClient, Error> {
     match sink {
-        Sink::Kafka { broker, topic } => {
+        Sink::Kafka { broker, topic, key } => {
             let mut config = kafka_config(broker);
             // Delivery reports only after the broker really has the record.
             config.set("acks", "all");
@@ -255,6 +255,7 @@ async fn connect_sink(
             Ok(SinkClient::Kafka {
                 producer,
                 topic: topic.clone(),
+                key: key.clone(),
             })
         }
         Sink::Amqp {

@@ -21,6 +21,10 @@ pub struct RelayMetrics {
     in_flight: IntGaugeVec,
     hop_seconds: HistogramVec,
     queue_seconds: HistogramVec,
+    spans_ended: IntCounter,
+    spans_exported: IntCounter,
+    spans_export_failed: IntCounter,
+    spans_not_exported: IntGauge,
 }
 
 /// Seconds, from 1 ms to about 1 min.
@@ -50,7 +54,27 @@ impl RelayMetrics {
             &["route"],
         )?;
         registry.register(Box::new(in_flight.clone()))?;
+        let single = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let spans_not_exported = IntGauge::new(
+            "spans_not_exported",
+            "Ended spans neither exported nor failed: dropped by the exporter's full queue, or still queued (at most 2048)",
+        )?;
+        registry.register(Box::new(spans_not_exported.clone()))?;
         Ok(Self {
+            spans_ended: single(
+                "spans_ended_total",
+                "Spans ended and handed to the exporter's queue",
+            )?,
+            spans_exported: single("spans_exported_total", "Spans the exporter delivered")?,
+            spans_export_failed: single(
+                "spans_export_failed_total",
+                "Spans in batches the exporter failed to deliver",
+            )?,
+            spans_not_exported,
             consumed: counter("relay_consumed_total", "Messages read from the source")?,
             published: counter("relay_published_total", "Messages the sink confirmed")?,
             retried: counter("relay_retried_total", "Extra attempts made to publish")?,
@@ -98,6 +122,7 @@ impl RelayMetrics {
 
     /// Everything, in the Prometheus text format.
     pub fn render(&self) -> String {
+        self.sync_span_counts();
         let mut out = String::new();
         if let Err(err) =
             prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out)
@@ -105,6 +130,25 @@ impl RelayMetrics {
             out = format!("# encoding metrics failed: {err}\n");
         }
         out
+    }
+}
+
+impl RelayMetrics {
+    /// Brings the span counters up to [`crate::telemetry::span_counts`].
+    fn sync_span_counts(&self) {
+        let counts = crate::telemetry::span_counts();
+        for (counter, value) in [
+            (&self.spans_ended, counts.ended),
+            (&self.spans_exported, counts.exported),
+            (&self.spans_export_failed, counts.export_failed),
+        ] {
+            let seen = counter.get();
+            if value > seen {
+                counter.inc_by(value - seen);
+            }
+        }
+        self.spans_not_exported
+            .set(i64::try_from(counts.not_exported()).unwrap_or(i64::MAX));
     }
 }
 

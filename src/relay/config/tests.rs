@@ -33,7 +33,7 @@ key_mapping = "message_id"
 [[route]]
 name = "k2k"
 from = { kafka = "main", topic = "a" }
-to = { kafka = "main", topic = "b" }
+to = { kafka = "main", topic = "b", key_from = "header:x-order" }
 propagation = { mode = "link" }
 
 [[route]]
@@ -86,6 +86,17 @@ fn all_four_directions_parse_with_their_options() {
 
     let k2k = &config.routes[2];
     assert_eq!(k2k.mode, Mode::Link);
+    assert!(matches!(&k2k.sink, Sink::Kafka { key: RoutingKey::Header(h), .. } if h == "x-order"));
+    assert!(
+        matches!(
+            &a2k.sink,
+            Sink::Kafka {
+                key: RoutingKey::SourceKey,
+                ..
+            }
+        ),
+        "default key"
+    );
     assert!(
         matches!(&k2k.source, Source::Kafka { group, .. } if group == "tracebridge-k2k"),
         "default group"
@@ -185,7 +196,7 @@ to = { kafka = "main", topic = "t" }
         "amqp.rabbit.url: `http://example.com` is not an amqp://",
         "route[0] (r): from.topic: a Kafka source needs a topic",
         "route[0] (r): to.topic: not used by an AMQP destination",
-        "route[0] (r): to: give `routing_key` or `routing_key_from`, not both",
+        "route[0] (r): to.routing_key: give `to.routing_key` or `to.routing_key_from`, not both",
         "route[0] (r): retry.attempts: must be at least 1",
         "route[1] (r): name: another route is already called `r`",
         "route[1] (r): from: names both `kafka` and `amqp`",
