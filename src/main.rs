@@ -79,23 +79,28 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
     let config = RelayConfig::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!(
+    let mut out = String::new();
+    writeln!(
+        out,
         "{}: valid, {} route(s)",
         path.display(),
         config.routes.len()
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "  listen {}, max_in_flight {}, shutdown_timeout {:?}",
         config.listen, config.max_in_flight, config.shutdown_timeout
-    );
+    )?;
     for route in &config.routes {
         let dead_letter = route
             .dead_letter
             .as_ref()
             .map(describe_sink)
             .unwrap_or_else(|| "none (a message no sink takes is retried)".into());
-        println!(
+        writeln!(
+            out,
             "  route {}: {} -> {} | mode {:?}, extract {:?}, inject {:?}, {} attempt(s) from {:?}, dead letters: {}",
             route.name,
             describe_source(&route.source),
@@ -106,9 +111,16 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
             route.attempts,
             route.backoff,
             dead_letter,
-        );
+        )?;
     }
+    print_out(&out);
     Ok(())
+}
+
+/// Prints to stdout; a closed pipe (`| head`) is not an error worth a panic.
+fn print_out(text: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
 fn describe_source(source: &Source) -> String {
