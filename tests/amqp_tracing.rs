@@ -408,6 +408,35 @@ async fn an_existing_traceparent_is_replaced_by_exactly_one() {
 }
 
 #[tokio::test]
+async fn a_confirm_outlives_its_publisher() {
+    let rabbit = Rabbit::new("outlive").await;
+    let cap = spans::capture();
+    let mut pending = Vec::new();
+    {
+        let publisher = publisher(&rabbit, &cap).await;
+        for i in 0..50 {
+            pending.push(
+                publisher
+                    .publish(
+                        &rabbit.exchange,
+                        ROUTING_KEY,
+                        BasicPublishOptions::default(),
+                        props(&format!("m{i}")),
+                        b"x",
+                    )
+                    .await
+                    .expect("handed to the channel"),
+            );
+        }
+        // The publisher (and its channel handle) is dropped here.
+    }
+    for confirm in pending {
+        confirm.confirmed().await.expect("still confirmed");
+    }
+    rabbit.delete().await;
+}
+
+#[tokio::test]
 async fn a_thousand_pipelined_publishes_are_all_confirmed_and_each_keeps_its_trace() {
     const N: usize = 1000;
     let rabbit = Rabbit::new("pipelined").await;

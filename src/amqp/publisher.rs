@@ -56,6 +56,9 @@ pub struct PendingConfirm {
     confirm: PublisherConfirm,
     cx: Context,
     destination: String,
+    // lapin closes a channel when its last handle is dropped: a confirm
+    // still awaited keeps its channel open even if the publisher is gone.
+    _channel: Channel,
 }
 
 impl PendingConfirm {
@@ -197,6 +200,7 @@ impl TracedPublisher {
                 confirm,
                 cx,
                 destination,
+                _channel: self.inner.clone(),
             }),
             Err(source) => {
                 instrument::record_failure(&cx, &error_type(&source), source.to_string());
