@@ -13,6 +13,8 @@
 //! * [`semconv`]: span names, kinds and attributes per the OpenTelemetry
 //!   messaging semantic conventions;
 //! * [`telemetry`]: tracer provider, span file and JSON logs from `OTEL_*`;
+//! * [`correlate`]: request ids from headers, properties, keys or JSON
+//!   bodies, and trace ids derived from them;
 //! * [`instrument`]: the tracer and instruments the clients record with, and
 //!   the parent/link rules of process spans ([`ParentPolicy`]).
 //!
@@ -34,6 +36,7 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+pub mod correlate;
 mod error;
 pub mod instrument;
 pub mod propagation;
