@@ -250,6 +250,8 @@ fn queue_time_histogram(meters: &(impl MeterProvider + ?Sized)) -> Histogram<f64
 }
 
 /// A link to the message's creation context, when it has a valid one.
+// Used by the broker integrations only.
+#[cfg_attr(not(any(feature = "kafka", feature = "amqp")), allow(dead_code))]
 pub(crate) fn link_to(extracted: &ExtractedContext, attributes: Vec<KeyValue>) -> Vec<Link> {
     extracted
         .span_context()
@@ -284,6 +286,8 @@ fn without_span(cx: &Context) -> Context {
 }
 
 /// Marks the span in `cx` failed: status ERROR and `error.type`.
+// Used by the broker integrations only.
+#[cfg_attr(not(any(feature = "kafka", feature = "amqp")), allow(dead_code))]
 pub(crate) fn record_failure(cx: &Context, error_type: &str, description: String) {
     let span = cx.span();
     span.set_attribute(semconv::error_type(error_type.to_owned()));
@@ -291,6 +295,8 @@ pub(crate) fn record_failure(cx: &Context, error_type: &str, description: String
 }
 
 /// The short type name used as `error.type` for a handler's error type.
+// Used by the broker integrations only.
+#[cfg_attr(not(any(feature = "kafka", feature = "amqp")), allow(dead_code))]
 pub(crate) fn type_error_name<E>() -> &'static str {
     std::any::type_name::<E>()
 }

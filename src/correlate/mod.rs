@@ -121,10 +121,10 @@ impl FromStr for RequestIdSource {
         if let Some(name) = s.strip_prefix("header:").filter(|n| !n.is_empty()) {
             return Ok(Self::Header(name.to_owned()));
         }
-        if let Some(pointer) = s.strip_prefix("json:") {
-            if pointer.is_empty() || pointer.starts_with('/') {
-                return Ok(Self::JsonPointer(pointer.to_owned()));
-            }
+        if let Some(pointer) = s.strip_prefix("json:")
+            && (pointer.is_empty() || pointer.starts_with('/'))
+        {
+            return Ok(Self::JsonPointer(pointer.to_owned()));
         }
         Err(BadSource(s.to_owned()))
     }
