@@ -7,6 +7,8 @@
 //! * [`RequestIdExtractor`]: tries the sources in order; the first usable
 //!   value wins. Bodies that are not JSON, missing fields, empty or over-long
 //!   (> 256 bytes) values mean "no id", never an error.
+//! * [`CorrelationStore`] / [`MemoryStore`]: request id → the context last
+//!   seen carrying it (bounded, with a time to live), for `join` and `link`.
 //! * [`derive_trace_id`]: the `derive` policy — a trace id that is a keyed
 //!   hash (HMAC-SHA256, truncated to 16 bytes) of the request id, so any
 //!   number of relay instances put the same id in the same trace without a
@@ -26,6 +28,8 @@
 //! assert_eq!(id.as_str(), "R-42");
 //! ```
 
+mod store;
+
 use std::fmt;
 use std::str::FromStr;
 
@@ -33,6 +37,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use opentelemetry::trace::TraceId;
 use serde::de::{self, Deserialize, Deserializer};
 use sha2::Sha256;
+
+pub use store::{CorrelationStore, MemoryStore, StoreError};
 
 /// The longest request id accepted, in bytes.
 pub const MAX_REQUEST_ID_LEN: usize = 256;
