@@ -27,8 +27,6 @@ use futures::stream::FuturesUnordered;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -53,12 +51,7 @@ fn config() -> ClientConfig {
 }
 
 async fn fill_topic(topic: &str, n: usize) {
-    let admin: AdminClient<DefaultClientContext> = config().create().expect("admin");
-    admin
-        .create_topics(
-            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
+    tracebridge::kafka::create_topic(&config(), topic, 1)
         .await
         .expect("create topic");
     let producer: FutureProducer = config().create().expect("producer");

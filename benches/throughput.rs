@@ -26,8 +26,6 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -62,12 +60,7 @@ fn consumer_config(group: &str) -> ClientConfig {
 }
 
 async fn new_topic(name: &str) {
-    let admin: AdminClient<DefaultClientContext> = config().create().expect("admin client");
-    admin
-        .create_topics(
-            &[NewTopic::new(name, 1, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
+    tracebridge::kafka::create_topic(&config(), name, 1)
         .await
         .expect("create topic");
 }

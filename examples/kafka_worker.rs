@@ -17,11 +17,8 @@ use clap::{Parser, Subcommand};
 use opentelemetry::trace::{FutureExt as _, TraceContextExt as _, Tracer as _};
 use rdkafka::ClientConfig;
 use rdkafka::Message;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
-use rdkafka::types::RDKafkaErrorCode;
 use tracebridge::kafka::{TracedConsumer, TracedProducer};
 
 #[derive(Parser)]
@@ -71,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
     match args.mode {
         Mode::Produce { count } => {
             let _telemetry = tracebridge::telemetry::init("kafka-worker-producer");
-            create_topic(&config, &args.topic).await?;
+            tracebridge::kafka::create_topic(&config, &args.topic, 3).await?;
             let producer = TracedProducer::from_config(&config)?;
             let tracer = opentelemetry::global::tracer("kafka-worker");
             for i in 0..count {
@@ -123,23 +120,6 @@ async fn main() -> anyhow::Result<()> {
             if count == 0 {
                 bail!("nothing to do: --count is 0");
             }
-        }
-    }
-    Ok(())
-}
-
-async fn create_topic(config: &ClientConfig, topic: &str) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = config.create()?;
-    let results = admin
-        .create_topics(
-            &[NewTopic::new(topic, 3, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => bail!("creating topic {topic}: {code}"),
         }
     }
     Ok(())

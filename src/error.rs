@@ -48,6 +48,15 @@ pub enum Error {
         #[source]
         source: ClientError,
     },
+    /// Creating a Kafka topic failed.
+    #[error("creating topic {topic} failed")]
+    CreateTopic {
+        /// The topic.
+        topic: String,
+        /// The client's error.
+        #[source]
+        source: ClientError,
+    },
     /// Committing a Kafka offset failed.
     #[error("committing offset {offset} of {topic}[{partition}] failed")]
     Commit {

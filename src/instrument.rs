@@ -118,30 +118,25 @@ impl Instrumentation {
         P::Tracer: Send + Sync + 'static,
         <P::Tracer as Tracer>::Span: Send + Sync + 'static,
     {
-        let tracer = AnyTracer::Boxed(Arc::new(BoxedTracer::new(Box::new(
-            tracers.tracer_with_scope(scope()),
-        ))));
-        let noop;
-        let meters = match meters {
-            Some(meters) => meters,
-            None => {
-                noop = opentelemetry::metrics::noop::NoopMeterProvider::new();
-                &noop
-            }
-        };
-        Self {
-            tracer,
-            queue_time: queue_time_histogram(meters),
-            stability: Stability::from_env(),
-        }
+        let tracer = BoxedTracer::new(Box::new(tracers.tracer_with_scope(scope())));
+        Self::with_tracer(AnyTracer::Boxed(Arc::new(tracer)), meters)
     }
 
     /// From an SDK tracer provider (the fastest path: no boxing per span);
     /// `meters: None` records no metrics.
     pub fn from_sdk(tracers: &SdkTracerProvider, meters: Option<&dyn MeterProvider>) -> Self {
+        Self::with_tracer(AnyTracer::Sdk(tracers.tracer_with_scope(scope())), meters)
+    }
+
+    fn with_tracer(tracer: AnyTracer, meters: Option<&dyn MeterProvider>) -> Self {
+        let queue_time = match meters {
+            Some(meters) => queue_time_histogram(meters),
+            None => queue_time_histogram(&opentelemetry::metrics::noop::NoopMeterProvider::new()),
+        };
         Self {
-            tracer: AnyTracer::Sdk(tracers.tracer_with_scope(scope())),
-            ..Self::new(tracers, meters)
+            tracer,
+            queue_time,
+            stability: Stability::from_env(),
         }
     }
 
@@ -292,6 +287,19 @@ pub(crate) fn record_failure(cx: &Context, error_type: &str, description: String
     let span = cx.span();
     span.set_attribute(semconv::error_type(error_type.to_owned()));
     span.set_status(Status::error(description));
+}
+
+/// The enum variant a value's `Debug` output starts with (`MessageTimedOut`
+/// of `MessageTimedOut(..)`): a low-cardinality `error.type`.
+#[cfg_attr(not(any(feature = "kafka", feature = "amqp")), allow(dead_code))]
+pub(crate) fn variant_name(value: &impl std::fmt::Debug, fallback: &str) -> String {
+    let debug = format!("{value:?}");
+    debug
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(fallback)
+        .to_owned()
 }
 
 /// The short type name used as `error.type` for a handler's error type.

@@ -9,11 +9,8 @@ use opentelemetry::trace::{TraceContextExt, Tracer};
 use opentelemetry::{Context, global};
 use rdkafka::ClientConfig;
 use rdkafka::Message;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
-use rdkafka::types::RDKafkaErrorCode;
 use tracebridge::kafka::{TracedConsumer, TracedProducer};
 
 const TOPIC: &str = "tracebridge.smoke";
@@ -34,7 +31,9 @@ impl Outcome {
 pub(crate) async fn run(brokers: &str, timeout: Duration) -> anyhow::Result<Outcome> {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
-    create_topic(&config).await?;
+    tracebridge::kafka::create_topic(&config, TOPIC, 1)
+        .await
+        .context("creating the smoke topic")?;
 
     // The "checkout" side: one message under its own root span.
     let producer = TracedProducer::from_config(config.clone().set("message.timeout.ms", "10000"))
@@ -94,25 +93,6 @@ pub(crate) async fn run(brokers: &str, timeout: Duration) -> anyhow::Result<Outc
         message.end();
         return Ok(outcome);
     }
-}
-
-async fn create_topic(config: &ClientConfig) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
-        config.create().context("creating the admin client")?;
-    let results = admin
-        .create_topics(
-            &[NewTopic::new(TOPIC, 1, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .context("creating the smoke topic")?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(anyhow!("creating topic {topic}: {code}")),
-        }
-    }
-    Ok(())
 }
 
 fn nonce() -> String {

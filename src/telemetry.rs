@@ -357,35 +357,21 @@ fn metrics_provider(
             });
         }
     }
-    let error = |e: opentelemetry_otlp::ExporterBuildError| TelemetryError::Otlp {
-        protocol: protocol.name(),
-        message: e.to_string(),
-    };
-    let exporter = match protocol {
-        OtlpProtocol::Grpc => {
-            let runtime = guard.otlp_runtime()?;
-            let _entered = runtime.enter();
+    let exporter = build_otlp(
+        protocol,
+        guard,
+        || {
             opentelemetry_otlp::MetricExporter::builder()
                 .with_tonic()
                 .build()
-                .map_err(error)?
-        }
-        OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
-            let wire = http_protocol(protocol);
-            std::thread::spawn(move || {
-                opentelemetry_otlp::MetricExporter::builder()
-                    .with_http()
-                    .with_protocol(wire)
-                    .build()
-            })
-            .join()
-            .map_err(|_| TelemetryError::Otlp {
-                protocol: protocol.name(),
-                message: "the exporter builder panicked".into(),
-            })?
-            .map_err(error)?
-        }
-    };
+        },
+        |wire| {
+            opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .with_protocol(wire)
+                .build()
+        },
+    )?;
     Ok(Some(
         SdkMeterProvider::builder()
             .with_resource(resource(service_name))
@@ -394,53 +380,63 @@ fn metrics_provider(
     ))
 }
 
-fn http_protocol(protocol: OtlpProtocol) -> Protocol {
-    if protocol == OtlpProtocol::HttpJson {
-        Protocol::HttpJson
-    } else {
-        Protocol::HttpBinary
-    }
-}
-
 fn otlp_processor(
     protocol: OtlpProtocol,
     guard: &mut TelemetryGuard,
 ) -> Result<BatchSpanProcessor, TelemetryError> {
-    let error = |e: opentelemetry_otlp::ExporterBuildError| TelemetryError::Otlp {
-        protocol: protocol.name(),
-        message: e.to_string(),
-    };
-    let exporter = match protocol {
-        OtlpProtocol::Grpc => {
-            // The batch processor exports from its own thread; tonic needs a
-            // Tokio reactor, so the channel is built inside a small runtime
-            // that lives as long as the guard.
-            let runtime = guard.otlp_runtime()?;
-            let _entered = runtime.enter();
+    let exporter = build_otlp(
+        protocol,
+        guard,
+        || {
             opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
                 .build()
-                .map_err(error)?
+        },
+        |wire| {
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(wire)
+                .build()
+        },
+    )?;
+    Ok(batch(exporter))
+}
+
+/// Builds an OTLP exporter for `protocol` where its transport can live.
+///
+/// gRPC: the SDK exports from its own threads, but tonic needs a Tokio
+/// reactor, so the channel is built inside a small runtime that lives as
+/// long as the guard. HTTP: reqwest's blocking client refuses to be built
+/// inside a Tokio runtime — where `init` is often called from — so it is
+/// built on a plain thread.
+fn build_otlp<T: Send + 'static>(
+    protocol: OtlpProtocol,
+    guard: &mut TelemetryGuard,
+    grpc: impl FnOnce() -> Result<T, opentelemetry_otlp::ExporterBuildError>,
+    http: impl FnOnce(Protocol) -> Result<T, opentelemetry_otlp::ExporterBuildError> + Send + 'static,
+) -> Result<T, TelemetryError> {
+    let error = |message: String| TelemetryError::Otlp {
+        protocol: protocol.name(),
+        message,
+    };
+    match protocol {
+        OtlpProtocol::Grpc => {
+            let runtime = guard.otlp_runtime()?;
+            let _entered = runtime.enter();
+            grpc().map_err(|e| error(e.to_string()))
         }
         OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
-            let wire = http_protocol(protocol);
-            // reqwest's blocking client refuses to be built inside a Tokio
-            // runtime, which is where `init` is often called from.
-            std::thread::spawn(move || {
-                opentelemetry_otlp::SpanExporter::builder()
-                    .with_http()
-                    .with_protocol(wire)
-                    .build()
-            })
-            .join()
-            .map_err(|_| TelemetryError::Otlp {
-                protocol: protocol.name(),
-                message: "the exporter builder panicked".into(),
-            })?
-            .map_err(error)?
+            let wire = if protocol == OtlpProtocol::HttpJson {
+                Protocol::HttpJson
+            } else {
+                Protocol::HttpBinary
+            };
+            std::thread::spawn(move || http(wire))
+                .join()
+                .map_err(|_| error("the exporter builder panicked".into()))?
+                .map_err(|e| error(e.to_string()))
         }
-    };
-    Ok(batch(exporter))
+    }
 }
 
 /// The SDK's batch processor (bounded queue: spans beyond it are dropped,

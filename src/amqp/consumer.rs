@@ -2,7 +2,8 @@
 //! deliveries with their creation context, a span, and traced settlement.
 
 use std::fmt::Display;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
 use futures::StreamExt;
 use lapin::message::Delivery;
@@ -78,7 +79,7 @@ struct Tracing {
 /// ```
 pub struct TracedConsumer {
     inner: Consumer,
-    tracing: Tracing,
+    tracing: Arc<Tracing>,
     on_error: OnError,
 }
 
@@ -89,7 +90,8 @@ pub struct TracedDelivery {
     delivery: Delivery,
     extracted: ExtractedContext,
     cx: Context,
-    tracing: Tracing,
+    // Shared with the consumer: settling needs the same settings.
+    tracing: Arc<Tracing>,
 }
 
 impl TracedConsumer {
@@ -98,7 +100,7 @@ impl TracedConsumer {
         let queue = inner.queue().to_string();
         Self {
             inner,
-            tracing: Tracing {
+            tracing: Arc::new(Tracing {
                 queue,
                 endpoint,
                 propagation: Propagation::default(),
@@ -106,34 +108,34 @@ impl TracedConsumer {
                 record_body_size: false,
                 settle_spans: true,
                 instrumentation: Instrumentation::global(),
-            },
+            }),
             on_error: OnError::default(),
         }
     }
 
     /// Formats to read. Default: `tracecontext` + `baggage`.
     pub fn with_propagation(mut self, propagation: Propagation) -> Self {
-        self.tracing.propagation = propagation;
+        Arc::make_mut(&mut self.tracing).propagation = propagation;
         self
     }
 
     /// Where process spans hang. Default: [`ParentPolicy::Join`].
     pub fn with_parent_policy(mut self, policy: ParentPolicy) -> Self {
-        self.tracing.policy = policy;
+        Arc::make_mut(&mut self.tracing).policy = policy;
         self
     }
 
     /// Records `messaging.message.body.size`. Default: off (opt-in, as the
     /// conventions say).
     pub fn with_body_size(mut self, record: bool) -> Self {
-        self.tracing.record_body_size = record;
+        Arc::make_mut(&mut self.tracing).record_body_size = record;
         self
     }
 
     /// Records acks, nacks and rejects as CLIENT spans. Default: on; turn
     /// off if you find them noisy.
     pub fn with_settle_spans(mut self, enabled: bool) -> Self {
-        self.tracing.settle_spans = enabled;
+        Arc::make_mut(&mut self.tracing).settle_spans = enabled;
         self
     }
 
@@ -146,7 +148,7 @@ impl TracedConsumer {
 
     /// Tracer and meters to use. Default: the global providers.
     pub fn with_instrumentation(mut self, instrumentation: Instrumentation) -> Self {
-        self.tracing.instrumentation = instrumentation;
+        Arc::make_mut(&mut self.tracing).instrumentation = instrumentation;
         self
     }
 
@@ -238,7 +240,7 @@ impl TracedConsumer {
 /// `receive {queue}` linked to the message's creation context.
 pub struct TracedReceiver {
     channel: Channel,
-    tracing: Tracing,
+    tracing: Arc<Tracing>,
 }
 
 impl TracedReceiver {
@@ -246,7 +248,7 @@ impl TracedReceiver {
     pub fn new(channel: Channel, queue: &str, endpoint: Endpoint) -> Self {
         Self {
             channel,
-            tracing: Tracing {
+            tracing: Arc::new(Tracing {
                 queue: queue.to_owned(),
                 endpoint,
                 propagation: Propagation::default(),
@@ -254,13 +256,13 @@ impl TracedReceiver {
                 record_body_size: false,
                 settle_spans: true,
                 instrumentation: Instrumentation::global(),
-            },
+            }),
         }
     }
 
     /// Tracer and meters to use. Default: the global providers.
     pub fn with_instrumentation(mut self, instrumentation: Instrumentation) -> Self {
-        self.tracing.instrumentation = instrumentation;
+        Arc::make_mut(&mut self.tracing).instrumentation = instrumentation;
         self
     }
 
@@ -283,7 +285,7 @@ impl TracedReceiver {
 }
 
 impl Tracing {
-    fn trace(&self, delivery: Delivery, operation: Operation) -> TracedDelivery {
+    fn trace(self: &Arc<Self>, delivery: Delivery, operation: Operation) -> TracedDelivery {
         let empty = FieldTable::default();
         let headers = delivery.properties.headers().as_ref().unwrap_or(&empty);
         let extracted = self.propagation.extract(&AmqpHeaderExtractor(headers));
@@ -323,14 +325,16 @@ impl Tracing {
         ];
         self.instrumentation.record_queue_time(
             &cx,
-            properties.timestamp().map(amqp_timestamp),
+            properties
+                .timestamp()
+                .map(|ts| UNIX_EPOCH + Duration::from_millis(super::timestamp_ms(ts))),
             &metric_attributes,
         );
         TracedDelivery {
             delivery,
             extracted,
             cx,
-            tracing: self.clone(),
+            tracing: Arc::clone(self),
         }
     }
 
@@ -340,17 +344,6 @@ impl Tracing {
             delivery.routing_key.as_str(),
             self.queue.as_str(),
         )
-    }
-}
-
-/// AMQP 0-9-1 timestamps are POSIX seconds; some clients write
-/// milliseconds, recognisable by their size (after 1973 in ms, before
-/// 5138 in s).
-fn amqp_timestamp(value: u64) -> SystemTime {
-    if value > 100_000_000_000 {
-        UNIX_EPOCH + Duration::from_millis(value)
-    } else {
-        UNIX_EPOCH + Duration::from_secs(value)
     }
 }
 

@@ -39,13 +39,18 @@ pub fn endpoint(url: &str) -> Endpoint {
 
 /// `error.type` for a lapin error: the kind of failure, without its details.
 pub(crate) fn error_type(err: &lapin::Error) -> String {
-    let debug = format!("{:?}", err.kind());
-    debug
-        .split(|c: char| !c.is_alphanumeric())
-        .next()
-        .filter(|s| !s.is_empty())
-        .unwrap_or("AMQPError")
-        .to_owned()
+    crate::instrument::variant_name(err.kind(), "AMQPError")
+}
+
+/// An AMQP `timestamp` property in milliseconds since the epoch. AMQP 0-9-1
+/// timestamps are POSIX seconds; some clients write milliseconds,
+/// recognisable by their size (after 1973 in ms, before 5138 in s).
+pub(crate) fn timestamp_ms(value: u64) -> u64 {
+    if value > 100_000_000_000 {
+        value
+    } else {
+        value.saturating_mul(1000)
+    }
 }
 
 #[cfg(test)]

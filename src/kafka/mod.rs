@@ -30,6 +30,39 @@ pub fn endpoint(config: &ClientConfig) -> Endpoint {
     )
 }
 
+/// Creates `topic` with `partitions` partitions (replication factor 1
+/// unless the broker decides otherwise); a topic that already exists is
+/// fine. Brokers such as tansu do not create topics on first use.
+pub async fn create_topic(
+    config: &ClientConfig,
+    topic: &str,
+    partitions: i32,
+) -> Result<(), crate::Error> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+    let failed = |source: KafkaError| crate::Error::CreateTopic {
+        topic: topic.to_owned(),
+        source: Box::new(source),
+    };
+    let admin: AdminClient<DefaultClientContext> =
+        config.create().map_err(|e| client_error(config, e))?;
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(10))),
+        )
+        .await
+        .map_err(failed)?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => return Err(failed(KafkaError::AdminOp(code))),
+        }
+    }
+    Ok(())
+}
+
 /// The error of creating a client from `config`.
 pub(crate) fn client_error(config: &ClientConfig, source: KafkaError) -> crate::Error {
     crate::Error::Connect {
@@ -47,13 +80,6 @@ pub(crate) fn client_error(config: &ClientConfig, source: KafkaError) -> crate::
 pub(crate) fn error_type(err: &KafkaError) -> String {
     match err.rdkafka_error_code() {
         Some(code) => format!("{code:?}"),
-        None => {
-            let debug = format!("{err:?}");
-            debug
-                .split(|c: char| !c.is_alphanumeric())
-                .next()
-                .unwrap_or("KafkaError")
-                .to_owned()
-        }
+        None => crate::instrument::variant_name(err, "KafkaError"),
     }
 }

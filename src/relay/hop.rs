@@ -69,7 +69,8 @@ pub(crate) enum Outcome {
 
 /// Everything a route's hops share.
 pub(crate) struct Hop {
-    pub(crate) route: String,
+    /// Shared so each span's route attribute is a reference count, not a copy.
+    pub(crate) route: std::sync::Arc<str>,
     pub(crate) mode: Mode,
     pub(crate) propagation: Propagation,
     pub(crate) attempts: u32,
@@ -78,6 +79,25 @@ pub(crate) struct Hop {
     pub(crate) sink: SinkClient,
     pub(crate) dead_letter: Option<SinkClient>,
     pub(crate) instrumentation: Instrumentation,
+    /// Every header name of the route's read and written formats, on both
+    /// transports: computed once, checked for every header of every message.
+    pub(crate) trace_headers: Vec<&'static str>,
+}
+
+/// The trace header names of `propagation`'s formats (see
+/// [`Hop::trace_headers`]).
+pub(crate) fn trace_header_names(propagation: &Propagation) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = propagation
+        .extract_formats()
+        .iter()
+        .chain(propagation.inject_formats())
+        .flat_map(|f| [Transport::Kafka, Transport::Amqp].map(|t| f.fields(t)))
+        .flatten()
+        .copied()
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
 }
 
 impl Hop {
@@ -119,7 +139,7 @@ impl Hop {
             Some(dead_letter) => {
                 let reason = [
                     (DEAD_LETTER_ERROR, error.clone()),
-                    (DEAD_LETTER_ROUTE, self.route.clone()),
+                    (DEAD_LETTER_ROUTE, self.route.to_string()),
                     (DEAD_LETTER_SOURCE, message.origin.to_string()),
                     (DEAD_LETTER_ATTEMPTS, self.attempts.to_string()),
                 ];
@@ -199,7 +219,7 @@ impl Hop {
             }
         };
         let mut attributes = attributes.into_vec();
-        attributes.push(KeyValue::new(ROUTE_ATTRIBUTE, self.route.clone()));
+        attributes.push(KeyValue::new(ROUTE_ATTRIBUTE, self.route_value()));
         let cx = self.instrumentation.start_process_span(
             Operation::Process.span_name(&destination),
             self.mode.parent_policy(),
@@ -213,19 +233,20 @@ impl Hop {
         self.instrumentation.record_queue_time(
             &cx,
             produced_at,
-            &[KeyValue::new(ROUTE_ATTRIBUTE, self.route.clone())],
+            &[KeyValue::new(ROUTE_ATTRIBUTE, self.route_value())],
         );
         cx
     }
 
+    fn route_value(&self) -> opentelemetry::StringValue {
+        self.route.clone().into()
+    }
+
     /// Whether `name` is a trace header of this route (read or written):
     /// such headers are never copied, so no stale context travels on.
-    fn is_trace_header(&self, name: &str, transport: Transport) -> bool {
-        self.propagation
-            .extract_formats()
+    fn is_trace_header(&self, name: &str) -> bool {
+        self.trace_headers
             .iter()
-            .chain(self.propagation.inject_formats())
-            .flat_map(|f| f.fields(transport).iter().chain(f.fields(other(transport))))
             .any(|field| field.eq_ignore_ascii_case(name))
     }
 
@@ -243,9 +264,8 @@ impl Hop {
                 key,
             } => {
                 let record_key = self.record_key(key, message)?;
-                let mut headers = kafka_headers_from(&message.headers, &|n| {
-                    self.is_trace_header(n, Transport::Kafka)
-                });
+                let mut headers =
+                    kafka_headers_from(&message.headers, &|n| self.is_trace_header(n));
                 for (name, value) in extra {
                     headers = headers.insert(Header {
                         key: name,
@@ -277,9 +297,7 @@ impl Hop {
                 exchange,
                 routing_key,
             } => {
-                let mut headers = amqp_headers_from(&message.headers, &|n| {
-                    self.is_trace_header(n, Transport::Amqp)
-                });
+                let mut headers = amqp_headers_from(&message.headers, &|n| self.is_trace_header(n));
                 for (name, value) in extra {
                     headers.insert(
                         (*name).into(),
@@ -403,13 +421,6 @@ impl Hop {
 
 /// The span attribute naming the relay route.
 pub const ROUTE_ATTRIBUTE: &str = "tracebridge.route";
-
-fn other(transport: Transport) -> Transport {
-    match transport {
-        Transport::Kafka => Transport::Amqp,
-        Transport::Amqp => Transport::Kafka,
-    }
-}
 
 fn send_error(err: crate::Error) -> SendError {
     let error_type = match &err {

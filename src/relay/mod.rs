@@ -167,7 +167,7 @@ async fn start_route(
         None => None,
     };
     let hop = Arc::new(Hop {
-        route: route.name.clone(),
+        route: route.name.as_str().into(),
         mode: route.mode,
         propagation: route.propagation.clone(),
         attempts: route.attempts,
@@ -176,6 +176,7 @@ async fn start_route(
         sink,
         dead_letter,
         instrumentation: instrumentation.clone(),
+        trace_headers: hop::trace_header_names(&route.propagation),
     });
     // Ready from here: the loop sets it false when it ends.
     stats.set_running(true);

@@ -278,21 +278,23 @@ pub(crate) async fn run_amqp(
                         continue;
                     }
                 };
+                let mut delivery = delivery;
+                // The hop owns the payload; the delivery keeps only what
+                // acking needs.
+                let payload = std::mem::take(&mut delivery.data);
                 let properties = &delivery.properties;
                 let inbound = Inbound {
                     headers: InboundHeaders::Amqp(properties.headers().clone().unwrap_or_default()),
-                    payload: Some(delivery.data.clone()),
+                    payload: Some(payload),
                     key: match hop.key_mapping {
                         super::config::KeyMapping::CorrelationId => properties.correlation_id().as_ref(),
                         super::config::KeyMapping::MessageId => properties.message_id().as_ref(),
                         super::config::KeyMapping::None => None,
                     }
                     .map(|id| id.as_str().as_bytes().to_vec()),
-                    timestamp_ms: properties.timestamp().map(|s| {
-                        // AMQP timestamps are seconds (some clients write ms).
-                        let v = i64::try_from(s).unwrap_or(i64::MAX);
-                        if v > 100_000_000_000 { v } else { v.saturating_mul(1000) }
-                    }),
+                    timestamp_ms: properties
+                        .timestamp()
+                        .map(|ts| i64::try_from(crate::amqp::timestamp_ms(ts)).unwrap_or(i64::MAX)),
                     correlation_id: properties.correlation_id().as_ref().map(|s| s.to_string()),
                     message_id: properties.message_id().as_ref().map(|s| s.to_string()),
                     origin: Origin::Amqp {

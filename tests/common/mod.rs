@@ -33,8 +33,6 @@ const BROKERS_HINT: &str = "start the test brokers with `scripts/brokers.sh up` 
 pub mod kafka {
     use super::*;
     use rdkafka::ClientConfig;
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::producer::FutureProducer;
 
@@ -77,24 +75,9 @@ pub mod kafka {
     /// Creates a topic (tansu does not auto-create them).
     pub async fn create_topic(name: &str, partitions: i32) {
         require_broker();
-        let admin: AdminClient<DefaultClientContext> =
-            config().create().expect("creating a Kafka admin client");
-        let results = admin
-            .create_topics(
-                &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-            )
+        tracebridge::kafka::create_topic(&config(), name, partitions)
             .await
-            .expect("create_topics request");
-        for result in results {
-            match result {
-                Ok(_) => {}
-                Err((topic, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
-                    let _ = topic;
-                }
-                Err((topic, code)) => panic!("creating topic {topic}: {code}"),
-            }
-        }
+            .unwrap_or_else(|e| panic!("creating topic {name}: {e}"));
     }
 }
 
@@ -119,7 +102,7 @@ pub mod amqp {
         }
         panic!(
             "no RabbitMQ answers at {} ({}); {BROKERS_HINT}",
-            redact(&url),
+            tracebridge::relay::config::redact_url(&url),
             last_error.map(|e| e.to_string()).unwrap_or_default()
         );
     }
@@ -213,18 +196,6 @@ pub mod amqp {
                 )
                 .await;
             let _ = self.conn.close(200, "test done".into()).await;
-        }
-    }
-
-    /// The URL without its password, for messages.
-    pub fn redact(url: &str) -> String {
-        match (url.find("://"), url.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                let creds = &url[scheme + 3..at];
-                let user = creds.split(':').next().unwrap_or("");
-                format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-            }
-            _ => url.to_owned(),
         }
     }
 }
@@ -331,10 +302,11 @@ pub mod spans {
 
 /// Host and port the tests expect in `server.address` / `server.port`.
 pub fn kafka_server() -> (String, i64) {
-    let servers = kafka_bootstrap();
-    let first = servers.split(',').next().unwrap_or_default().to_owned();
-    let (host, port) = first.rsplit_once(':').expect("host:port");
-    (host.to_owned(), port.parse().expect("port"))
+    let endpoint = tracebridge::semconv::Endpoint::from_servers(&kafka_bootstrap(), None);
+    (
+        endpoint.address.expect("a host").to_string(),
+        i64::from(endpoint.port.expect("a port")),
+    )
 }
 
 /// A log writer for `TelemetryBuilder::with_log_writer` that keeps what was
