@@ -40,6 +40,7 @@ pub mod correlate;
 mod error;
 pub mod instrument;
 pub mod propagation;
+pub mod redact;
 pub mod semconv;
 pub mod telemetry;
 

@@ -28,6 +28,7 @@
 //! assert_eq!(id.as_str(), "R-42");
 //! ```
 
+mod resolve;
 mod store;
 
 use std::fmt;
@@ -38,7 +39,11 @@ use opentelemetry::trace::TraceId;
 use serde::de::{self, Deserialize, Deserializer};
 use sha2::Sha256;
 
-pub use store::{CorrelationStore, MemoryStore, StoreError};
+pub use resolve::{
+    Correlator, FALLBACK_ATTRIBUTE, Fallback, MissingKey, OUTCOME_ATTRIBUTE, Outcome, Policy,
+    Resolution, STORE_ERROR_ATTRIBUTE, derived_parent,
+};
+pub use store::{CorrelationStore, MemoryStore, RedisStore, Store, StoreError};
 
 /// The longest request id accepted, in bytes.
 pub const MAX_REQUEST_ID_LEN: usize = 256;
@@ -227,11 +232,19 @@ impl RequestIdExtractor {
 /// The `derive` policy's trace id: HMAC-SHA256 of the request id under
 /// `key`, truncated to 16 bytes (never all zero, which W3C forbids).
 pub fn derive_trace_id(key: &[u8], request_id: &RequestId) -> TraceId {
+    trace_id_of(&derive_digest(key, request_id))
+}
+
+/// HMAC-SHA256 of the request id under `key`.
+fn derive_digest(key: &[u8], request_id: &RequestId) -> [u8; 32] {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
     mac.update(request_id.as_str().as_bytes());
-    let digest = mac.finalize().into_bytes();
+    mac.finalize().into_bytes().into()
+}
+
+fn trace_id_of(digest: &[u8; 32]) -> TraceId {
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     if bytes == [0; 16] {

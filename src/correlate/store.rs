@@ -32,8 +32,8 @@ pub trait CorrelationStore: Send + Sync {
 }
 
 /// The in-process store (the default): bounded in entries, each forgotten
-/// after its time to live. Memory per entry is not measured yet (the
-/// correlation issue's benchmark will).
+/// after its time to live. About 150 bytes per entry (measured for 1M
+/// entries: see BENCHMARKS.md).
 pub struct MemoryStore {
     cache: moka::sync::Cache<String, (TraceId, SpanId, TraceFlags)>,
 }
@@ -74,6 +74,218 @@ impl CorrelationStore for MemoryStore {
             .map(|(trace_id, span_id, flags)| {
                 SpanContext::new(trace_id, span_id, flags, true, TraceState::default())
             }))
+    }
+}
+
+/// The shared store: request id → context as Redis keys with a time to
+/// live, so several relay instances correlate each other's messages.
+///
+/// Never blocks the relay for long: each command is bounded by `timeout`,
+/// and after a failure no connection is attempted for a second (commands
+/// fail at once meanwhile), so an outage costs one timeout per second, not
+/// one per message.
+pub struct RedisStore {
+    client: redis::Client,
+    /// For messages: the URL with its password replaced.
+    redacted_url: String,
+    prefix: String,
+    ttl: Duration,
+    timeout: Duration,
+    connection: tokio::sync::Mutex<Connection>,
+}
+
+/// The Redis connection's state.
+enum Connection {
+    Open(redis::aio::MultiplexedConnection),
+    /// Not connected; the next attempt not before this instant.
+    Closed {
+        retry_at: tokio::time::Instant,
+    },
+}
+
+/// How long a failed Redis stays untried.
+const REDIS_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+impl RedisStore {
+    /// A store at `url` (`redis://[user:password@]host:port[/db]`); keys
+    /// are `{prefix}{request id}` and live `ttl`. Connects lazily: a Redis
+    /// that is down at start is an outage like any other, not a failure.
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        ttl: Duration,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let redacted_url = crate::redact::redact_url(url);
+        let client = redis::Client::open(url)
+            .map_err(|e| StoreError(format!("{redacted_url} is not a Redis URL: {e}")))?;
+        Ok(Self {
+            client,
+            redacted_url,
+            prefix: prefix.to_owned(),
+            ttl,
+            timeout,
+            connection: tokio::sync::Mutex::new(Connection::Closed {
+                retry_at: tokio::time::Instant::now(),
+            }),
+        })
+    }
+
+    /// The URL, password redacted.
+    pub fn redacted_url(&self) -> &str {
+        &self.redacted_url
+    }
+
+    async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, StoreError> {
+        let mut state = self.connection.lock().await;
+        match &*state {
+            Connection::Open(open) => Ok(open.clone()),
+            Connection::Closed { retry_at } if tokio::time::Instant::now() < *retry_at => {
+                Err(StoreError(format!(
+                    "{} is unreachable (retrying within 1s)",
+                    self.redacted_url
+                )))
+            }
+            Connection::Closed { .. } => {
+                let connected = tokio::time::timeout(
+                    self.timeout,
+                    self.client.get_multiplexed_async_connection(),
+                )
+                .await;
+                match connected {
+                    Ok(Ok(open)) => {
+                        *state = Connection::Open(open.clone());
+                        Ok(open)
+                    }
+                    Ok(Err(err)) => {
+                        *state = closed();
+                        Err(StoreError(format!(
+                            "connecting to {}: {err}",
+                            self.redacted_url
+                        )))
+                    }
+                    Err(_) => {
+                        *state = closed();
+                        Err(StoreError(format!(
+                            "connecting to {}: no answer within {:?}",
+                            self.redacted_url, self.timeout
+                        )))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `command`; on failure drops the connection so the next command
+    /// reconnects (after [`REDIS_RETRY_AFTER`]).
+    async fn run<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, StoreError> {
+        let mut connection = self.connection().await?;
+        let result =
+            tokio::time::timeout(self.timeout, command.query_async::<T>(&mut connection)).await;
+        let error = match result {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(err)) => format!("{}: {err}", self.redacted_url),
+            Err(_) => format!("{}: no answer within {:?}", self.redacted_url, self.timeout),
+        };
+        *self.connection.lock().await = closed();
+        Err(StoreError(error))
+    }
+
+    fn key(&self, id: &RequestId) -> String {
+        format!("{}{}", self.prefix, id.as_str())
+    }
+}
+
+fn closed() -> Connection {
+    Connection::Closed {
+        retry_at: tokio::time::Instant::now() + REDIS_RETRY_AFTER,
+    }
+}
+
+impl CorrelationStore for RedisStore {
+    async fn record(&self, id: &RequestId, context: &SpanContext) -> Result<(), StoreError> {
+        if !context.is_valid() {
+            return Ok(());
+        }
+        let mut command = redis::cmd("SET");
+        command
+            .arg(self.key(id))
+            .arg(encode(context))
+            .arg("PX")
+            .arg(
+                u64::try_from(self.ttl.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            );
+        self.run::<()>(command).await
+    }
+
+    async fn lookup(&self, id: &RequestId) -> Result<Option<SpanContext>, StoreError> {
+        let mut command = redis::cmd("GET");
+        command.arg(self.key(id));
+        let value: Option<String> = self.run(command).await?;
+        // A value that is not ours (another writer, a corrupted key) is a miss.
+        Ok(value.as_deref().and_then(decode))
+    }
+}
+
+/// `{trace id}-{span id}-{flags}` in lowercase hex, as in `traceparent`.
+fn encode(context: &SpanContext) -> String {
+    format!(
+        "{}-{}-{:02x}",
+        context.trace_id(),
+        context.span_id(),
+        context.trace_flags().to_u8()
+    )
+}
+
+fn decode(value: &str) -> Option<SpanContext> {
+    let mut parts = value.split('-');
+    let trace_id = TraceId::from_hex(parts.next()?).ok()?;
+    let span_id = SpanId::from_hex(parts.next()?).ok()?;
+    let flags = u8::from_str_radix(parts.next()?, 16).ok()?;
+    let context = SpanContext::new(
+        trace_id,
+        span_id,
+        TraceFlags::new(flags),
+        true,
+        TraceState::default(),
+    );
+    (parts.next().is_none() && context.is_valid()).then_some(context)
+}
+
+/// One configured store, whichever kind (the trait's `async fn`s are not
+/// object-safe, so the relay holds this instead of a trait object).
+pub enum Store {
+    /// In this process.
+    Memory(MemoryStore),
+    /// Shared through Redis.
+    Redis(RedisStore),
+}
+
+impl Store {
+    /// Entries held, for the memory store (Redis counts its own).
+    pub fn entry_count(&self) -> Option<u64> {
+        match self {
+            Store::Memory(memory) => Some(memory.entry_count()),
+            Store::Redis(_) => None,
+        }
+    }
+}
+
+impl CorrelationStore for Store {
+    async fn record(&self, id: &RequestId, context: &SpanContext) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(s) => s.record(id, context).await,
+            Store::Redis(s) => s.record(id, context).await,
+        }
+    }
+
+    async fn lookup(&self, id: &RequestId) -> Result<Option<SpanContext>, StoreError> {
+        match self {
+            Store::Memory(s) => s.lookup(id).await,
+            Store::Redis(s) => s.lookup(id).await,
+        }
     }
 }
 
@@ -130,6 +342,49 @@ mod tests {
                 .unwrap();
         }
         assert!(store.entry_count() <= 50, "{} entries", store.entry_count());
+    }
+
+    #[test]
+    fn redis_values_round_trip_and_foreign_values_are_misses() {
+        let original = context(0xabc, 0xdef);
+        let decoded = decode(&encode(&original)).expect("decodes");
+        assert_eq!(
+            (decoded.trace_id(), decoded.span_id(), decoded.trace_flags()),
+            (
+                original.trace_id(),
+                original.span_id(),
+                original.trace_flags()
+            )
+        );
+        assert!(decoded.is_remote());
+        for foreign in ["", "x", "00-00-01", &format!("{}-extra", encode(&original))] {
+            assert!(decode(foreign).is_none(), "{foreign:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_fails_fast_and_says_where() {
+        // Port 1 on loopback: nothing listens, the connect is refused.
+        let store = RedisStore::new(
+            "redis://:secret@127.0.0.1:1",
+            "t:",
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+        )
+        .expect("valid URL");
+        let err = store.lookup(&id("R")).await.expect_err("unreachable");
+        assert!(err.0.contains("127.0.0.1:1"), "{err}");
+        assert!(!err.0.contains("secret"), "password leaked: {err}");
+        let started = std::time::Instant::now();
+        let again = store
+            .record(&id("R"), &context(1, 1))
+            .await
+            .expect_err("still down");
+        assert!(again.0.contains("retrying"), "{again}");
+        assert!(
+            started.elapsed() < Duration::from_millis(50),
+            "no second connect within the retry delay"
+        );
     }
 
     #[tokio::test]

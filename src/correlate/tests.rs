@@ -178,3 +178,195 @@ fn derived_trace_ids_are_stable_keyed_and_distinct() {
     let known = derive_trace_id(b"Jefe", &id("what do ya want for nothing?").unwrap());
     assert_eq!(known.to_string(), "5bdcc146bf60754e6a042426089575c7");
 }
+
+mod resolution {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+
+    use crate::correlate::{
+        Correlator, Fallback, MemoryStore, Outcome, Policy, RedisStore, RequestId,
+        RequestIdExtractor, Store, derive_trace_id,
+    };
+
+    const KEY: &[u8] = b"test-key";
+
+    fn correlator(policy: Policy, fallback: Fallback, store: Store) -> Correlator {
+        Correlator::new(
+            RequestIdExtractor::default(),
+            policy,
+            fallback,
+            Some(Arc::from(KEY)),
+            Arc::new(store),
+        )
+        .expect("key given")
+    }
+
+    fn memory() -> Store {
+        Store::Memory(MemoryStore::new(100, Duration::from_secs(60)))
+    }
+
+    fn id(s: &str) -> RequestId {
+        RequestId::new(s.as_bytes()).expect("usable")
+    }
+
+    fn carried() -> SpanContext {
+        SpanContext::new(
+            TraceId::from(0xa11ce_u128),
+            SpanId::from(0xb0b_u64),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_carried_context_is_recorded_then_joined_by_a_message_without_one() {
+        let c = correlator(Policy::Join, Fallback::Root, memory());
+        let recorded = c.resolve(Some(&id("R")), Some(&carried())).await;
+        assert_eq!(recorded.outcome, Outcome::Recorded);
+        assert!(recorded.parent.is_none() && recorded.store_error.is_none());
+
+        let joined = c.resolve(Some(&id("R")), None).await;
+        assert_eq!(joined.outcome, Outcome::Joined);
+        let parent = joined.parent.expect("parent");
+        assert_eq!(
+            (parent.trace_id(), parent.span_id()),
+            (carried().trace_id(), carried().span_id())
+        );
+        assert!(!joined.fell_back);
+    }
+
+    #[tokio::test]
+    async fn link_policy_links_instead_of_parenting() {
+        let c = correlator(Policy::Link, Fallback::Root, memory());
+        c.resolve(Some(&id("R")), Some(&carried())).await;
+        let linked = c.resolve(Some(&id("R")), None).await;
+        assert_eq!(linked.outcome, Outcome::Linked);
+        assert!(linked.parent.is_none());
+        assert_eq!(linked.link.expect("link").trace_id(), carried().trace_id());
+    }
+
+    #[tokio::test]
+    async fn a_miss_falls_back_as_configured_and_says_so() {
+        let derive = correlator(Policy::Join, Fallback::Derive, memory());
+        let derived = derive.resolve(Some(&id("unknown")), None).await;
+        assert_eq!(derived.outcome, Outcome::Derived);
+        assert!(derived.fell_back);
+        assert_eq!(
+            derived.parent.expect("derived parent").trace_id(),
+            derive_trace_id(KEY, &id("unknown"))
+        );
+
+        let root = correlator(Policy::Link, Fallback::Root, memory());
+        let rooted = root.resolve(Some(&id("unknown")), None).await;
+        assert_eq!(rooted.outcome, Outcome::Root);
+        assert!(rooted.fell_back && rooted.parent.is_none() && rooted.link.is_none());
+    }
+
+    #[tokio::test]
+    async fn derive_is_stateless_and_per_id() {
+        let one = correlator(Policy::Derive, Fallback::Root, memory());
+        let two = correlator(Policy::Derive, Fallback::Root, memory());
+        let a1 = one
+            .resolve(Some(&id("R-1")), None)
+            .await
+            .parent
+            .expect("parent");
+        let a2 = two
+            .resolve(Some(&id("R-1")), None)
+            .await
+            .parent
+            .expect("parent");
+        let b = one
+            .resolve(Some(&id("R-2")), None)
+            .await
+            .parent
+            .expect("parent");
+        assert_eq!(
+            a1.trace_id(),
+            a2.trace_id(),
+            "same id, separate correlators"
+        );
+        assert_eq!(a1.span_id(), a2.span_id());
+        assert_ne!(a1.trace_id(), b.trace_id());
+        assert!(a1.is_sampled() && a1.is_remote());
+    }
+
+    #[tokio::test]
+    async fn no_id_means_no_correlation() {
+        let c = correlator(Policy::Join, Fallback::Derive, memory());
+        assert_eq!(c.resolve(None, None).await.outcome, Outcome::Root);
+        assert_eq!(
+            c.resolve(None, Some(&carried())).await.outcome,
+            Outcome::Recorded
+        );
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_degrades_to_the_fallback_with_the_error() {
+        let down = RedisStore::new(
+            "redis://127.0.0.1:1",
+            "t:",
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+        )
+        .expect("URL");
+        let c = correlator(Policy::Join, Fallback::Derive, Store::Redis(down));
+        let recorded = c.resolve(Some(&id("R")), Some(&carried())).await;
+        assert_eq!(recorded.outcome, Outcome::Recorded);
+        assert!(recorded.store_error.is_some());
+        let resolved = c.resolve(Some(&id("R")), None).await;
+        assert_eq!(resolved.outcome, Outcome::Derived);
+        assert!(resolved.fell_back);
+        assert!(
+            resolved
+                .store_error
+                .expect("error")
+                .0
+                .contains("127.0.0.1:1")
+        );
+    }
+
+    #[test]
+    fn deriving_without_a_key_is_refused() {
+        for (policy, fallback) in [
+            (Policy::Derive, Fallback::Root),
+            (Policy::Join, Fallback::Derive),
+        ] {
+            let store = Arc::new(memory());
+            assert!(
+                Correlator::new(
+                    RequestIdExtractor::default(),
+                    policy,
+                    fallback,
+                    None,
+                    store.clone()
+                )
+                .is_err()
+            );
+            assert!(
+                Correlator::new(
+                    RequestIdExtractor::default(),
+                    policy,
+                    fallback,
+                    Some(Arc::from(&b""[..])),
+                    store
+                )
+                .is_err()
+            );
+        }
+        let store = Arc::new(memory());
+        assert!(
+            Correlator::new(
+                RequestIdExtractor::default(),
+                Policy::Join,
+                Fallback::Root,
+                None,
+                store
+            )
+            .is_ok()
+        );
+    }
+}

@@ -1,0 +1,216 @@
+//! What the relay does with a request id: record the context of messages
+//! that carry one, and find (or make) a trace for messages that do not.
+
+use std::sync::Arc;
+
+use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceState};
+
+use super::{CorrelationStore, RequestId, RequestIdExtractor, Store, StoreError, derive_digest};
+
+/// What to do with a message that has a request id but no context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// Parent it under the context last recorded for its id.
+    Join,
+    /// Start a new trace linked to that context.
+    Link,
+    /// Put it in the trace whose id is the keyed hash of its request id
+    /// (stateless: no store needed, same trace on every relay instance).
+    Derive,
+}
+
+/// What `join` and `link` do when the store has nothing for the id (or
+/// cannot be reached).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fallback {
+    /// The derived trace (as the `derive` policy).
+    Derive,
+    /// A new trace of its own.
+    Root,
+}
+
+/// Where the relay's span for one message was put, recorded on the span as
+/// [`OUTCOME_ATTRIBUTE`] and counted in the route's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The message carried its own context; it was recorded for its id.
+    Recorded,
+    /// Joined to the context found for its id.
+    Joined,
+    /// New trace, linked to the context found for its id.
+    Linked,
+    /// In the trace derived from its id.
+    Derived,
+    /// A new trace (no id, or nothing found and the fallback is `root`).
+    Root,
+}
+
+impl Outcome {
+    /// The attribute value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Recorded => "recorded",
+            Outcome::Joined => "joined",
+            Outcome::Linked => "linked",
+            Outcome::Derived => "derived",
+            Outcome::Root => "root",
+        }
+    }
+}
+
+/// The span attribute saying what correlation did (an [`Outcome`]).
+pub const OUTCOME_ATTRIBUTE: &str = "tracebridge.correlation.outcome";
+/// `true` on spans whose policy fell back because the store had nothing.
+pub const FALLBACK_ATTRIBUTE: &str = "tracebridge.correlation.fallback";
+/// The store's error, on spans whose lookup or record failed.
+pub const STORE_ERROR_ATTRIBUTE: &str = "tracebridge.correlation.store_error";
+
+/// How one message was correlated.
+#[derive(Debug)]
+pub struct Resolution {
+    /// What happened.
+    pub outcome: Outcome,
+    /// The parent for the relay's span (`Joined`, `Derived`).
+    pub parent: Option<SpanContext>,
+    /// The context to link to (`Linked`).
+    pub link: Option<SpanContext>,
+    /// The store had nothing for the id and the fallback was taken.
+    pub fell_back: bool,
+    /// The store failed; the message went on with the fallback.
+    pub store_error: Option<StoreError>,
+}
+
+impl Resolution {
+    fn new(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            parent: None,
+            link: None,
+            fell_back: false,
+            store_error: None,
+        }
+    }
+}
+
+/// A route's correlation: where ids come from, the policy, and the store.
+pub struct Correlator {
+    /// Where the request id is looked for.
+    pub extractor: RequestIdExtractor,
+    policy: Policy,
+    fallback: Fallback,
+    key: Option<Arc<[u8]>>,
+    store: Arc<Store>,
+}
+
+/// A policy that needs a key was configured without one.
+#[derive(Debug, thiserror::Error)]
+#[error("the derive policy and fallback need a key")]
+pub struct MissingKey;
+
+impl Correlator {
+    /// A correlator; `key` is required when `policy` or `fallback` is
+    /// `derive`.
+    pub fn new(
+        extractor: RequestIdExtractor,
+        policy: Policy,
+        fallback: Fallback,
+        key: Option<Arc<[u8]>>,
+        store: Arc<Store>,
+    ) -> Result<Self, MissingKey> {
+        let derives = policy == Policy::Derive || fallback == Fallback::Derive;
+        if derives && key.as_deref().is_none_or(<[u8]>::is_empty) {
+            return Err(MissingKey);
+        }
+        Ok(Self {
+            extractor,
+            policy,
+            fallback,
+            key,
+            store,
+        })
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// Decides where the relay's span for a message goes. `carried` is the
+    /// message's own valid context, if any. Never fails: a store error is
+    /// reported in the resolution and the fallback taken.
+    pub async fn resolve(
+        &self,
+        id: Option<&RequestId>,
+        carried: Option<&SpanContext>,
+    ) -> Resolution {
+        let Some(id) = id else {
+            return Resolution::new(if carried.is_some() {
+                Outcome::Recorded
+            } else {
+                Outcome::Root
+            });
+        };
+        if let Some(context) = carried {
+            let mut resolution = Resolution::new(Outcome::Recorded);
+            resolution.store_error = self.store.record(id, context).await.err();
+            return resolution;
+        }
+        if self.policy == Policy::Derive {
+            return self.derived(id);
+        }
+        let (found, store_error) = match self.store.lookup(id).await {
+            Ok(found) => (found, None),
+            Err(err) => (None, Some(err)),
+        };
+        let mut resolution = match (found, self.policy) {
+            (Some(context), Policy::Join) => Resolution {
+                parent: Some(context),
+                ..Resolution::new(Outcome::Joined)
+            },
+            (Some(context), _) => Resolution {
+                link: Some(context),
+                ..Resolution::new(Outcome::Linked)
+            },
+            (None, _) => {
+                let mut fallback = match self.fallback {
+                    Fallback::Derive => self.derived(id),
+                    Fallback::Root => Resolution::new(Outcome::Root),
+                };
+                fallback.fell_back = true;
+                fallback
+            }
+        };
+        resolution.store_error = store_error;
+        resolution
+    }
+
+    fn derived(&self, id: &RequestId) -> Resolution {
+        let key = self.key.as_deref().unwrap_or_default();
+        Resolution {
+            parent: Some(derived_parent(key, id)),
+            ..Resolution::new(Outcome::Derived)
+        }
+    }
+}
+
+/// The `derive` policy's parent: trace id = [`super::derive_trace_id`],
+/// span id from the next 8 bytes of the same hash. The parent span itself
+/// never exists: every relay span for that id hangs under it, so viewers
+/// show them as one trace whose root is missing.
+pub fn derived_parent(key: &[u8], id: &RequestId) -> SpanContext {
+    let digest = derive_digest(key, id);
+    let mut span = [0u8; 8];
+    span.copy_from_slice(&digest[16..24]);
+    if span == [0; 8] {
+        span[7] = 1;
+    }
+    SpanContext::new(
+        super::trace_id_of(&digest),
+        SpanId::from_bytes(span),
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    )
+}
