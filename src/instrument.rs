@@ -15,7 +15,8 @@ use std::time::{Duration, SystemTime};
 use opentelemetry::global::{self, BoxedTracer};
 use opentelemetry::metrics::{Histogram, MeterProvider};
 use opentelemetry::trace::{
-    FutureExt as _, Link, SpanBuilder, SpanKind, Status, TraceContextExt, Tracer, TracerProvider,
+    FutureExt as _, Link, SpanBuilder, SpanContext, SpanKind, Status, TraceContextExt, Tracer,
+    TracerProvider,
 };
 use opentelemetry::{Context, InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
@@ -203,6 +204,33 @@ impl Instrumentation {
             // A new trace; keep the incoming baggage.
             _ => without_span(extracted.context()),
         };
+        if let Some(summary) = extracted.problem_summary() {
+            attributes.push(KeyValue::new(INVALID_CONTEXT_ATTRIBUTE, summary));
+        }
+        self.start_span(name, SpanKind::Consumer, &parent, attributes, links)
+    }
+
+    /// Starts a CONSUMER process span for a message whose own context is
+    /// missing or unusable but which was correlated another way (by request
+    /// id): a child of `parent`, or a new trace linked to `link`, or a new
+    /// trace when both are `None`. Keeps the message's baggage and records
+    /// an unusable context as [`INVALID_CONTEXT_ATTRIBUTE`].
+    pub fn start_correlated_span(
+        &self,
+        name: String,
+        extracted: &ExtractedContext,
+        parent: Option<&SpanContext>,
+        link: Option<&SpanContext>,
+        mut attributes: Vec<KeyValue>,
+    ) -> Context {
+        let base = without_span(extracted.context());
+        let parent = match parent {
+            Some(remote) => base.with_remote_span_context(remote.clone()),
+            None => base,
+        };
+        let links = link
+            .map(|l| vec![Link::with_context(l.clone())])
+            .unwrap_or_default();
         if let Some(summary) = extracted.problem_summary() {
             attributes.push(KeyValue::new(INVALID_CONTEXT_ATTRIBUTE, summary));
         }

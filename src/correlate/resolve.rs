@@ -8,10 +8,11 @@ use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceState};
 use super::{CorrelationStore, RequestId, RequestIdExtractor, Store, StoreError, derive_digest};
 
 /// What to do with a message that has a request id but no context.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Policy {
     /// Parent it under the context last recorded for its id.
+    #[default]
     Join,
     /// Start a new trace linked to that context.
     Link,
@@ -43,7 +44,7 @@ pub enum Outcome {
     Linked,
     /// In the trace derived from its id.
     Derived,
-    /// A new trace (no id, or nothing found and the fallback is `root`).
+    /// A new trace (nothing found and the fallback is `root`).
     Root,
 }
 
@@ -137,21 +138,11 @@ impl Correlator {
         self.policy
     }
 
-    /// Decides where the relay's span for a message goes. `carried` is the
-    /// message's own valid context, if any. Never fails: a store error is
-    /// reported in the resolution and the fallback taken.
-    pub async fn resolve(
-        &self,
-        id: Option<&RequestId>,
-        carried: Option<&SpanContext>,
-    ) -> Resolution {
-        let Some(id) = id else {
-            return Resolution::new(if carried.is_some() {
-                Outcome::Recorded
-            } else {
-                Outcome::Root
-            });
-        };
+    /// Decides where the relay's span for a message with request id `id`
+    /// goes. `carried` is the message's own valid context, if any. Never
+    /// fails: a store error is reported in the resolution and the fallback
+    /// taken.
+    pub async fn resolve(&self, id: &RequestId, carried: Option<&SpanContext>) -> Resolution {
         if let Some(context) = carried {
             let mut resolution = Resolution::new(Outcome::Recorded);
             resolution.store_error = self.store.record(id, context).await.err();

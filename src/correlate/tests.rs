@@ -224,11 +224,11 @@ mod resolution {
     #[tokio::test]
     async fn a_carried_context_is_recorded_then_joined_by_a_message_without_one() {
         let c = correlator(Policy::Join, Fallback::Root, memory());
-        let recorded = c.resolve(Some(&id("R")), Some(&carried())).await;
+        let recorded = c.resolve(&id("R"), Some(&carried())).await;
         assert_eq!(recorded.outcome, Outcome::Recorded);
         assert!(recorded.parent.is_none() && recorded.store_error.is_none());
 
-        let joined = c.resolve(Some(&id("R")), None).await;
+        let joined = c.resolve(&id("R"), None).await;
         assert_eq!(joined.outcome, Outcome::Joined);
         let parent = joined.parent.expect("parent");
         assert_eq!(
@@ -241,8 +241,8 @@ mod resolution {
     #[tokio::test]
     async fn link_policy_links_instead_of_parenting() {
         let c = correlator(Policy::Link, Fallback::Root, memory());
-        c.resolve(Some(&id("R")), Some(&carried())).await;
-        let linked = c.resolve(Some(&id("R")), None).await;
+        c.resolve(&id("R"), Some(&carried())).await;
+        let linked = c.resolve(&id("R"), None).await;
         assert_eq!(linked.outcome, Outcome::Linked);
         assert!(linked.parent.is_none());
         assert_eq!(linked.link.expect("link").trace_id(), carried().trace_id());
@@ -251,7 +251,7 @@ mod resolution {
     #[tokio::test]
     async fn a_miss_falls_back_as_configured_and_says_so() {
         let derive = correlator(Policy::Join, Fallback::Derive, memory());
-        let derived = derive.resolve(Some(&id("unknown")), None).await;
+        let derived = derive.resolve(&id("unknown"), None).await;
         assert_eq!(derived.outcome, Outcome::Derived);
         assert!(derived.fell_back);
         assert_eq!(
@@ -260,7 +260,7 @@ mod resolution {
         );
 
         let root = correlator(Policy::Link, Fallback::Root, memory());
-        let rooted = root.resolve(Some(&id("unknown")), None).await;
+        let rooted = root.resolve(&id("unknown"), None).await;
         assert_eq!(rooted.outcome, Outcome::Root);
         assert!(rooted.fell_back && rooted.parent.is_none() && rooted.link.is_none());
     }
@@ -269,21 +269,9 @@ mod resolution {
     async fn derive_is_stateless_and_per_id() {
         let one = correlator(Policy::Derive, Fallback::Root, memory());
         let two = correlator(Policy::Derive, Fallback::Root, memory());
-        let a1 = one
-            .resolve(Some(&id("R-1")), None)
-            .await
-            .parent
-            .expect("parent");
-        let a2 = two
-            .resolve(Some(&id("R-1")), None)
-            .await
-            .parent
-            .expect("parent");
-        let b = one
-            .resolve(Some(&id("R-2")), None)
-            .await
-            .parent
-            .expect("parent");
+        let a1 = one.resolve(&id("R-1"), None).await.parent.expect("parent");
+        let a2 = two.resolve(&id("R-1"), None).await.parent.expect("parent");
+        let b = one.resolve(&id("R-2"), None).await.parent.expect("parent");
         assert_eq!(
             a1.trace_id(),
             a2.trace_id(),
@@ -292,16 +280,6 @@ mod resolution {
         assert_eq!(a1.span_id(), a2.span_id());
         assert_ne!(a1.trace_id(), b.trace_id());
         assert!(a1.is_sampled() && a1.is_remote());
-    }
-
-    #[tokio::test]
-    async fn no_id_means_no_correlation() {
-        let c = correlator(Policy::Join, Fallback::Derive, memory());
-        assert_eq!(c.resolve(None, None).await.outcome, Outcome::Root);
-        assert_eq!(
-            c.resolve(None, Some(&carried())).await.outcome,
-            Outcome::Recorded
-        );
     }
 
     #[tokio::test]
@@ -314,10 +292,10 @@ mod resolution {
         )
         .expect("URL");
         let c = correlator(Policy::Join, Fallback::Derive, Store::Redis(down));
-        let recorded = c.resolve(Some(&id("R")), Some(&carried())).await;
+        let recorded = c.resolve(&id("R"), Some(&carried())).await;
         assert_eq!(recorded.outcome, Outcome::Recorded);
         assert!(recorded.store_error.is_some());
-        let resolved = c.resolve(Some(&id("R")), None).await;
+        let resolved = c.resolve(&id("R"), None).await;
         assert_eq!(resolved.outcome, Outcome::Derived);
         assert!(resolved.fell_back);
         assert!(

@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::correlate::{Fallback, Policy, RequestIdExtractor, RequestIdSource};
 use crate::instrument::ParentPolicy;
 use crate::propagation::{Format, Propagation};
 
@@ -111,6 +112,43 @@ struct RouteSpec {
     dead_letter: Option<EndpointSpec>,
     #[serde(default)]
     key_mapping: KeyMapping,
+    correlation: Option<CorrelationSpec>,
+}
+
+/// `[route.correlation]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CorrelationSpec {
+    #[serde(default = "default_request_id_sources")]
+    request_id: Vec<RequestIdSource>,
+    #[serde(default)]
+    policy: Policy,
+    fallback: Option<Fallback>,
+    key: Option<String>,
+    #[serde(default = "default_store")]
+    store: String,
+    #[serde(default = "default_ttl", with = "humantime_serde")]
+    ttl: Duration,
+    #[serde(default = "default_max_entries")]
+    max_entries: u64,
+    #[serde(default = "default_store_timeout", with = "humantime_serde")]
+    store_timeout: Duration,
+}
+
+fn default_request_id_sources() -> Vec<RequestIdSource> {
+    RequestIdExtractor::default().sources().to_vec()
+}
+fn default_store() -> String {
+    "memory".into()
+}
+fn default_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_max_entries() -> u64 {
+    100_000
+}
+fn default_store_timeout() -> Duration {
+    Duration::from_millis(250)
 }
 
 /// `from`, `to` and `dead_letter`: one broker reference plus where on it.
@@ -358,6 +396,71 @@ pub struct Route {
     pub dead_letter: Option<Sink>,
     /// Kafka key ↔ AMQP property.
     pub key_mapping: KeyMapping,
+    /// Correlation by request id, when configured.
+    pub correlation: Option<Correlation>,
+}
+
+/// A route's `[route.correlation]`, validated.
+#[derive(Clone)]
+pub struct Correlation {
+    /// Where the request id comes from, in order.
+    pub request_id: RequestIdExtractor,
+    /// What to do with messages that have an id but no context.
+    pub policy: Policy,
+    /// What `join`/`link` do when the store has nothing.
+    pub fallback: Fallback,
+    /// The `derive` key (never printed).
+    pub key: Option<std::sync::Arc<[u8]>>,
+    /// Where request id → context is kept.
+    pub store: StoreSpec,
+}
+
+impl fmt::Debug for Correlation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Correlation")
+            .field("request_id", &self.request_id)
+            .field("policy", &self.policy)
+            .field("fallback", &self.fallback)
+            .field("key", &self.key.as_ref().map(|_| "***"))
+            .field("store", &self.store)
+            .finish()
+    }
+}
+
+/// Which correlation store, with its settings. Routes whose stores are
+/// equal share one store, so a context recorded on one route is found by
+/// another.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum StoreSpec {
+    /// In this process: at most `max_entries`, each kept `ttl`.
+    Memory {
+        /// The bound.
+        max_entries: u64,
+        /// Time to live.
+        ttl: Duration,
+    },
+    /// Redis at `url`; keys live `ttl`; each command waits at most `timeout`.
+    Redis {
+        /// `redis://` or `rediss://` (may hold a password: never printed).
+        url: String,
+        /// Time to live.
+        ttl: Duration,
+        /// Per-command timeout.
+        timeout: Duration,
+    },
+}
+
+impl fmt::Debug for StoreSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreSpec::Memory { max_entries, ttl } => {
+                write!(f, "memory (max {max_entries}, ttl {ttl:?})")
+            }
+            StoreSpec::Redis { url, ttl, timeout } => {
+                write!(f, "{} (ttl {ttl:?}, timeout {timeout:?})", redact_url(url))
+            }
+        }
+    }
 }
 
 // ---- reading ----
@@ -549,6 +652,9 @@ fn validate(spec: FileSpec, origin: &str, text: &str) -> Result<RelayConfig, Con
         if route.retry.attempts == 0 {
             problems.push(format!("{at}: retry.attempts: must be at least 1"));
         }
+        let correlation = route
+            .correlation
+            .and_then(|c| correlation(&at, c, &mut problems));
         if let (Some(source), Some(sink)) = (source, sink) {
             routes.push(Route {
                 name: route.name,
@@ -560,6 +666,7 @@ fn validate(spec: FileSpec, origin: &str, text: &str) -> Result<RelayConfig, Con
                 backoff: route.retry.backoff,
                 dead_letter: dead_letter.flatten(),
                 key_mapping: route.key_mapping,
+                correlation,
             });
         }
     }
@@ -574,6 +681,62 @@ fn validate(spec: FileSpec, origin: &str, text: &str) -> Result<RelayConfig, Con
     } else {
         Err(ConfigErrors { problems })
     }
+}
+
+fn correlation(at: &str, spec: CorrelationSpec, problems: &mut Vec<String>) -> Option<Correlation> {
+    let before = problems.len();
+    let at = format!("{at}: correlation");
+    if spec.request_id.is_empty() {
+        problems.push(format!("{at}.request_id: name at least one source"));
+    }
+    let key = spec
+        .key
+        .filter(|k| !k.is_empty())
+        .map(|k| std::sync::Arc::from(k.into_bytes()));
+    // With a key, a miss can still land in a stable trace: derive by default.
+    let fallback = spec.fallback.unwrap_or(if key.is_some() {
+        Fallback::Derive
+    } else {
+        Fallback::Root
+    });
+    if key.is_none() && (spec.policy == Policy::Derive || fallback == Fallback::Derive) {
+        problems.push(format!(
+            "{at}.key: `derive` needs a secret key (e.g. key = \"${{TRACEBRIDGE_CORRELATION_KEY}}\")"
+        ));
+    }
+    if spec.ttl.is_zero() {
+        problems.push(format!("{at}.ttl: must be longer than 0s"));
+    }
+    let store = match spec.store.as_str() {
+        "memory" => {
+            if spec.max_entries == 0 {
+                problems.push(format!("{at}.max_entries: must be at least 1"));
+            }
+            StoreSpec::Memory {
+                max_entries: spec.max_entries,
+                ttl: spec.ttl,
+            }
+        }
+        url if url.starts_with("redis://") || url.starts_with("rediss://") => StoreSpec::Redis {
+            url: url.to_owned(),
+            ttl: spec.ttl,
+            timeout: spec.store_timeout,
+        },
+        other => {
+            problems.push(format!(
+                "{at}.store: `{}` is neither \"memory\" nor a redis:// URL",
+                redact_url(other)
+            ));
+            return None;
+        }
+    };
+    (problems.len() == before).then(|| Correlation {
+        request_id: RequestIdExtractor::new(spec.request_id),
+        policy: spec.policy,
+        fallback,
+        key,
+        store,
+    })
 }
 
 struct Resolver<'a> {

@@ -19,6 +19,7 @@ use rdkafka::producer::FutureRecord;
 
 use super::config::{KeyMapping, Mode, RoutingKey};
 use super::message::{Inbound, Origin, amqp_headers_from, kafka_headers_from};
+use crate::correlate::{self, Correlator, RequestId};
 use crate::instrument::{self, Instrumentation};
 use crate::kafka::TracedProducer;
 use crate::propagation::{ExtractedContext, Propagation, Transport};
@@ -82,6 +83,10 @@ pub(crate) struct Hop {
     /// Every header name of the route's read and written formats, on both
     /// transports: computed once, checked for every header of every message.
     pub(crate) trace_headers: Vec<&'static str>,
+    /// Correlation by request id, when the route configures it.
+    pub(crate) correlation: Option<Correlator>,
+    /// The route's counters (correlation outcomes).
+    pub(crate) stats: std::sync::Arc<super::RouteStats>,
 }
 
 /// The trace header names of `propagation`'s formats (see
@@ -105,7 +110,7 @@ impl Hop {
     /// says whether the source may be acknowledged.
     pub(crate) async fn relay(&self, message: &Inbound) -> Outcome {
         let extracted = self.propagation.extract(&message.headers);
-        let cx = self.start_process_span(message, &extracted);
+        let cx = self.start_process_span(message, &extracted).await;
         let mut last_error = None;
         for attempt in 1..=self.attempts {
             if attempt > 1 {
@@ -176,7 +181,11 @@ impl Hop {
         (self.backoff * factor).min(Duration::from_secs(30))
     }
 
-    fn start_process_span(&self, message: &Inbound, extracted: &ExtractedContext) -> Context {
+    async fn start_process_span(&self, message: &Inbound, extracted: &ExtractedContext) -> Context {
+        let request_id = self
+            .correlation
+            .as_ref()
+            .and_then(|c| c.extractor.extract(message));
         let stability = self.instrumentation.stability();
         let (destination, attributes) = match &message.origin {
             Origin::Kafka {
@@ -192,6 +201,7 @@ impl Hop {
                         .partition(*partition)
                         .kafka_offset(*offset)
                         .kafka_key(message.key.as_deref())
+                        .conversation_id(request_id.as_ref().map(RequestId::as_str))
                         .tombstone(message.payload.is_none());
                 (destination, attributes)
             }
@@ -211,7 +221,12 @@ impl Hop {
                     MessagingAttributes::new(Operation::Process, &destination, stability)
                         .delivery_tag(*delivery_tag)
                         .message_id(message.message_id.as_deref())
-                        .conversation_id(message.correlation_id.as_deref());
+                        .conversation_id(
+                            request_id
+                                .as_ref()
+                                .map(RequestId::as_str)
+                                .or(message.correlation_id.as_deref()),
+                        );
                 if *redelivered {
                     attributes = attributes.flag(crate::amqp::REDELIVERED_ATTRIBUTE);
                 }
@@ -220,12 +235,36 @@ impl Hop {
         };
         let mut attributes = attributes.into_vec();
         attributes.push(KeyValue::new(ROUTE_ATTRIBUTE, self.route_value()));
-        let cx = self.instrumentation.start_process_span(
-            Operation::Process.span_name(&destination),
-            self.mode.parent_policy(),
-            extracted,
-            attributes,
-        );
+        let name = Operation::Process.span_name(&destination);
+        let resolution = match (&self.correlation, &request_id) {
+            (Some(correlator), Some(id)) => {
+                Some(correlator.resolve(id, extracted.span_context()).await)
+            }
+            _ => None,
+        };
+        let cx = match resolution {
+            Some(resolution) if resolution.outcome != correlate::Outcome::Recorded => {
+                self.note_correlation(&resolution, &mut attributes, message);
+                self.instrumentation.start_correlated_span(
+                    name,
+                    extracted,
+                    resolution.parent.as_ref(),
+                    resolution.link.as_ref(),
+                    attributes,
+                )
+            }
+            resolution => {
+                if let Some(resolution) = &resolution {
+                    self.note_correlation(resolution, &mut attributes, message);
+                }
+                self.instrumentation.start_process_span(
+                    name,
+                    self.mode.parent_policy(),
+                    extracted,
+                    attributes,
+                )
+            }
+        };
         let produced_at = message
             .timestamp_ms
             .and_then(|ms| u64::try_from(ms).ok())
@@ -236,6 +275,38 @@ impl Hop {
             &[KeyValue::new(ROUTE_ATTRIBUTE, self.route_value())],
         );
         cx
+    }
+
+    /// Counts the resolution, records it on the span's attributes, and
+    /// warns about a store failure (the message goes on regardless).
+    fn note_correlation(
+        &self,
+        resolution: &correlate::Resolution,
+        attributes: &mut Vec<KeyValue>,
+        message: &Inbound,
+    ) {
+        self.stats.correlation.count(resolution);
+        attributes.push(KeyValue::new(
+            correlate::OUTCOME_ATTRIBUTE,
+            resolution.outcome.as_str(),
+        ));
+        if resolution.fell_back {
+            attributes.push(KeyValue::new(correlate::FALLBACK_ATTRIBUTE, true));
+        }
+        if let Some(err) = &resolution.store_error {
+            attributes.push(KeyValue::new(
+                correlate::STORE_ERROR_ATTRIBUTE,
+                err.0.clone(),
+            ));
+            tracing::warn!(
+                route = %self.route,
+                stage = "correlation",
+                source = %message.origin,
+                error = %err,
+                outcome = resolution.outcome.as_str(),
+                "correlation store failed; the message goes on"
+            );
+        }
     }
 
     fn route_value(&self) -> opentelemetry::StringValue {

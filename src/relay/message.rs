@@ -84,6 +84,30 @@ pub(crate) struct Inbound {
     pub(crate) origin: Origin,
 }
 
+/// What correlation may read a request id from.
+impl crate::correlate::MessageFields for Inbound {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.header_bytes(name)
+    }
+    fn correlation_id(&self) -> Option<&str> {
+        self.correlation_id.as_deref()
+    }
+    fn message_id(&self) -> Option<&str> {
+        self.message_id.as_deref()
+    }
+    /// Only a Kafka source has a key (for an AMQP source `key` holds the
+    /// mapped property, which `correlation_id` / `message_id` already give).
+    fn key(&self) -> Option<&[u8]> {
+        match self.origin {
+            Origin::Kafka { .. } => self.key.as_deref(),
+            Origin::Amqp { .. } => None,
+        }
+    }
+    fn body(&self) -> Option<&[u8]> {
+        self.payload.as_deref()
+    }
+}
+
 /// Copies Kafka headers except `skip`ped names (case-insensitive), names
 /// and values unchanged.
 pub(crate) fn kafka_headers_from(

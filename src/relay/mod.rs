@@ -40,12 +40,13 @@ pub use config::{ConfigErrors, RelayConfig, Route};
 pub use hop::{
     DEAD_LETTER_ATTEMPTS, DEAD_LETTER_ERROR, DEAD_LETTER_ROUTE, DEAD_LETTER_SOURCE, ROUTE_ATTRIBUTE,
 };
-pub use stats::{RelayMetrics, RouteStats};
+pub use stats::{CorrelationStats, RelayMetrics, RouteStats};
 
 use crate::Error;
 use crate::Instrumentation;
+use crate::correlate::{Correlator, MemoryStore, RedisStore, Store};
 use crate::kafka::TracedProducer;
-use config::{KafkaBroker, Sink, Source};
+use config::{Correlation, KafkaBroker, Sink, Source, StoreSpec};
 use hop::{Hop, SinkClient};
 
 /// A running relay: one task per route.
@@ -76,13 +77,19 @@ impl Relay {
             RelayMetrics::new().map_err(|e| Error::Config(format!("metrics registry: {e}")))?,
         );
         let mut routes = Vec::new();
+        let mut stores = Stores::default();
         for route in config.routes {
             let stats = metrics.route(&route.name);
+            let correlator = match &route.correlation {
+                Some(c) => Some(stores.correlator(&route.name, c, &metrics)?),
+                None => None,
+            };
             let running = start_route(
                 route,
                 config.max_in_flight,
                 &instrumentation,
                 stats,
+                correlator,
                 watch.clone(),
             )
             .await?;
@@ -159,6 +166,7 @@ async fn start_route(
     window: usize,
     instrumentation: &Instrumentation,
     stats: Arc<RouteStats>,
+    correlation: Option<Correlator>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<RunningRoute, Error> {
     let sink = connect_sink(&route, &route.sink, instrumentation).await?;
@@ -177,6 +185,8 @@ async fn start_route(
         dead_letter,
         instrumentation: instrumentation.clone(),
         trace_headers: hop::trace_header_names(&route.propagation),
+        correlation,
+        stats: stats.clone(),
     });
     // Ready from here: the loop sets it false when it ends.
     stats.set_running(true);
@@ -284,6 +294,53 @@ async fn connect_sink(
                 routing_key: routing_key.clone(),
             })
         }
+    }
+}
+
+/// The correlation stores of a relay: one per distinct store setting, so
+/// routes configured alike share what they record.
+#[derive(Default)]
+struct Stores {
+    open: Vec<(StoreSpec, Arc<Store>)>,
+}
+
+/// Redis keys: `tracebridge:correlation:{request id}`.
+const REDIS_PREFIX: &str = "tracebridge:correlation:";
+
+impl Stores {
+    fn correlator(
+        &mut self,
+        route: &str,
+        config: &Correlation,
+        metrics: &RelayMetrics,
+    ) -> Result<Correlator, Error> {
+        let store = match self.open.iter().find(|(spec, _)| *spec == config.store) {
+            Some((_, store)) => store.clone(),
+            None => {
+                let store = Arc::new(match &config.store {
+                    StoreSpec::Memory { max_entries, ttl } => {
+                        Store::Memory(MemoryStore::new(*max_entries, *ttl))
+                    }
+                    StoreSpec::Redis { url, ttl, timeout } => {
+                        Store::Redis(RedisStore::new(url, REDIS_PREFIX, *ttl, *timeout).map_err(
+                            |e| Error::Config(format!("route {route}: correlation.store: {e}")),
+                        )?)
+                    }
+                });
+                let label = format!("memory-{}", self.open.len());
+                metrics.watch_store(&label, store.clone());
+                self.open.push((config.store.clone(), store.clone()));
+                store
+            }
+        };
+        Correlator::new(
+            config.request_id.clone(),
+            config.policy,
+            config.fallback,
+            config.key.clone(),
+            store,
+        )
+        .map_err(|e| Error::Config(format!("route {route}: correlation: {e}")))
     }
 }
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::correlate::{Outcome, Resolution, Store};
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -25,6 +26,10 @@ pub struct RelayMetrics {
     spans_exported: IntCounter,
     spans_export_failed: IntCounter,
     spans_not_exported: IntGauge,
+    correlation: [IntCounterVec; 5],
+    store_entries: IntGaugeVec,
+    /// Memory stores whose size `/metrics` reports, by label.
+    stores: std::sync::Mutex<Vec<(String, Arc<Store>)>>,
 }
 
 /// Seconds, from 1 ms to about 1 min.
@@ -64,7 +69,39 @@ impl RelayMetrics {
             "Ended spans neither exported nor failed: dropped by the exporter's full queue, or still queued (at most 2048)",
         )?;
         registry.register(Box::new(spans_not_exported.clone()))?;
+        let store_entries = IntGaugeVec::new(
+            Opts::new(
+                "correlation_store_entries",
+                "Entries in an in-memory correlation store",
+            ),
+            &["store"],
+        )?;
+        registry.register(Box::new(store_entries.clone()))?;
         Ok(Self {
+            correlation: [
+                counter(
+                    "correlation_recorded_total",
+                    "Messages with a context and a request id whose context was recorded",
+                )?,
+                counter(
+                    "correlation_hits_total",
+                    "Messages without context joined or linked to the context found for their request id",
+                )?,
+                counter(
+                    "correlation_misses_total",
+                    "Messages without context whose request id the store did not know (fallback taken)",
+                )?,
+                counter(
+                    "correlation_derived_total",
+                    "Messages put into the trace derived from their request id",
+                )?,
+                counter(
+                    "correlation_store_errors_total",
+                    "Correlation store lookups or records that failed (the message went on)",
+                )?,
+            ],
+            store_entries,
+            stores: std::sync::Mutex::default(),
             spans_ended: single(
                 "spans_ended_total",
                 "Spans ended and handed to the exporter's queue",
@@ -117,12 +154,37 @@ impl RelayMetrics {
             hop_seconds: self.hop_seconds.with_label_values(l),
             queue_seconds: self.queue_seconds.with_label_values(l),
             running: AtomicBool::new(false),
+            correlation: CorrelationStats {
+                recorded: self.correlation[0].with_label_values(l),
+                hits: self.correlation[1].with_label_values(l),
+                misses: self.correlation[2].with_label_values(l),
+                derived: self.correlation[3].with_label_values(l),
+                store_errors: self.correlation[4].with_label_values(l),
+            },
         })
+    }
+
+    /// Reports `store`'s size as `correlation_store_entries{store=label}`
+    /// (memory stores only; Redis counts its own).
+    pub(crate) fn watch_store(&self, label: &str, store: Arc<Store>) {
+        if matches!(*store, Store::Memory(_))
+            && let Ok(mut stores) = self.stores.lock()
+        {
+            stores.push((label.to_owned(), store));
+        }
     }
 
     /// Everything, in the Prometheus text format.
     pub fn render(&self) -> String {
         self.sync_span_counts();
+        if let Ok(stores) = self.stores.lock() {
+            for (label, store) in stores.iter() {
+                let entries = store.entry_count().unwrap_or(0);
+                self.store_entries
+                    .with_label_values(&[label.as_str()])
+                    .set(i64::try_from(entries).unwrap_or(i64::MAX));
+            }
+        }
         let mut out = String::new();
         if let Err(err) =
             prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out)
@@ -173,6 +235,40 @@ pub struct RouteStats {
     /// Producer timestamp → read, seconds.
     pub queue_seconds: Histogram,
     running: AtomicBool,
+    /// What correlation by request id did.
+    pub correlation: CorrelationStats,
+}
+
+/// One route's correlation counters.
+pub struct CorrelationStats {
+    /// Contexts recorded for their request id.
+    pub recorded: IntCounter,
+    /// Messages joined or linked to a stored context.
+    pub hits: IntCounter,
+    /// Messages whose id the store did not know.
+    pub misses: IntCounter,
+    /// Messages put into a derived trace.
+    pub derived: IntCounter,
+    /// Failed store lookups or records.
+    pub store_errors: IntCounter,
+}
+
+impl CorrelationStats {
+    /// Counts one message's resolution.
+    pub(crate) fn count(&self, resolution: &Resolution) {
+        match resolution.outcome {
+            Outcome::Recorded => self.recorded.inc(),
+            Outcome::Joined | Outcome::Linked => self.hits.inc(),
+            Outcome::Derived => self.derived.inc(),
+            Outcome::Root => {}
+        }
+        if resolution.fell_back {
+            self.misses.inc();
+        }
+        if resolution.store_error.is_some() {
+            self.store_errors.inc();
+        }
+    }
 }
 
 impl RouteStats {

@@ -219,3 +219,105 @@ fn env_expansion_keeps_dollars_and_reports_unclosed_braces() {
         vec!["f:2: `${` is not closed by `}`".to_owned()]
     );
 }
+
+const ROUTE: &str = r#"
+[kafka.k]
+bootstrap_servers = "127.0.0.1:9092"
+
+[amqp.r]
+url = "amqp://127.0.0.1"
+
+[[route]]
+name = "legacy"
+from = { kafka = "k", topic = "billing" }
+to = { amqp = "r", exchange = "x", routing_key = "rk" }
+"#;
+
+#[test]
+fn correlation_reads_every_key_and_defaults_the_rest() {
+    let config = parse(&format!(
+        r#"{ROUTE}
+[route.correlation]
+request_id = ["header:x-request-id", "json:/meta/requestId", "key"]
+policy = "link"
+fallback = "root"
+store = "redis://:${{AMQP_PASSWORD}}@127.0.0.1:6379/2"
+ttl = "10m"
+store_timeout = "100ms"
+"#
+    ))
+    .expect("valid");
+    let c = config.routes[0].correlation.as_ref().expect("configured");
+    assert_eq!(c.request_id.sources().len(), 3);
+    assert_eq!((c.policy, c.fallback), (Policy::Link, Fallback::Root));
+    assert_eq!(
+        c.store,
+        StoreSpec::Redis {
+            url: "redis://:s3cret@127.0.0.1:6379/2".into(),
+            ttl: Duration::from_secs(600),
+            timeout: Duration::from_millis(100),
+        }
+    );
+    let printed = format!("{c:?}");
+    assert!(!printed.contains("s3cret"), "{printed}");
+
+    let defaults = parse(&format!("{ROUTE}\n[route.correlation]\nkey = \"k3y\"\n")).expect("valid");
+    let d = defaults.routes[0].correlation.as_ref().expect("configured");
+    assert_eq!(d.request_id, RequestIdExtractor::default());
+    assert_eq!(
+        (d.policy, d.fallback),
+        (Policy::Join, Fallback::Derive),
+        "a key makes derive the fallback"
+    );
+    assert_eq!(
+        d.store,
+        StoreSpec::Memory {
+            max_entries: 100_000,
+            ttl: Duration::from_secs(3600)
+        }
+    );
+    assert!(!format!("{d:?}").contains("k3y"));
+    assert!(parse(ROUTE).expect("valid").routes[0].correlation.is_none());
+}
+
+#[test]
+fn correlation_mistakes_are_reported_together() {
+    let found = problems(&format!(
+        r#"{ROUTE}
+[route.correlation]
+request_id = []
+policy = "derive"
+ttl = "0s"
+max_entries = 0
+"#
+    ));
+    for expected in [
+        "route[0] (legacy): correlation.request_id: name at least one source",
+        "route[0] (legacy): correlation.key: `derive` needs a secret key",
+        "route[0] (legacy): correlation.ttl: must be longer than 0s",
+        "route[0] (legacy): correlation.max_entries: must be at least 1",
+    ] {
+        assert!(
+            found.iter().any(|p| p.contains(expected)),
+            "{expected} not in {found:#?}"
+        );
+    }
+    let bad_store = problems(&format!(
+        "{ROUTE}\n[route.correlation]\nstore = \"mysql://u:pw@h\"\n"
+    ));
+    assert!(
+        bad_store[0].contains("`mysql://u:***@h` is neither \"memory\" nor a redis:// URL"),
+        "{bad_store:?}"
+    );
+    let bad_source = problems(&format!(
+        "{ROUTE}\n[route.correlation]\nrequest_id = [\"body\"]\n"
+    ));
+    assert!(
+        bad_source[0].contains("`body` is not a request id source"),
+        "{bad_source:?}"
+    );
+    let bad_policy = problems(&format!(
+        "{ROUTE}\n[route.correlation]\npolicy = \"guess\"\n"
+    ));
+    assert!(bad_policy[0].contains("guess"), "{bad_policy:?}");
+}
