@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Local brokers for tracebridge's tests and demo: RabbitMQ and tansu (an
-# Apache-Kafka-compatible broker), on 127.0.0.1:5672 and 127.0.0.1:9092.
+# Apache-Kafka-compatible broker), on 127.0.0.1:5672 and 127.0.0.1:9092,
+# and Redis (the shared correlation store) on 127.0.0.1:6379.
 #
 #   scripts/brokers.sh up      install what is missing, start what is down, wait
 #   scripts/brokers.sh status  say what answers where
 #   scripts/brokers.sh down    stop what this script started
 #
-# When KAFKA_BOOTSTRAP_SERVERS or AMQP_URL is set, that broker is used as it
-# is: nothing is installed or started for it, the script only waits for it.
+# When KAFKA_BOOTSTRAP_SERVERS, AMQP_URL or REDIS_URL is set, that service is
+# used as it is: nothing is installed or started for it, the script only
+# waits for it. The tests also start a Redis of their own on another port
+# (and stop it), so `redis-server` must be installed even then.
 # Idempotent: running `up` twice starts nothing twice.
 set -euo pipefail
 
@@ -16,6 +19,7 @@ STATE="${TRACEBRIDGE_STATE_DIR:-$ROOT/.brokers}"
 TANSU_VERSION="0.6.0"
 KAFKA_DEFAULT="127.0.0.1:9092"
 AMQP_DEFAULT="amqp://guest:guest@127.0.0.1:5672/%2f"
+REDIS_DEFAULT="redis://127.0.0.1:6379"
 WAIT_SECONDS="${TRACEBRIDGE_BROKER_WAIT:-90}"
 
 say() { printf '[brokers] %s\n' "$*" >&2; }
@@ -29,6 +33,13 @@ amqp_addr() {
   local url="${AMQP_URL:-$AMQP_DEFAULT}" rest
   rest="${url#*://}"; rest="${rest##*@}"; rest="${rest%%/*}"
   case "$rest" in *:*) echo "$rest" ;; *) echo "$rest:5672" ;; esac
+}
+
+# host:port of a redis:// URL
+redis_addr() {
+  local url="${REDIS_URL:-$REDIS_DEFAULT}" rest
+  rest="${url#*://}"; rest="${rest##*@}"; rest="${rest%%/*}"
+  case "$rest" in *:*) echo "$rest" ;; *) echo "$rest:6379" ;; esac
 }
 
 # The URL with its password replaced, for messages.
@@ -112,6 +123,23 @@ start_rabbitmq() {
   wait_for RabbitMQ "$addr"
 }
 
+install_redis() {
+  command -v redis-server >/dev/null 2>&1 && return 0
+  say "installing redis-server from Debian's packages"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+}
+
+start_redis() {
+  local addr; addr="$(redis_addr)"
+  install_redis
+  if answers "$addr"; then say "Redis already answers on $addr"; return 0; fi
+  say "starting redis-server on $addr (nothing kept on disk)"
+  redis-server --bind "${addr%:*}" --port "${addr##*:}" --save "" --appendonly no \
+    --daemonize yes --pidfile "$STATE/redis.pid" --logfile "$STATE/redis.log"
+  wait_for Redis "$addr"
+}
+
 up() {
   mkdir -p "$STATE"
   if [[ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
@@ -126,6 +154,13 @@ up() {
   else
     start_rabbitmq
   fi
+  if [[ -n "${REDIS_URL:-}" ]]; then
+    say "using Redis at $(redact "$REDIS_URL") (REDIS_URL is set; starting nothing)"
+    install_redis
+    wait_for Redis "$(redis_addr)"
+  else
+    start_redis
+  fi
   status
 }
 
@@ -133,6 +168,8 @@ status() {
   local k a rc=0; k="$(kafka_addr)"; a="$(amqp_addr)"
   if answers "$k"; then say "Kafka:    up   at $k"; else say "Kafka:    DOWN at $k"; rc=1; fi
   if answers "$a"; then say "RabbitMQ: up   at $a ($(redact "${AMQP_URL:-$AMQP_DEFAULT}"))"; else say "RabbitMQ: DOWN at $a"; rc=1; fi
+  local r; r="$(redis_addr)"
+  if answers "$r"; then say "Redis:    up   at $r"; else say "Redis:    DOWN at $r"; rc=1; fi
   return $rc
 }
 
@@ -141,6 +178,11 @@ down() {
     local pid; pid="$(cat "$STATE/tansu.pid")"
     if kill "$pid" 2>/dev/null; then say "stopped tansu (pid $pid)"; fi
     rm -f "$STATE/tansu.pid"
+  fi
+  if [[ -f "$STATE/redis.pid" ]]; then
+    local rpid; rpid="$(cat "$STATE/redis.pid")"
+    if kill "$rpid" 2>/dev/null; then say "stopped redis-server (pid $rpid)"; fi
+    rm -f "$STATE/redis.pid"
   fi
   if [[ -f "$STATE/rabbitmq.started-by-us" ]]; then
     as_root rabbitmqctl stop >/dev/null 2>&1 && say "stopped RabbitMQ"

@@ -130,9 +130,15 @@ to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}"#,
     .expect("ok");
 
     let addr = relay.listen_addr();
-    assert_eq!(http_get(addr, "/healthz").await, (200, "ok\n".to_owned()));
-    assert_eq!(http_get(addr, "/readyz").await, (200, "ready\n".to_owned()));
-    let (status, metrics) = http_get(addr, "/metrics").await;
+    assert_eq!(
+        common::http_get(addr, "/healthz").await,
+        (200, "ok\n".to_owned())
+    );
+    assert_eq!(
+        common::http_get(addr, "/readyz").await,
+        (200, "ready\n".to_owned())
+    );
+    let (status, metrics) = common::http_get(addr, "/metrics").await;
     assert_eq!(status, 200);
     for line in [
         "tracebridge_relay_consumed_total{route=\"k2a\"} 1",
@@ -474,30 +480,6 @@ dead_letter = {{ amqp = "r", exchange = "{x}", routing_key = "dead" }}"#,
 }
 
 /// A minimal HTTP/1.0 GET: (status, body).
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: relay\r\n\r\n").as_bytes())
-        .await
-        .expect("request");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("response");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
 #[tokio::test]
 async fn kafka_to_kafka_and_amqp_to_amqp_keep_the_trace_too() {
     let cap = spans::capture();
