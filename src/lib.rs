@@ -43,6 +43,7 @@ pub mod propagation;
 pub mod redact;
 pub mod semconv;
 pub mod telemetry;
+pub mod traces;
 
 #[cfg(feature = "amqp")]
 pub mod amqp;

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use tracebridge::relay::config::{Sink, Source};
 use tracebridge::relay::{Relay, RelayConfig};
 
-mod smoke;
+mod demo;
 
 /// tracebridge: keeps distributed traces whole across Kafka and RabbitMQ.
 #[derive(Parser, Debug)]
@@ -38,9 +38,28 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Sends one traced message through Kafka and checks that the consumer
-    /// side continues the producer's trace (spans go to the span file or
-    /// the collector named by OTEL_EXPORTER_OTLP_ENDPOINT).
+    /// Draws the traces of an OTLP/JSON span file (tracebridge's, or the
+    /// OpenTelemetry Collector file exporter's) as trees in the terminal.
+    Traces {
+        /// The span file (one OTLP/JSON request per line); `-` for stdin.
+        file: PathBuf,
+        /// Only this trace.
+        #[arg(long, value_name = "ID")]
+        trace_id: Option<String>,
+        /// Only traces with a span of this service.
+        #[arg(long, value_name = "NAME")]
+        service: Option<String>,
+        /// Only traces with an error.
+        #[arg(long)]
+        errors: bool,
+        /// At most this many traces, earliest first.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
+    /// The whole story on the local brokers: checkout → Kafka `orders` →
+    /// relay → RabbitMQ `fulfillment` → worker, plus a legacy billing
+    /// producer joined by request id and one failing order; prints every
+    /// order's trace tree and exits non-zero if any trace came out broken.
     Demo {
         /// Kafka bootstrap servers.
         #[arg(
@@ -48,9 +67,32 @@ enum Command {
             env = "KAFKA_BOOTSTRAP_SERVERS",
             default_value = "127.0.0.1:9092"
         )]
-        brokers: String,
-        /// How long to wait for the message to come back, in seconds.
-        #[arg(long, default_value = "30", value_name = "SECONDS")]
+        kafka: String,
+        /// AMQP URL.
+        #[arg(
+            long,
+            env = "AMQP_URL",
+            default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+            hide_env_values = true
+        )]
+        amqp: String,
+        /// The relay's configuration.
+        #[arg(long, default_value = "bridge-config/demo.toml", value_name = "FILE")]
+        config: PathBuf,
+        /// Start no relay here: one runs beside the demo (docker compose).
+        #[arg(long)]
+        external_relay: bool,
+        /// Only create the topics, exchanges and queues, then exit.
+        #[arg(long)]
+        setup_only: bool,
+        /// Orders to send (order 2 fails in the worker).
+        #[arg(long, default_value = "3", value_name = "N")]
+        orders: usize,
+        /// Where the span file and the logs go (replaced on each run).
+        #[arg(long, default_value = "target/demo", value_name = "DIR")]
+        out: PathBuf,
+        /// How long each stage may take, in seconds.
+        #[arg(long, default_value = "60", value_name = "SECONDS")]
         timeout: u64,
     },
 }
@@ -67,7 +109,41 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => runtime.block_on(run(&config)),
-        Command::Demo { brokers, timeout } => runtime.block_on(demo(&brokers, timeout)),
+        Command::Demo {
+            kafka,
+            amqp,
+            config,
+            external_relay,
+            setup_only,
+            orders,
+            out,
+            timeout,
+        } => {
+            let settings = demo::Settings {
+                kafka,
+                amqp,
+                config: (!external_relay).then_some(config),
+                orders: orders.max(FAILING_ORDER_MIN),
+                setup_only,
+                timeout: Duration::from_secs(timeout),
+            };
+            runtime.block_on(run_demo(&settings, &out))
+        }
+        Command::Traces {
+            file,
+            trace_id,
+            service,
+            errors,
+            limit,
+        } => traces(
+            &file,
+            &tracebridge::traces::Options {
+                trace_id,
+                service,
+                errors,
+                limit,
+            },
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -114,6 +190,20 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         )?;
     }
     print_out(&out);
+    Ok(())
+}
+
+fn traces(file: &std::path::Path, options: &tracebridge::traces::Options) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    let traces = if file == std::path::Path::new("-") {
+        tracebridge::traces::Traces::read(std::io::stdin().lock(), options)
+    } else {
+        let opened = std::fs::File::open(file)
+            .with_context(|| format!("cannot open span file {}", file.display()))?;
+        tracebridge::traces::Traces::read(std::io::BufReader::new(opened), options)
+    }
+    .with_context(|| format!("reading {}", file.display()))?;
+    print_out(&traces.render(options, std::io::stdout().is_terminal()));
     Ok(())
 }
 
@@ -207,29 +297,98 @@ impl ShutdownSignals {
     }
 }
 
-async fn demo(brokers: &str, timeout: u64) -> anyhow::Result<()> {
-    let guard = tracebridge::telemetry::init("tracebridge-demo");
-    let outcome = smoke::run(brokers, Duration::from_secs(timeout))
-        .await
-        .context("the Kafka smoke run failed")?;
-    let spans_file = guard.spans_file().map(|p| p.display().to_string());
-    drop(guard);
-    println!(
-        "checkout trace {} -> consumer trace {} (parent span {}): {}",
-        outcome.producer_trace_id,
-        outcome.consumer_trace_id,
-        outcome.consumer_parent_span_id,
-        if outcome.joined() {
-            "one trace"
-        } else {
-            "BROKEN"
+/// The demo needs the failing order to exist.
+const FAILING_ORDER_MIN: usize = 2;
+
+async fn run_demo(settings: &demo::Settings, out: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    use tracebridge::telemetry::{SpanTarget, TelemetryBuilder, span_targets_from_env};
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let spans = out.join("spans.jsonl");
+    let logs = out.join("logs.jsonl");
+    for file in [&spans, &logs] {
+        match std::fs::remove_file(file) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                return Err(err).with_context(|| format!("removing {}", file.display()));
+            }
+            _ => {}
         }
-    );
-    if let Some(path) = spans_file {
-        println!("spans written to {path}");
     }
-    if !outcome.joined() {
-        bail!("the consumer did not continue the producer's trace");
+    // Always the span file (the view reads it); a collector too when the
+    // environment names one (docker compose).
+    let mut targets = vec![SpanTarget::File(spans.clone())];
+    if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
+        targets.extend(
+            span_targets_from_env(|name| std::env::var(name).ok())?
+                .into_iter()
+                .filter(|t| matches!(t, SpanTarget::Otlp(_))),
+        );
+    }
+    let log_file =
+        std::fs::File::create(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let mut guard = TelemetryBuilder::new("tracebridge")
+        .with_targets(targets)
+        .with_log_writer(std::sync::Mutex::new(log_file))
+        .try_init()?;
+    let checkout = guard.service_provider("checkout")?;
+    let fulfillment = guard.service_provider("fulfillment")?;
+    let services = demo::Services {
+        checkout: tracebridge::Instrumentation::from_sdk(&checkout, None),
+        relay: tracebridge::Instrumentation::global(),
+        fulfillment: tracebridge::Instrumentation::from_sdk(&fulfillment, None),
+    };
+    let ran = demo::run(settings, services).await;
+    // Flushes every service's spans into the file before it is read.
+    drop(guard);
+    let ids = ran?;
+    if settings.setup_only {
+        return Ok(());
+    }
+
+    // This run's orders only (the topics may hold earlier runs' messages).
+    for (_, trace_id) in &ids {
+        let options = tracebridge::traces::Options {
+            trace_id: Some(trace_id.clone()),
+            ..Default::default()
+        };
+        let opened =
+            std::fs::File::open(&spans).with_context(|| format!("opening {}", spans.display()))?;
+        let view = tracebridge::traces::Traces::read(std::io::BufReader::new(opened), &options)?;
+        let drawn = view.render(&options, std::io::stdout().is_terminal());
+        // Each tree without the per-call summary line.
+        print_out(
+            drawn
+                .rsplit_once("\n\n")
+                .map_or(drawn.as_str(), |(trees, _)| trees),
+        );
+        print_out("\n\n");
+    }
+    let mut problems = Vec::new();
+    let mut span_total = 0;
+    for (index, (request_id, trace_id)) in ids.iter().enumerate() {
+        let verdict = demo::verify(
+            &spans,
+            request_id,
+            trace_id,
+            index + 1 == demo::FAILING_ORDER,
+        )?;
+        span_total += verdict.spans;
+        problems.extend(verdict.problems);
+    }
+    let joined = problems.is_empty();
+    print_out(&format!(
+        "\n{} orders sent, {} traces, {:.1} spans per trace, every hop joined: {}\n\
+         spans: {}  (view again: tracebridge traces {})\nlogs:  {}\n",
+        ids.len(),
+        ids.len(),
+        span_total as f64 / ids.len().max(1) as f64,
+        if joined { "yes" } else { "NO" },
+        spans.display(),
+        spans.display(),
+        logs.display(),
+    ));
+    if !joined {
+        bail!("broken traces:\n  {}", problems.join("\n  "));
     }
     Ok(())
 }

@@ -210,6 +210,13 @@ impl TelemetryBuilder {
         self
     }
 
+    /// Exports spans to exactly these targets instead of what the
+    /// environment says.
+    pub fn with_targets(mut self, targets: Vec<SpanTarget>) -> Self {
+        self.targets = Some(targets);
+        self
+    }
+
     /// Writes JSON logs here instead of stderr.
     pub fn with_log_writer<W>(mut self, writer: W) -> Self
     where
@@ -239,25 +246,8 @@ impl TelemetryBuilder {
             None => span_targets_from_env(|name| std::env::var(name).ok())?,
         };
         let mut guard = TelemetryGuard::default();
-        let mut builder = SdkTracerProvider::builder().with_resource(resource(&self.service_name));
-        for target in &targets {
-            let processor = match target {
-                SpanTarget::File(path) => {
-                    let exporter = JsonLinesExporter::to_file(path).map_err(|source| {
-                        TelemetryError::SpansFile {
-                            path: path.clone(),
-                            source,
-                        }
-                    })?;
-                    guard.spans_file = Some(path.clone());
-                    batch(exporter)
-                }
-                SpanTarget::Console => batch(JsonLinesExporter::to_stdout()),
-                SpanTarget::Otlp(protocol) => otlp_processor(*protocol, &mut guard)?,
-            };
-            builder = builder.with_span_processor(accounting::CountingProcessor(processor));
-        }
-        let provider = builder.build();
+        let provider = guard.build_provider(&targets, resource(&self.service_name))?;
+        guard.targets = targets.clone();
         opentelemetry::global::set_tracer_provider(provider.clone());
         // First install wins, as for the global tracing subscriber below.
         let _ = INSTALLED.set(provider.clone());
@@ -304,6 +294,8 @@ fn span_filter() -> Targets {
         .with_target("tonic", tracing::level_filters::LevelFilter::OFF)
         .with_target("tower", tracing::level_filters::LevelFilter::OFF)
         .with_target("reqwest", tracing::level_filters::LevelFilter::OFF)
+        // lapin's connection-long `io_loop` span is not a unit of work.
+        .with_target("lapin", tracing::level_filters::LevelFilter::OFF)
         .with_target("opentelemetry", tracing::level_filters::LevelFilter::OFF)
         .with_target(
             "opentelemetry_sdk",
@@ -453,6 +445,9 @@ pub struct TelemetryGuard {
     meters: Option<SdkMeterProvider>,
     runtime: Option<tokio::runtime::Runtime>,
     spans_file: Option<PathBuf>,
+    targets: Vec<SpanTarget>,
+    /// Providers of further services ([`TelemetryGuard::service_provider`]).
+    services: Vec<SdkTracerProvider>,
 }
 
 impl TelemetryGuard {
@@ -474,6 +469,48 @@ impl TelemetryGuard {
         Ok(self.runtime.as_ref().expect("set above"))
     }
 
+    fn build_provider(
+        &mut self,
+        targets: &[SpanTarget],
+        resource: Resource,
+    ) -> Result<SdkTracerProvider, TelemetryError> {
+        let mut builder = SdkTracerProvider::builder().with_resource(resource);
+        for target in targets {
+            let processor = match target {
+                SpanTarget::File(path) => {
+                    let exporter = JsonLinesExporter::to_file(path).map_err(|source| {
+                        TelemetryError::SpansFile {
+                            path: path.clone(),
+                            source,
+                        }
+                    })?;
+                    self.spans_file = Some(path.clone());
+                    batch(exporter)
+                }
+                SpanTarget::Console => batch(JsonLinesExporter::to_stdout()),
+                SpanTarget::Otlp(protocol) => otlp_processor(*protocol, self)?,
+            };
+            builder = builder.with_span_processor(accounting::CountingProcessor(processor));
+        }
+        Ok(builder.build())
+    }
+
+    /// A tracer provider for another service in this process (its own
+    /// `service.name`, the same span targets), flushed and shut down with
+    /// the guard. For demos and tests that play several services at once.
+    pub fn service_provider(
+        &mut self,
+        service_name: &str,
+    ) -> Result<SdkTracerProvider, TelemetryError> {
+        let targets = self.targets.clone();
+        let resource = Resource::builder()
+            .with_service_name(service_name.to_owned())
+            .build();
+        let provider = self.build_provider(&targets, resource)?;
+        self.services.push(provider.clone());
+        Ok(provider)
+    }
+
     /// The span file being written, when spans go to a file.
     pub fn spans_file(&self) -> Option<&std::path::Path> {
         self.spans_file.as_deref()
@@ -487,6 +524,12 @@ impl TelemetryGuard {
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
+        for provider in self.services.drain(..) {
+            let _ = provider.force_flush();
+            if let Err(err) = provider.shutdown() {
+                eprintln!("tracebridge: shutting a service's tracer provider down failed: {err}");
+            }
+        }
         if let Some(provider) = self.provider.take() {
             if let Err(err) = provider.force_flush() {
                 eprintln!("tracebridge: flushing spans failed: {err}");

@@ -1,0 +1,548 @@
+//! `tracebridge demo`: one request's journey across Kafka and RabbitMQ as
+//! ONE trace, against the local brokers, in this one process.
+//!
+//! * "checkout" sends order events with `TracedProducer` to Kafka `orders`;
+//! * the relay (`bridge-config/demo.toml`) moves them to RabbitMQ exchange
+//!   `fulfillment`, recording each order's request id → context;
+//! * "legacy billing" (plain rdkafka, never instrumented) sends charges to
+//!   Kafka `billing` with only `x-request-id`; the relay joins each into
+//!   its order's trace;
+//! * "fulfillment" consumes both with `TracedConsumer`, works in nested
+//!   spans and logs with trace ids; one order fails (error, nack, then
+//!   reject into the dead-letter queue).
+//!
+//! Then the span file is read back and every order's trace checked.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use lapin::options::{
+    BasicConsumeOptions, BasicGetOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions, QueuePurgeOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use opentelemetry::trace::{SpanKind, TraceContextExt as _};
+use opentelemetry::{Context, KeyValue};
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tracebridge::Instrumentation;
+use tracebridge::amqp::TracedConsumer;
+use tracebridge::kafka::TracedProducer;
+use tracebridge::relay::{Relay, RelayConfig};
+use tracebridge::traces::{Kind, Options, SpanRecord, Traces};
+
+/// Names from `bridge-config/demo.toml`.
+const ORDERS_TOPIC: &str = "orders";
+const BILLING_TOPIC: &str = "billing";
+const EXCHANGE: &str = "fulfillment";
+const WORK_QUEUE: &str = "fulfillment.work";
+const DEAD_EXCHANGE: &str = "fulfillment.dlx";
+const DEAD_QUEUE: &str = "fulfillment.dead";
+/// The order that fails in the worker.
+pub(crate) const FAILING_ORDER: usize = 2;
+const ITEMS: [&str; 3] = ["teapot", "kettle", "mug"];
+
+/// What the demo runs against and where it writes.
+pub(crate) struct Settings {
+    pub(crate) kafka: String,
+    pub(crate) amqp: String,
+    /// The relay's config; `None` when a relay runs elsewhere (compose).
+    pub(crate) config: Option<PathBuf>,
+    pub(crate) orders: usize,
+    /// Create the topics, exchanges and queues, then stop.
+    pub(crate) setup_only: bool,
+    pub(crate) timeout: Duration,
+}
+
+/// The services' tracers.
+pub(crate) struct Services {
+    pub(crate) checkout: Instrumentation,
+    pub(crate) relay: Instrumentation,
+    pub(crate) fulfillment: Instrumentation,
+}
+
+/// One order as the demo follows it.
+#[derive(Debug, Default, Clone)]
+struct Progress {
+    /// The worker saw the order (so the relay recorded its request id).
+    order_seen: bool,
+    order_processed: bool,
+    billing_processed: bool,
+    dead_lettered: bool,
+}
+
+type Board = Arc<Mutex<HashMap<String, Progress>>>;
+
+fn say(text: &str) {
+    eprintln!("[demo] {text}");
+}
+
+/// Runs the flow; returns each order's request id and trace id.
+pub(crate) async fn run(
+    settings: &Settings,
+    services: Services,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let run_id = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis()
+    );
+    let mut kafka = ClientConfig::new();
+    kafka
+        .set("bootstrap.servers", &settings.kafka)
+        .set("message.timeout.ms", "10000");
+    say(
+        "creating topics orders, billing; exchanges fulfillment, fulfillment.dlx; queues fulfillment.work, fulfillment.dead",
+    );
+    for topic in [ORDERS_TOPIC, BILLING_TOPIC] {
+        tracebridge::kafka::create_topic(&kafka, topic, 1)
+            .await
+            .with_context(|| format!("creating Kafka topic {topic} at {}", settings.kafka))?;
+    }
+    let amqp = Connection::connect(&settings.amqp, ConnectionProperties::default())
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to RabbitMQ at {}",
+                tracebridge::redact::redact_url(&settings.amqp)
+            )
+        })?;
+    declare_queues(&amqp).await?;
+    if settings.setup_only {
+        say("setup done");
+        return Ok(Vec::new());
+    }
+
+    let relay = match &settings.config {
+        Some(path) => {
+            let config = RelayConfig::load(path).map_err(|e| anyhow!("{e}"))?;
+            say(&format!(
+                "starting the relay ({} routes from {})",
+                config.routes.len(),
+                path.display()
+            ));
+            Some(
+                Relay::start(config, services.relay)
+                    .await
+                    .context("starting the relay")?,
+            )
+        }
+        None => {
+            say("using the relay that runs beside the demo (--external-relay)");
+            None
+        }
+    };
+
+    let board: Board = Arc::default();
+    let worker = tokio::spawn(worker(
+        amqp.create_channel().await?,
+        amqp.create_channel().await?,
+        services.fulfillment.clone(),
+        board.clone(),
+    ));
+
+    say(&format!(
+        "checkout: sending {} orders to Kafka topic {ORDERS_TOPIC}",
+        settings.orders
+    ));
+    let producer = TracedProducer::from_config(&kafka)
+        .context("creating the checkout producer")?
+        .with_instrumentation(services.checkout.clone());
+    let mut ids = Vec::new();
+    for n in 1..=settings.orders {
+        let request_id = format!("req-{run_id}-{n}");
+        // On the board before it is sent: the worker may see it at once.
+        board
+            .lock()
+            .map_err(|_| anyhow!("board lock"))?
+            .insert(request_id.clone(), Progress::default());
+        let trace_id = checkout(&producer, &services.checkout, &request_id, n).await?;
+        ids.push((request_id, trace_id));
+    }
+
+    // A billing message must come after its order reached the relay's
+    // store: the worker seeing the order proves the relay recorded it.
+    let seen = board.clone();
+    wait_until(settings.timeout, "the worker to see every order", || {
+        seen.lock()
+            .map(|b| b.values().all(|p| p.order_seen))
+            .unwrap_or(false)
+    })
+    .await?;
+
+    say(&format!(
+        "legacy billing: sending {} charges to Kafka topic {BILLING_TOPIC} with only x-request-id",
+        ids.len()
+    ));
+    let legacy: FutureProducer = kafka
+        .create()
+        .context("creating the legacy billing producer")?;
+    for (request_id, _) in &ids {
+        let body =
+            serde_json::json!({ "request_id": request_id, "amount_cents": 4200 }).to_string();
+        legacy
+            .send(
+                FutureRecord::<str, str>::to(BILLING_TOPIC)
+                    .payload(&body)
+                    .headers(OwnedHeaders::new().insert(Header {
+                        key: "x-request-id",
+                        value: Some(request_id.as_str()),
+                    })),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| anyhow!("legacy billing send failed: {e}"))?;
+    }
+
+    let failing = ids.get(FAILING_ORDER - 1).map(|(id, _)| id.clone());
+    let watched = board.clone();
+    let waited = wait_until(
+        settings.timeout,
+        "every order and charge to be processed",
+        || {
+            watched
+                .lock()
+                .map(|b| {
+                    b.iter().all(|(id, p)| {
+                        p.billing_processed
+                            && (p.order_processed
+                                || (Some(id) == failing.as_ref() && p.dead_lettered))
+                    })
+                })
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    worker.abort();
+    if let Some(relay) = relay {
+        say("stopping the relay");
+        relay.shutdown().await;
+    }
+    if let Err(err) = waited {
+        let board = board.lock().map(|b| format!("{b:#?}")).unwrap_or_default();
+        bail!("{err}\nprogress: {board}");
+    }
+    Ok(ids)
+}
+
+/// A SERVER span for the checkout request, and the order sent under it.
+async fn checkout(
+    producer: &TracedProducer,
+    checkout: &Instrumentation,
+    request_id: &str,
+    n: usize,
+) -> anyhow::Result<String> {
+    let cx = checkout.start_span(
+        "POST /checkout",
+        SpanKind::Server,
+        &Context::new(),
+        vec![
+            KeyValue::new("http.request.method", "POST"),
+            KeyValue::new("http.route", "/checkout"),
+        ],
+        vec![],
+    );
+    let trace_id = cx.span().span_context().trace_id().to_string();
+    let body = serde_json::json!({
+        "request_id": request_id,
+        "order_id": n,
+        "item": ITEMS[n % ITEMS.len()],
+        "fail": n == FAILING_ORDER,
+    })
+    .to_string();
+    let sent = producer
+        .send_with_parent(
+            &cx,
+            FutureRecord::<str, str>::to(ORDERS_TOPIC)
+                .key(request_id)
+                .payload(&body)
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: "x-request-id",
+                    value: Some(request_id),
+                })),
+            Duration::from_secs(10),
+        )
+        .await;
+    cx.span().end();
+    sent.map_err(|(e, _)| anyhow!("checkout could not send order {n}: {e}"))?;
+    Ok(trace_id)
+}
+
+async fn declare_queues(amqp: &Connection) -> anyhow::Result<()> {
+    let channel = amqp.create_channel().await?;
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(
+            EXCHANGE.into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .exchange_declare(
+            DEAD_EXCHANGE.into(),
+            ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(DEAD_EXCHANGE.into()),
+    );
+    let queue = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(WORK_QUEUE.into(), queue, args)
+        .await
+        .context("declaring fulfillment.work")?;
+    channel
+        .queue_declare(DEAD_QUEUE.into(), queue, FieldTable::default())
+        .await?;
+    channel
+        .queue_bind(
+            WORK_QUEUE.into(),
+            EXCHANGE.into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            DEAD_QUEUE.into(),
+            DEAD_EXCHANGE.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    // Leftovers of an interrupted earlier run would only confuse this one.
+    for name in [WORK_QUEUE, DEAD_QUEUE] {
+        channel
+            .queue_purge(name.into(), QueuePurgeOptions::default())
+            .await?;
+    }
+    Ok(())
+}
+
+/// Why the worker fails an order.
+#[derive(Debug, thiserror::Error)]
+#[error("payment declined for {0}")]
+struct Declined(String);
+
+/// The fulfillment worker: orders and charges from `fulfillment.work`,
+/// and the dead letters from `fulfillment.dead`.
+async fn worker(
+    channel: lapin::Channel,
+    dead: lapin::Channel,
+    fulfillment: Instrumentation,
+    board: Board,
+) -> anyhow::Result<()> {
+    channel.basic_qos(8, Default::default()).await?;
+    let consumer = channel
+        .basic_consume(
+            WORK_QUEUE.into(),
+            "demo-fulfillment".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut consumer =
+        TracedConsumer::new(consumer, tracebridge::amqp::endpoint("amqp://127.0.0.1"))
+            .with_instrumentation(fulfillment.clone());
+    loop {
+        let handled = tokio::time::timeout(
+            Duration::from_millis(200),
+            consumer.process_next(async |delivery| handle(delivery, &fulfillment, &board).await),
+        )
+        .await;
+        if let Ok(result) = handled {
+            match result {
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(()),
+                Err(err) => return Err(err.into()),
+            }
+        }
+        if let Some(message) = dead
+            .basic_get(DEAD_QUEUE.into(), BasicGetOptions { no_ack: true })
+            .await?
+        {
+            let body: serde_json::Value =
+                serde_json::from_slice(&message.delivery.data).unwrap_or_default();
+            if let Some(id) = body["request_id"].as_str()
+                && let Ok(mut board) = board.lock()
+                && let Some(progress) = board.get_mut(id)
+            {
+                progress.dead_lettered = true;
+                say(&format!(
+                    "fulfillment: order {} is in the dead-letter queue {DEAD_QUEUE}",
+                    body["order_id"]
+                ));
+            }
+        }
+    }
+}
+
+/// One delivery: an order (reserve, pack) or a charge (record), in nested
+/// spans, with logs that carry the trace id.
+async fn handle(
+    delivery: &lapin::message::Delivery,
+    fulfillment: &Instrumentation,
+    board: &Board,
+) -> Result<(), Declined> {
+    let body: serde_json::Value = serde_json::from_slice(&delivery.data).unwrap_or_default();
+    let request_id = body["request_id"].as_str().unwrap_or("unknown").to_owned();
+    let is_order = delivery.routing_key.as_str().starts_with("order.");
+    if is_order
+        && let Ok(mut board) = board.lock()
+        && let Some(progress) = board.get_mut(&request_id)
+    {
+        progress.order_seen = true;
+    }
+    let steps: &[&str] = if is_order {
+        &["reserve stock", "pack parcel"]
+    } else {
+        &["record payment"]
+    };
+    let parent = Context::current();
+    for step in steps {
+        let cx = fulfillment.start_span(
+            *step,
+            SpanKind::Internal,
+            &parent,
+            vec![KeyValue::new("app.request_id", request_id.clone())],
+            vec![],
+        );
+        {
+            let _attached = cx.clone().attach();
+            tracing::info!(request_id = %request_id, step, "fulfillment step");
+        }
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        cx.span().end();
+    }
+    if is_order && body["fail"].as_bool() == Some(true) {
+        tracing::warn!(request_id = %request_id, redelivered = delivery.redelivered, "payment declined");
+        return Err(Declined(request_id));
+    }
+    if let Ok(mut board) = board.lock()
+        && let Some(progress) = board.get_mut(&request_id)
+    {
+        if is_order {
+            progress.order_processed = true;
+        } else {
+            progress.billing_processed = true;
+        }
+    }
+    Ok(())
+}
+
+async fn wait_until(
+    limit: Duration,
+    what: &str,
+    mut done: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done() {
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// What the span file shows about one order's trace.
+pub(crate) struct Verdict {
+    pub(crate) spans: usize,
+    pub(crate) problems: Vec<String>,
+}
+
+/// Checks that an order's trace holds every hop: the checkout request, the
+/// relay's hop of the order AND of the legacy charge (joined by request
+/// id), and the worker's processing of both.
+pub(crate) fn verify(
+    spans_file: &Path,
+    request_id: &str,
+    trace_id: &str,
+    failing: bool,
+) -> anyhow::Result<Verdict> {
+    let file = std::fs::File::open(spans_file)
+        .with_context(|| format!("opening {}", spans_file.display()))?;
+    let options = Options {
+        trace_id: Some(trace_id.to_owned()),
+        ..Options::default()
+    };
+    let traces = Traces::read(std::io::BufReader::new(file), &options)?;
+    let spans: Vec<&SpanRecord> = traces.selected(&options).into_iter().flatten().collect();
+    let has = |service: &str, kind: Kind, name: &str| {
+        spans
+            .iter()
+            .any(|s| s.service == service && s.kind == kind && s.name.contains(name))
+    };
+    let mut problems = Vec::new();
+    for (service, kind, name, what) in [
+        (
+            "checkout",
+            Kind::Server,
+            "POST /checkout",
+            "the checkout request",
+        ),
+        ("checkout", Kind::Producer, ORDERS_TOPIC, "the order's send"),
+        (
+            "tracebridge",
+            Kind::Consumer,
+            ORDERS_TOPIC,
+            "the relay's hop of the order",
+        ),
+        (
+            "tracebridge",
+            Kind::Consumer,
+            BILLING_TOPIC,
+            "the relay's hop of the legacy charge (joined by request id)",
+        ),
+        (
+            "fulfillment",
+            Kind::Consumer,
+            WORK_QUEUE,
+            "the worker's processing",
+        ),
+        (
+            "fulfillment",
+            Kind::Internal,
+            "",
+            "the worker's nested spans",
+        ),
+    ] {
+        if !has(service, kind, name) {
+            problems.push(format!("{request_id}: {what} is not in trace {trace_id}"));
+        }
+    }
+    let consumed = spans
+        .iter()
+        .filter(|s| s.service == "fulfillment" && s.kind == Kind::Consumer)
+        .count();
+    if consumed < 2 {
+        problems.push(format!("{request_id}: the worker processed {consumed} message(s) in this trace, expected the order and the charge"));
+    }
+    if failing && !spans.iter().any(|s| s.error.is_some()) {
+        problems.push(format!("{request_id}: the failing order shows no error"));
+    }
+    Ok(Verdict {
+        spans: spans.len(),
+        problems,
+    })
+}

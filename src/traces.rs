@@ -1,0 +1,476 @@
+//! `tracebridge traces FILE`: trace trees in the terminal, from OTLP/JSON
+//! lines (tracebridge's span file, or the OpenTelemetry Collector's file
+//! exporter).
+//!
+//! Reading streams the file line by line and keeps one small record per
+//! span (never the JSON), grouped by trace; filters apply while reading, so
+//! `--trace-id` over a huge file holds one trace. Lines that are not OTLP
+//! JSON are skipped and counted.
+//!
+//! Drawing: each trace is a tree (children by start time) with service,
+//! span name, kind, duration, a waterfall bar on the trace's time axis and
+//! the status. Where a CONSUMER span follows a PRODUCER span, the time the
+//! message waited in the broker is a line of its own. Spans whose parent is
+//! not in the file are drawn at the root, marked.
+//!
+//! ```
+//! use tracebridge::traces::{Options, Traces};
+//!
+//! let line = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"checkout"}}]},
+//!   "scopeSpans":[{"spans":[{"traceId":"4bf92f3577b34da6a3ce929d0e0e4736","spanId":"00f067aa0ba902b7",
+//!   "name":"send orders","kind":4,"startTimeUnixNano":"1000000","endTimeUnixNano":"3000000"}]}]}]}"#;
+//! let traces = Traces::read(line.as_bytes(), &Options::default()).unwrap();
+//! let text = traces.render(&Options::default(), false);
+//! assert!(text.contains("checkout  send orders  PRODUCER"));
+//! ```
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::io::BufRead;
+
+use serde_json::Value;
+
+/// What to show.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Only this trace (hex, case-insensitive).
+    pub trace_id: Option<String>,
+    /// Only traces with a span of this service.
+    pub service: Option<String>,
+    /// Only traces with an error span.
+    pub errors: bool,
+    /// At most this many traces (the earliest first).
+    pub limit: Option<usize>,
+}
+
+/// A span's kind, as OTLP numbers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Unspecified or internal.
+    Internal,
+    /// SERVER.
+    Server,
+    /// CLIENT.
+    Client,
+    /// PRODUCER.
+    Producer,
+    /// CONSUMER.
+    Consumer,
+}
+
+impl Kind {
+    fn parse(value: &Value) -> Self {
+        let text = value.as_str().unwrap_or_default();
+        match value.as_u64() {
+            Some(2) => Kind::Server,
+            Some(3) => Kind::Client,
+            Some(4) => Kind::Producer,
+            Some(5) => Kind::Consumer,
+            Some(_) => Kind::Internal,
+            None if text.ends_with("SERVER") => Kind::Server,
+            None if text.ends_with("CLIENT") => Kind::Client,
+            None if text.ends_with("PRODUCER") => Kind::Producer,
+            None if text.ends_with("CONSUMER") => Kind::Consumer,
+            None => Kind::Internal,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Internal => "INTERNAL",
+            Kind::Server => "SERVER",
+            Kind::Client => "CLIENT",
+            Kind::Producer => "PRODUCER",
+            Kind::Consumer => "CONSUMER",
+        }
+    }
+}
+
+/// One span, as much of it as the view needs.
+#[derive(Debug, Clone)]
+pub struct SpanRecord {
+    /// Hex trace id.
+    pub trace_id: String,
+    /// Hex span id.
+    pub span_id: String,
+    /// Hex parent span id; empty for a root.
+    pub parent_span_id: String,
+    /// Span name.
+    pub name: String,
+    /// The resource's `service.name`.
+    pub service: String,
+    /// Kind.
+    pub kind: Kind,
+    /// Start, nanoseconds since the epoch.
+    pub start_ns: u64,
+    /// End, nanoseconds since the epoch.
+    pub end_ns: u64,
+    /// `Some(message)` when the status is ERROR.
+    pub error: Option<String>,
+    /// `messaging.destination.name`, when set.
+    pub destination: Option<String>,
+}
+
+/// The traces read from a file.
+#[derive(Debug, Default)]
+pub struct Traces {
+    /// Spans per trace id, traces in the order first seen.
+    traces: Vec<(String, Vec<SpanRecord>)>,
+    /// Lines that were not OTLP/JSON.
+    pub bad_lines: usize,
+    /// The first bad line's number and why, for the message.
+    pub first_bad_line: Option<(usize, String)>,
+}
+
+impl Traces {
+    /// Reads OTLP/JSON lines from `reader`, keeping the spans `options`
+    /// may show. Fails only when the reader does.
+    pub fn read(reader: impl BufRead, options: &Options) -> std::io::Result<Self> {
+        let wanted = options.trace_id.as_deref().map(str::to_ascii_lowercase);
+        let mut out = Self::default();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for (number, line) in reader.lines().enumerate() {
+            let line = line?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let spans = match parse_line(&line) {
+                Ok(spans) => spans,
+                Err(why) => {
+                    out.bad_lines += 1;
+                    out.first_bad_line.get_or_insert((number + 1, why));
+                    continue;
+                }
+            };
+            for span in spans {
+                if wanted.as_deref().is_some_and(|w| w != span.trace_id) {
+                    continue;
+                }
+                let slot = *index.entry(span.trace_id.clone()).or_insert_with(|| {
+                    out.traces.push((span.trace_id.clone(), Vec::new()));
+                    out.traces.len() - 1
+                });
+                out.traces[slot].1.push(span);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The traces `options` selects, earliest first.
+    pub fn selected(&self, options: &Options) -> Vec<&[SpanRecord]> {
+        let mut chosen: Vec<&[SpanRecord]> = self
+            .traces
+            .iter()
+            .map(|(_, spans)| spans.as_slice())
+            .filter(|spans| {
+                options
+                    .service
+                    .as_deref()
+                    .is_none_or(|s| spans.iter().any(|sp| sp.service == s))
+            })
+            .filter(|spans| !options.errors || spans.iter().any(|sp| sp.error.is_some()))
+            .collect();
+        chosen.sort_by_key(|spans| spans.iter().map(|s| s.start_ns).min().unwrap_or(0));
+        chosen.truncate(options.limit.unwrap_or(usize::MAX));
+        chosen
+    }
+
+    /// Every selected trace drawn as a tree, then a summary line.
+    pub fn render(&self, options: &Options, colour: bool) -> String {
+        let paint = Paint(colour);
+        let selected = self.selected(options);
+        let mut out = String::new();
+        let mut spans = 0;
+        for trace in &selected {
+            spans += trace.len();
+            draw_trace(&mut out, trace, paint);
+            out.push('\n');
+        }
+        let _ = write!(out, "{} trace(s), {spans} span(s)", selected.len());
+        if self.bad_lines > 0 {
+            let _ = write!(out, "; {} bad line(s) skipped", self.bad_lines);
+            if let Some((line, why)) = &self.first_bad_line {
+                let _ = write!(out, " (first: line {line}: {why})");
+            }
+        }
+        out.push('\n');
+        out
+    }
+}
+
+/// The spans of one OTLP/JSON line (an `ExportTraceServiceRequest`).
+fn parse_line(line: &str) -> Result<Vec<SpanRecord>, String> {
+    let request: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    let resource_spans = request
+        .get("resourceSpans")
+        .and_then(Value::as_array)
+        .ok_or("no resourceSpans")?;
+    let mut out = Vec::new();
+    for rs in resource_spans {
+        let service = attribute(&rs["resource"]["attributes"], "service.name")
+            .unwrap_or_else(|| "unknown".into());
+        let scopes = rs["scopeSpans"].as_array().into_iter().flatten();
+        for span in scopes.flat_map(|ss| ss["spans"].as_array().into_iter().flatten()) {
+            let id = |key: &str| span[key].as_str().unwrap_or_default().to_ascii_lowercase();
+            let (trace_id, span_id) = (id("traceId"), id("spanId"));
+            if trace_id.is_empty() || span_id.is_empty() {
+                return Err("a span without traceId or spanId".into());
+            }
+            let status = &span["status"];
+            let is_error = matches!(status["code"].as_u64(), Some(2))
+                || status["code"].as_str() == Some("STATUS_CODE_ERROR");
+            out.push(SpanRecord {
+                trace_id,
+                span_id,
+                parent_span_id: id("parentSpanId"),
+                name: span["name"].as_str().unwrap_or("(unnamed)").to_owned(),
+                service: service.clone(),
+                kind: Kind::parse(&span["kind"]),
+                start_ns: nanos(&span["startTimeUnixNano"]),
+                end_ns: nanos(&span["endTimeUnixNano"]),
+                error: is_error.then(|| status["message"].as_str().unwrap_or_default().to_owned()),
+                destination: attribute(&span["attributes"], "messaging.destination.name"),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// OTLP/JSON writes 64-bit integers as strings; accept numbers too.
+fn nanos(value: &Value) -> u64 {
+    value
+        .as_u64()
+        .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// A string (or scalar, as text) attribute's value.
+fn attribute(attributes: &Value, key: &str) -> Option<String> {
+    let kv = attributes.as_array()?.iter().find(|kv| kv["key"] == key)?;
+    let value = kv["value"].as_object()?.values().next()?;
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// ANSI colours when drawing to a terminal, nothing otherwise.
+#[derive(Clone, Copy)]
+struct Paint(bool);
+
+impl Paint {
+    fn wrap(self, code: &str, text: &str) -> String {
+        if self.0 {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+    fn service(self, name: &str) -> String {
+        const PALETTE: [&str; 6] = ["36", "35", "34", "33", "32", "96"];
+        let hash = name
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+        self.wrap(PALETTE[hash % PALETTE.len()], name)
+    }
+    fn dim(self, text: &str) -> String {
+        self.wrap("2", text)
+    }
+    fn error(self, text: &str) -> String {
+        self.wrap("1;31", text)
+    }
+}
+
+/// The tree column is as wide as the trace's longest line, within these.
+const TREE_MIN: usize = 48;
+const TREE_MAX: usize = 110;
+const BAR_WIDTH: usize = 30;
+
+fn draw_trace(out: &mut String, spans: &[SpanRecord], paint: Paint) {
+    let start = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
+    let end = spans
+        .iter()
+        .map(|s| s.end_ns.max(s.start_ns))
+        .max()
+        .unwrap_or(start);
+    let services: Vec<&str> = {
+        let mut seen = HashSet::new();
+        let mut ordered: Vec<&SpanRecord> = spans.iter().collect();
+        ordered.sort_by_key(|s| s.start_ns);
+        ordered
+            .into_iter()
+            .map(|s| s.service.as_str())
+            .filter(|s| seen.insert(*s))
+            .collect()
+    };
+    let errors = spans.iter().filter(|s| s.error.is_some()).count();
+    let _ = writeln!(
+        out,
+        "trace {}  {}  {} span(s), {}{}",
+        spans[0].trace_id,
+        services.join(" → "),
+        spans.len(),
+        duration(end - start),
+        if errors > 0 {
+            paint.error(&format!(", {errors} error(s)"))
+        } else {
+            String::new()
+        }
+    );
+    let ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+    let mut children: BTreeMap<&str, Vec<&SpanRecord>> = BTreeMap::new();
+    let mut roots = Vec::new();
+    for span in spans {
+        if span.parent_span_id.is_empty() || !ids.contains(span.parent_span_id.as_str()) {
+            roots.push(span);
+        } else {
+            children
+                .entry(span.parent_span_id.as_str())
+                .or_default()
+                .push(span);
+        }
+    }
+    roots.sort_by_key(|s| s.start_ns);
+    for list in children.values_mut() {
+        list.sort_by_key(|s| s.start_ns);
+    }
+    let mut width = TREE_MIN;
+    for root in &roots {
+        width = width.max(widest(root, 0, &children));
+    }
+    let layout = Layout {
+        axis: Axis { start, end },
+        width: width.min(TREE_MAX),
+        paint,
+    };
+    for root in roots {
+        draw_span(out, root, None, 0, &children, &layout);
+    }
+}
+
+struct Layout {
+    axis: Axis,
+    width: usize,
+    paint: Paint,
+}
+
+/// The longest tree label under (and including) `span`.
+fn widest(span: &SpanRecord, depth: usize, children: &BTreeMap<&str, Vec<&SpanRecord>>) -> usize {
+    let own = label(span, depth, false).chars().count();
+    children
+        .get(span.span_id.as_str())
+        .into_iter()
+        .flatten()
+        .map(|child| widest(child, depth + 1, children))
+        .fold(own, usize::max)
+}
+
+fn label(span: &SpanRecord, depth: usize, orphan: bool) -> String {
+    format!(
+        "{}{}  {}  {}{}",
+        "  ".repeat(depth + 1),
+        span.service,
+        span.name,
+        span.kind.label(),
+        if orphan { "  (parent not in file)" } else { "" }
+    )
+}
+
+#[derive(Clone, Copy)]
+struct Axis {
+    start: u64,
+    end: u64,
+}
+
+impl Axis {
+    /// `[  ███      ]` for the span's place on the trace's time axis.
+    fn bar(self, span: &SpanRecord) -> String {
+        let total = (self.end - self.start).max(1) as f64;
+        let cell =
+            |t: u64| (((t.saturating_sub(self.start)) as f64 / total) * BAR_WIDTH as f64) as usize;
+        let from = cell(span.start_ns).min(BAR_WIDTH - 1);
+        let to = cell(span.end_ns.max(span.start_ns)).clamp(from + 1, BAR_WIDTH);
+        format!(
+            "{}{}{}",
+            " ".repeat(from),
+            "█".repeat(to - from),
+            " ".repeat(BAR_WIDTH - to)
+        )
+    }
+}
+
+fn draw_span(
+    out: &mut String,
+    span: &SpanRecord,
+    parent: Option<&SpanRecord>,
+    depth: usize,
+    children: &BTreeMap<&str, Vec<&SpanRecord>>,
+    layout: &Layout,
+) {
+    let paint = layout.paint;
+    let indent = "  ".repeat(depth + 1);
+    // Only for the same message: a span joined by request id under
+    // another message's send (other destination) did not wait there.
+    if let Some(parent) = parent
+        && parent.kind == Kind::Producer
+        && span.kind == Kind::Consumer
+        && span.start_ns > parent.end_ns
+        && same_destination(parent, span)
+    {
+        let place = span
+            .destination
+            .as_deref()
+            .or(parent.destination.as_deref())
+            .map(|d| format!(" in {d}"))
+            .unwrap_or_default();
+        let line = format!(
+            "{indent}⋯ waited {}{place}",
+            duration(span.start_ns - parent.end_ns)
+        );
+        let _ = writeln!(out, "{}", paint.dim(&line));
+    }
+    let orphan = !span.parent_span_id.is_empty() && parent.is_none();
+    let width = layout.width;
+    let padded = format!("{:<width$}", label(span, depth, orphan));
+    // Colour after padding, so escape codes do not break the alignment.
+    let shown = padded.replacen(&span.service, &paint.service(&span.service), 1);
+    let status = match &span.error {
+        Some(message) if message.is_empty() => paint.error("ERROR"),
+        Some(message) => paint.error(&format!("ERROR {message}")),
+        None => String::new(),
+    };
+    let _ = writeln!(
+        out,
+        "{shown} {:>9}  |{}|  {status}",
+        duration(span.end_ns.saturating_sub(span.start_ns)),
+        layout.axis.bar(span)
+    );
+    for child in children.get(span.span_id.as_str()).into_iter().flatten() {
+        draw_span(out, child, Some(span), depth + 1, children, layout);
+    }
+}
+
+/// Whether a CONSUMER span read what its PRODUCER parent sent: the same
+/// destination, or an AMQP queue bound to the exchange the parent
+/// published to (`exchange:key:queue` under `exchange:key`); unknown
+/// destinations are given the benefit of the doubt.
+fn same_destination(producer: &SpanRecord, consumer: &SpanRecord) -> bool {
+    match (&producer.destination, &consumer.destination) {
+        (Some(sent), Some(read)) => read == sent || read.starts_with(&format!("{sent}:")),
+        _ => true,
+    }
+}
+
+/// `412 µs`, `12.3 ms`, `1.25 s`.
+fn duration(ns: u64) -> String {
+    let us = ns as f64 / 1_000.0;
+    if us < 1_000.0 {
+        format!("{us:.0} µs")
+    } else if us < 1_000_000.0 {
+        format!("{:.1} ms", us / 1_000.0)
+    } else {
+        format!("{:.2} s", us / 1_000_000.0)
+    }
+}
