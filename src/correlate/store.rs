@@ -344,8 +344,9 @@ fn decode(value: &str) -> Option<SpanContext> {
 pub enum Store {
     /// In this process.
     Memory(MemoryStore),
-    /// Shared through Redis.
-    Redis(RedisStore),
+    /// Shared through Redis (boxed: its client is large, and a store is
+    /// built once).
+    Redis(Box<RedisStore>),
 }
 
 impl Store {

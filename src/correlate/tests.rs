@@ -291,7 +291,7 @@ mod resolution {
             Duration::from_millis(200),
         )
         .expect("URL");
-        let c = correlator(Policy::Join, Fallback::Derive, Store::Redis(down));
+        let c = correlator(Policy::Join, Fallback::Derive, Store::Redis(Box::new(down)));
         let recorded = c.resolve(&id("R"), Some(&carried())).await;
         assert_eq!(recorded.outcome, Outcome::Recorded);
         assert!(recorded.store_error.is_some());

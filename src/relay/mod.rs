@@ -321,11 +321,11 @@ impl Stores {
                     StoreSpec::Memory { max_entries, ttl } => {
                         Store::Memory(MemoryStore::new(*max_entries, *ttl))
                     }
-                    StoreSpec::Redis { url, ttl, timeout } => {
-                        Store::Redis(RedisStore::new(url, REDIS_PREFIX, *ttl, *timeout).map_err(
-                            |e| Error::Config(format!("route {route}: correlation.store: {e}")),
-                        )?)
-                    }
+                    StoreSpec::Redis { url, ttl, timeout } => Store::Redis(Box::new(
+                        RedisStore::new(url, REDIS_PREFIX, *ttl, *timeout).map_err(|e| {
+                            Error::Config(format!("route {route}: correlation.store: {e}"))
+                        })?,
+                    )),
                 });
                 let label = format!("memory-{}", self.open.len());
                 metrics.watch_store(&label, store.clone());
