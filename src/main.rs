@@ -188,6 +188,16 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
             route.backoff,
             dead_letter,
         )?;
+        if let Some(c) = &route.correlation {
+            writeln!(
+                out,
+                "    correlation: request id from {:?}, policy {:?}, fallback {:?}, store {:?}",
+                c.request_id.sources(),
+                c.policy,
+                c.fallback,
+                c.store
+            )?;
+        }
     }
     print_out(&out);
     Ok(())
