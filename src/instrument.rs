@@ -49,6 +49,27 @@ pub enum ParentPolicy {
 }
 
 /// The tracer and instruments tracebridge's clients record with.
+///
+/// Every traced client takes one (`with_instrumentation`); the default is
+/// the global providers [`crate::telemetry::init`] installs. Your own
+/// spans can use it too:
+///
+/// ```
+/// use opentelemetry::trace::{SpanKind, TraceContextExt as _};
+/// use opentelemetry_sdk::trace::SdkTracerProvider;
+///
+/// let provider = SdkTracerProvider::builder().build();
+/// let instrumentation = tracebridge::Instrumentation::from_sdk(&provider, None);
+/// let cx = instrumentation.start_span(
+///     "reserve stock",
+///     SpanKind::Internal,
+///     &opentelemetry::Context::new(),
+///     vec![],
+///     vec![],
+/// );
+/// assert!(cx.span().span_context().is_valid());
+/// cx.span().end();
+/// ```
 #[derive(Clone)]
 pub struct Instrumentation {
     tracer: AnyTracer,

@@ -16,12 +16,16 @@
 //! ```
 //! use tracebridge::traces::{Options, Traces};
 //!
-//! let line = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"checkout"}}]},
-//!   "scopeSpans":[{"spans":[{"traceId":"4bf92f3577b34da6a3ce929d0e0e4736","spanId":"00f067aa0ba902b7",
-//!   "name":"send orders","kind":4,"startTimeUnixNano":"1000000","endTimeUnixNano":"3000000"}]}]}]}"#;
+//! // One OTLP/JSON request per line.
+//! let line = concat!(
+//!     r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"checkout"}}]},"#,
+//!     r#""scopeSpans":[{"spans":[{"traceId":"4bf92f3577b34da6a3ce929d0e0e4736","spanId":"00f067aa0ba902b7","#,
+//!     r#""name":"send orders","kind":4,"startTimeUnixNano":"1000000","endTimeUnixNano":"3000000"}]}]}]}"#,
+//! );
 //! let traces = Traces::read(line.as_bytes(), &Options::default()).unwrap();
 //! let text = traces.render(&Options::default(), false);
-//! assert!(text.contains("checkout  send orders  PRODUCER"));
+//! assert!(text.contains("checkout  send orders  PRODUCER"), "{text}");
+//! assert_eq!(traces.bad_lines, 0);
 //! ```
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -568,3 +568,107 @@ async fn the_memory_store_size_is_a_metric() {
     );
     s.finish().await;
 }
+
+#[tokio::test]
+async fn amqp_to_kafka_joins_by_the_correlation_id_property() {
+    use lapin::BasicProperties;
+    use lapin::options::BasicPublishOptions;
+    use tracebridge::amqp::TracedPublisher;
+
+    let s = Setup::new("corr-a2k").await;
+    let text = format!(
+        r#"
+[relay]
+listen = "127.0.0.1:0"
+
+[kafka.k]
+bootstrap_servers = "{}"
+
+[amqp.r]
+url = "{}"
+
+[[route]]
+name = "a2k"
+from = {{ amqp = "r", queue = "{}" }}
+to = {{ kafka = "k", topic = "{}" }}
+
+[route.correlation]
+request_id = ["correlation_id"]
+policy = "join"
+"#,
+        common::kafka_bootstrap(),
+        common::amqp_url(),
+        s.rabbit.queue,
+        s.topic
+    );
+    let config = RelayConfig::parse(&text, "test.toml", |_| None).unwrap_or_else(|e| panic!("{e}"));
+    let relay = Relay::start(config, s.cap.instrumentation())
+        .await
+        .expect("relay starts");
+    let stats = relay.stats()[0].1.clone();
+    let request = common::unique("C");
+
+    let publisher = TracedPublisher::new(
+        s.rabbit.conn.create_channel().await.expect("channel"),
+        tracebridge::amqp::endpoint(&common::amqp_url()),
+    )
+    .await
+    .expect("publisher")
+    .with_instrumentation(s.cap.instrumentation());
+    publisher
+        .publish(
+            &s.rabbit.exchange,
+            ROUTING_KEY,
+            BasicPublishOptions::default(),
+            BasicProperties::default().with_correlation_id(request.as_str().into()),
+            b"A",
+        )
+        .await
+        .expect("published")
+        .confirmed()
+        .await
+        .expect("confirmed");
+    wait_for(|| stats.published.get() == 1).await;
+
+    // The legacy side: plain lapin, only the correlation_id property.
+    let channel = s.rabbit.conn.create_channel().await.expect("channel");
+    channel
+        .basic_publish(
+            s.rabbit.exchange.as_str().into(),
+            ROUTING_KEY.into(),
+            BasicPublishOptions::default(),
+            b"B",
+            BasicProperties::default().with_correlation_id(request.as_str().into()),
+        )
+        .await
+        .expect("published");
+    wait_for(|| stats.published.get() == 2).await;
+    assert!(relay.shutdown().await);
+
+    let origin = s
+        .cap
+        .one(&format!("publish {}:{ROUTING_KEY}", s.rabbit.exchange));
+    let relay_name = format!(
+        "process {}:{ROUTING_KEY}:{}",
+        s.rabbit.exchange, s.rabbit.queue
+    );
+    let joined: Vec<SpanData> = s
+        .cap
+        .named(&relay_name)
+        .into_iter()
+        .filter(|sp| attr(sp, OUTCOME) == Some(Value::from("joined")))
+        .collect();
+    assert_eq!(joined.len(), 1, "{:#?}", s.cap.named(&relay_name));
+    assert_eq!(trace_id(&joined[0]), trace_id(&origin));
+    assert_eq!(joined[0].parent_span_id, span_id(&origin));
+    assert_eq!(attr(&joined[0], CONVERSATION), Some(Value::from(request)));
+    s.finish().await;
+}
+
+async fn wait_for(mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "not within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

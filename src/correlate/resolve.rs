@@ -96,6 +96,34 @@ impl Resolution {
 }
 
 /// A route's correlation: where ids come from, the policy, and the store.
+///
+/// ```
+/// use std::{sync::Arc, time::Duration};
+/// use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+/// use tracebridge::correlate::{
+///     Correlator, Fallback, MemoryStore, Outcome, Policy, RequestId, RequestIdExtractor, Store,
+/// };
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let store = Arc::new(Store::Memory(MemoryStore::new(10_000, Duration::from_secs(3600))));
+/// let correlator =
+///     Correlator::new(RequestIdExtractor::default(), Policy::Join, Fallback::Root, None, store)
+///         .expect("no derive, no key needed");
+/// let id = RequestId::new(b"R-42").expect("usable");
+///
+/// // An instrumented message carries a context: it is recorded for R-42 …
+/// let order = SpanContext::new(
+///     TraceId::from(7u128), SpanId::from(9u64), TraceFlags::SAMPLED, true, TraceState::default(),
+/// );
+/// assert_eq!(correlator.resolve(&id, Some(&order)).await.outcome, Outcome::Recorded);
+///
+/// // … so a later message with only R-42 joins that trace.
+/// let legacy = correlator.resolve(&id, None).await;
+/// assert_eq!(legacy.outcome, Outcome::Joined);
+/// assert_eq!(legacy.parent.expect("parent").trace_id(), order.trace_id());
+/// # }
+/// ```
 pub struct Correlator {
     /// Where the request id is looked for.
     pub extractor: RequestIdExtractor,

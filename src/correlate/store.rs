@@ -35,7 +35,7 @@ pub trait CorrelationStore: Send + Sync {
 /// after its time to live; about 100 bytes per entry (1M entries: see
 /// BENCHMARKS.md).
 ///
-/// Sixteen shards, each a hash map plus a queue in insertion order: the
+/// Up to sixteen shards, each a hash map plus a queue in insertion order: the
 /// queue's front is the oldest entry, so both the bound (evict the oldest)
 /// and the time to live (drop expired fronts) cost O(1) per insert. A
 /// general cache (moka 0.12) was measured at 330 bytes per entry, over
@@ -47,6 +47,9 @@ pub struct MemoryStore {
 }
 
 const SHARDS: usize = 16;
+/// Below this many entries per shard, fewer shards: a hash's uneven spread
+/// would otherwise evict well before the bound is reached.
+const MIN_PER_SHARD: usize = 1024;
 
 #[derive(Default)]
 struct Shard {
@@ -96,17 +99,19 @@ fn memory_key(id: &RequestId) -> [u8; 16] {
 impl MemoryStore {
     /// At most `max_entries`, each kept for `ttl` after it was recorded.
     pub fn new(max_entries: u64, ttl: Duration) -> Self {
-        let max = usize::try_from(max_entries).unwrap_or(usize::MAX);
+        let max = usize::try_from(max_entries).unwrap_or(usize::MAX).max(1);
+        // Small bounds get one shard (exact); large ones up to SHARDS, each
+        // holding its share, rounded down so the total stays within.
+        let shards = (max / MIN_PER_SHARD).clamp(1, SHARDS);
         Self {
-            shards: (0..SHARDS).map(|_| std::sync::Mutex::default()).collect(),
-            // Rounded down per shard, so the total never exceeds the bound.
-            max_per_shard: (max / SHARDS).max(1),
+            shards: (0..shards).map(|_| std::sync::Mutex::default()).collect(),
+            max_per_shard: max / shards,
             ttl,
         }
     }
 
     fn shard(&self, key: &[u8; 16]) -> std::sync::MutexGuard<'_, Shard> {
-        let shard = &self.shards[usize::from(key[0]) % SHARDS];
+        let shard = &self.shards[usize::from(key[0]) % self.shards.len()];
         // A panic while holding the lock cannot leave a shard half-updated
         // in a way that matters for a cache: keep using it.
         shard
@@ -471,6 +476,46 @@ mod tests {
             started.elapsed() < Duration::from_millis(50),
             "no second connect within the retry delay"
         );
+    }
+
+    #[tokio::test]
+    async fn a_small_bound_keeps_exactly_that_many_newest_entries() {
+        let store = MemoryStore::new(10, Duration::from_secs(60));
+        for i in 0..25u64 {
+            store
+                .record(&id(&format!("R-{i}")), &context(u128::from(i) + 1, i + 1))
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.entry_count(), 10, "at the bound, not below it");
+        for i in 15..25u64 {
+            assert!(
+                store
+                    .lookup(&id(&format!("R-{i}")))
+                    .await
+                    .unwrap()
+                    .is_some(),
+                "R-{i} kept"
+            );
+        }
+        assert!(
+            store.lookup(&id("R-14")).await.unwrap().is_none(),
+            "the oldest went first"
+        );
+    }
+
+    #[tokio::test]
+    async fn re_recording_an_id_keeps_one_entry_with_the_newest_context() {
+        let store = MemoryStore::new(10, Duration::from_secs(60));
+        for i in 0..30u64 {
+            store
+                .record(&id("same"), &context(u128::from(i) + 1, i + 1))
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.entry_count(), 1);
+        let found = store.lookup(&id("same")).await.unwrap().expect("kept");
+        assert_eq!(found.trace_id(), TraceId::from(30u128));
     }
 
     #[tokio::test]
