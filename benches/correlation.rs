@@ -14,6 +14,8 @@
 //! the process's resident set while the map fills (VmRSS from
 //! /proc/self/status), each map built and dropped in turn.
 
+mod support;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -28,15 +30,7 @@ fn entries() -> usize {
 }
 
 fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    support::proc_status_kib("VmRSS") * 1024
 }
 
 fn request_id(i: usize) -> RequestId {

@@ -202,15 +202,7 @@ async fn plain_run(conn: &Connection, topic: &str, queue: &str, n: usize, window
 }
 
 fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    support::proc_status_kib("VmHWM") as f64 / 1024.0
 }
 
 #[tokio::main]

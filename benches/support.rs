@@ -1,6 +1,8 @@
 //! Shared by the benchmarks: a real SDK tracer provider whose batch
 //! processor exports to an exporter that discards, so what is measured is
 //! span creation, attributes, propagation and the processor hand-off.
+//! Each benchmark uses part of this module.
+#![allow(dead_code)]
 
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
@@ -30,4 +32,21 @@ pub fn provider() -> SdkTracerProvider {
     SdkTracerProvider::builder()
         .with_span_processor(processor)
         .build()
+}
+
+/// A field of /proc/self/status in KiB (`VmRSS`: resident now, `VmHWM`:
+/// peak resident); 0 where there is no /proc.
+pub fn proc_status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| {
+                    l.strip_prefix(field)
+                        .is_some_and(|rest| rest.starts_with(':'))
+                })
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
 }

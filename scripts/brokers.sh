@@ -102,13 +102,15 @@ start_tansu() {
   wait_for tansu "$addr"
 }
 
-install_rabbitmq() {
-  command -v rabbitmq-server >/dev/null 2>&1 && return 0
-  say "installing rabbitmq-server from Debian's packages"
+apt_install() { # command package: install the Debian package unless the command exists
+  command -v "$1" >/dev/null 2>&1 && return 0
+  say "installing $2 from Debian's packages"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
-  # The package may start a service; either way `start_rabbitmq` checks.
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
 }
+
+# The package may start a service; either way `start_rabbitmq` checks.
+install_rabbitmq() { apt_install rabbitmq-server rabbitmq-server; }
 
 start_rabbitmq() {
   local addr; addr="$(amqp_addr)"
@@ -123,12 +125,7 @@ start_rabbitmq() {
   wait_for RabbitMQ "$addr"
 }
 
-install_redis() {
-  command -v redis-server >/dev/null 2>&1 && return 0
-  say "installing redis-server from Debian's packages"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-}
+install_redis() { apt_install redis-server redis-server; }
 
 start_redis() {
   local addr; addr="$(redis_addr)"

@@ -45,6 +45,22 @@ impl Setup {
 
     /// A relay in consumer group `group` with this correlation.
     async fn relay(&self, group: &str, correlation: &str) -> Relay {
+        self.start(&format!(
+            r#"[[route]]
+name = "legacy"
+from = {{ kafka = "k", topic = "{}", group = "{group}" }}
+to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}
+
+[route.correlation]
+{correlation}
+"#,
+            self.topic, self.rabbit.exchange
+        ))
+        .await
+    }
+
+    /// A relay running `routes` against the test brokers (`k`, `r`).
+    async fn start(&self, routes: &str) -> Relay {
         let text = format!(
             r#"
 [relay]
@@ -57,18 +73,10 @@ bootstrap_servers = "{}"
 [amqp.r]
 url = "{}"
 
-[[route]]
-name = "legacy"
-from = {{ kafka = "k", topic = "{}", group = "{group}" }}
-to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}
-
-[route.correlation]
-{correlation}
+{routes}
 "#,
             common::kafka_bootstrap(),
             common::amqp_url(),
-            self.topic,
-            self.rabbit.exchange
         );
         let config =
             RelayConfig::parse(&text, "test.toml", |_| None).unwrap_or_else(|e| panic!("{e}"));
@@ -576,18 +584,9 @@ async fn amqp_to_kafka_joins_by_the_correlation_id_property() {
     use tracebridge::amqp::TracedPublisher;
 
     let s = Setup::new("corr-a2k").await;
-    let text = format!(
-        r#"
-[relay]
-listen = "127.0.0.1:0"
-
-[kafka.k]
-bootstrap_servers = "{}"
-
-[amqp.r]
-url = "{}"
-
-[[route]]
+    let relay = s
+        .start(&format!(
+            r#"[[route]]
 name = "a2k"
 from = {{ amqp = "r", queue = "{}" }}
 to = {{ kafka = "k", topic = "{}" }}
@@ -596,15 +595,9 @@ to = {{ kafka = "k", topic = "{}" }}
 request_id = ["correlation_id"]
 policy = "join"
 "#,
-        common::kafka_bootstrap(),
-        common::amqp_url(),
-        s.rabbit.queue,
-        s.topic
-    );
-    let config = RelayConfig::parse(&text, "test.toml", |_| None).unwrap_or_else(|e| panic!("{e}"));
-    let relay = Relay::start(config, s.cap.instrumentation())
-        .await
-        .expect("relay starts");
+            s.rabbit.queue, s.topic
+        ))
+        .await;
     let stats = relay.stats()[0].1.clone();
     let request = common::unique("C");
 
