@@ -17,7 +17,7 @@ use rdkafka::producer::FutureRecord;
 use tracebridge::amqp::TracedConsumer;
 use tracebridge::correlate::{RequestId, derive_trace_id};
 use tracebridge::kafka::TracedProducer;
-use tracebridge::relay::{Relay, RelayConfig};
+use tracebridge::relay::Relay;
 
 const WAIT: Duration = Duration::from_secs(30);
 const KEY: &str = "correlation-test-key";
@@ -61,26 +61,7 @@ to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}
 
     /// A relay running `routes` against the test brokers (`k`, `r`).
     async fn start(&self, routes: &str) -> Relay {
-        let text = format!(
-            r#"
-[relay]
-listen = "127.0.0.1:0"
-shutdown_timeout = "10s"
-
-[kafka.k]
-bootstrap_servers = "{}"
-
-[amqp.r]
-url = "{}"
-
-{routes}
-"#,
-            common::kafka_bootstrap(),
-            common::amqp_url(),
-        );
-        let config =
-            RelayConfig::parse(&text, "test.toml", |_| None).unwrap_or_else(|e| panic!("{e}"));
-        Relay::start(config, self.cap.instrumentation())
+        Relay::start(common::relay_config(routes), self.cap.instrumentation())
             .await
             .expect("relay starts")
     }

@@ -19,31 +19,9 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use tracebridge::amqp::{TracedConsumer, TracedPublisher};
 use tracebridge::kafka::{TracedConsumer as KafkaConsumer, TracedProducer};
-use tracebridge::relay::{Relay, RelayConfig};
+use tracebridge::relay::Relay;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn config(routes: &str) -> RelayConfig {
-    let text = format!(
-        r#"
-[relay]
-listen = "127.0.0.1:0"
-max_in_flight = 64
-shutdown_timeout = "10s"
-
-[kafka.k]
-bootstrap_servers = "{}"
-
-[amqp.r]
-url = "{}"
-
-{routes}
-"#,
-        common::kafka_bootstrap(),
-        common::amqp_url()
-    );
-    RelayConfig::parse(&text, "test.toml", |_| None).unwrap_or_else(|e| panic!("{e}"))
-}
 
 async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, fut)
@@ -79,7 +57,7 @@ async fn kafka_to_amqp_is_one_trace_and_carries_other_headers_unchanged() {
     let rabbit = Rabbit::new("k2a").await;
     let cap = spans::capture();
     let relay = Relay::start(
-        config(&format!(
+        common::relay_config(&format!(
             r#"[[route]]
 name = "k2a"
 from = {{ kafka = "k", topic = "{topic}", group = "{topic}-relay" }}
@@ -204,7 +182,7 @@ async fn amqp_to_kafka_is_one_trace_and_link_mode_makes_two_linked_traces() {
         let rabbit = Rabbit::new("a2k").await;
         let cap = spans::capture();
         let relay = Relay::start(
-            config(&format!(
+            common::relay_config(&format!(
                 r#"[[route]]
 name = "a2k"
 from = {{ amqp = "r", queue = "{}" }}
@@ -302,7 +280,7 @@ async fn b3_in_w3c_out_keeps_the_trace_id_and_drops_the_stale_b3() {
     let rabbit = Rabbit::new("b3").await;
     let cap = spans::capture();
     let relay = Relay::start(
-        config(&format!(
+        common::relay_config(&format!(
             r#"[[route]]
 name = "b3"
 from = {{ kafka = "k", topic = "{topic}", group = "{topic}-relay" }}
@@ -387,7 +365,7 @@ async fn a_poison_message_is_dead_lettered_with_the_reason_and_the_route_goes_on
         .unwrap();
     let cap = spans::capture();
     let relay = Relay::start(
-        config(&format!(
+        common::relay_config(&format!(
             r#"[[route]]
 name = "poison"
 from = {{ kafka = "k", topic = "{topic}", group = "{topic}-relay" }}
@@ -491,7 +469,7 @@ async fn kafka_to_kafka_and_amqp_to_amqp_keep_the_trace_too() {
     let from = Rabbit::new("aa-from").await;
     let to = Rabbit::new("aa-to").await;
     let relay = Relay::start(
-        config(&format!(
+        common::relay_config(&format!(
             r#"[[route]]
 name = "kk"
 from = {{ kafka = "k", topic = "{a}", group = "{a}-relay" }}

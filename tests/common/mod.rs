@@ -399,3 +399,29 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// A relay configuration with `routes` against the test brokers, named
+/// `k` (Kafka) and `r` (AMQP); health and metrics on a free port.
+#[cfg(all(feature = "kafka", feature = "amqp"))]
+pub fn relay_config(routes: &str) -> tracebridge::relay::RelayConfig {
+    let text = format!(
+        r#"
+[relay]
+listen = "127.0.0.1:0"
+max_in_flight = 64
+shutdown_timeout = "10s"
+
+[kafka.k]
+bootstrap_servers = "{}"
+
+[amqp.r]
+url = "{}"
+
+{routes}
+"#,
+        kafka_bootstrap(),
+        amqp_url()
+    );
+    tracebridge::relay::RelayConfig::parse(&text, "test.toml", |_| None)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
