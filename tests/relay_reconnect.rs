@@ -107,6 +107,15 @@ to = {{ kafka = "k", topic = "{topic_out}" }}
         .expect("ok");
         assert_eq!(key.as_deref(), Some(round.as_bytes()));
     }
+    // Source and sink are back: every route ready again (the sink was
+    // marked down while it reconnected).
+    for (route, stats) in relay.stats() {
+        assert!(stats.is_ready(), "{route} ready after reconnecting");
+    }
+    assert_eq!(
+        common::http_get(relay.listen_addr(), "/readyz").await,
+        (200, "ready\n".to_owned())
+    );
     assert!(relay.shutdown().await, "drained");
 
     // Both messages are each one trace from the origin send to the end.

@@ -1,5 +1,5 @@
 //! `/healthz` (the process answers), `/readyz` (every route's loop is
-//! running) and `/metrics` (Prometheus text) on `relay.listen`.
+//! running and its AMQP sinks are connected) and `/metrics` (Prometheus text) on `relay.listen`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,11 +47,17 @@ pub(crate) async fn serve(
 }
 
 async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
-    let down: Vec<&str> = health
+    let down: Vec<String> = health
         .routes
         .iter()
-        .filter(|(_, stats)| !stats.is_running())
-        .map(|(name, _)| name.as_str())
+        .filter(|(_, stats)| !stats.is_ready())
+        .map(|(name, stats)| {
+            if stats.is_running() {
+                format!("{name} (sink reconnecting)")
+            } else {
+                name.clone()
+            }
+        })
         .collect();
     if down.is_empty() {
         (StatusCode::OK, "ready\n".to_owned())

@@ -169,9 +169,9 @@ async fn start_route(
     correlation: Option<Correlator>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<RunningRoute, Error> {
-    let sink = connect_sink(&route, &route.sink, instrumentation).await?;
+    let sink = connect_sink(&route, &route.sink, instrumentation, &stats).await?;
     let dead_letter = match &route.dead_letter {
-        Some(dl) => Some(connect_sink(&route, dl, instrumentation).await?),
+        Some(dl) => Some(connect_sink(&route, dl, instrumentation, &stats).await?),
         None => None,
     };
     let hop = Arc::new(Hop {
@@ -253,6 +253,7 @@ async fn connect_sink(
     route: &Route,
     sink: &Sink,
     instrumentation: &Instrumentation,
+    stats: &Arc<RouteStats>,
 ) -> Result<SinkClient, Error> {
     match sink {
         Sink::Kafka { broker, topic, key } => {
@@ -279,6 +280,7 @@ async fn connect_sink(
                 broker,
                 route.propagation.clone(),
                 instrumentation.clone(),
+                stats.clone(),
             )
             .await
             .map_err(|e| match e {

@@ -24,6 +24,8 @@ pub(crate) struct ReconnectingPublisher {
     propagation: Propagation,
     instrumentation: Instrumentation,
     current: RwLock<Arc<Open>>,
+    /// The route's readiness: not ready while this sink is reconnecting.
+    stats: Arc<super::RouteStats>,
 }
 
 impl ReconnectingPublisher {
@@ -33,6 +35,7 @@ impl ReconnectingPublisher {
         broker: &AmqpBroker,
         propagation: Propagation,
         instrumentation: Instrumentation,
+        stats: Arc<super::RouteStats>,
     ) -> Result<Self, crate::Error> {
         let open = open(broker, &propagation, &instrumentation).await?;
         Ok(Self {
@@ -41,6 +44,7 @@ impl ReconnectingPublisher {
             propagation,
             instrumentation,
             current: RwLock::new(Arc::new(open)),
+            stats,
         })
     }
 
@@ -59,10 +63,12 @@ impl ReconnectingPublisher {
         if !Arc::ptr_eq(&current, used) {
             return;
         }
+        self.stats.set_sink_down(true);
         match open(&self.broker, &self.propagation, &self.instrumentation).await {
             Ok(open) => {
                 tracing::info!(route = %self.route, stage = "connect", "AMQP sink reconnected");
                 *current = Arc::new(open);
+                self.stats.set_sink_down(false);
             }
             Err(err) => tracing::warn!(
                 route = %self.route, stage = "connect", url = %self.broker.redacted_url(),

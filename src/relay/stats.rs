@@ -154,6 +154,7 @@ impl RelayMetrics {
             hop_seconds: self.hop_seconds.with_label_values(l),
             queue_seconds: self.queue_seconds.with_label_values(l),
             running: AtomicBool::new(false),
+            sink_down: AtomicBool::new(false),
             correlation: CorrelationStats {
                 recorded: self.correlation[0].with_label_values(l),
                 hits: self.correlation[1].with_label_values(l),
@@ -235,6 +236,7 @@ pub struct RouteStats {
     /// Producer timestamp → read, seconds.
     pub queue_seconds: Histogram,
     running: AtomicBool,
+    sink_down: AtomicBool,
     /// What correlation by request id did.
     pub correlation: CorrelationStats,
 }
@@ -288,5 +290,38 @@ impl RouteStats {
     /// Whether the route's source loop is running.
     pub fn is_running(&self) -> bool {
         self.running.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_sink_down(&self, down: bool) {
+        self.sink_down.store(down, Ordering::Relaxed);
+    }
+
+    /// Whether an AMQP sink (or dead-letter destination) of the route lost
+    /// its connection and has not been reopened yet.
+    pub fn is_sink_down(&self) -> bool {
+        self.sink_down.load(Ordering::Relaxed)
+    }
+
+    /// Running, and its sinks connected: what `/readyz` reports.
+    pub fn is_ready(&self) -> bool {
+        self.is_running() && !self.is_sink_down()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_route_is_ready_while_running_with_its_sinks_connected() {
+        let metrics = RelayMetrics::new().expect("registry");
+        let stats = metrics.route("r");
+        assert!(!stats.is_ready(), "not before its loop runs");
+        stats.set_running(true);
+        assert!(stats.is_ready());
+        stats.set_sink_down(true);
+        assert!(!stats.is_ready(), "not while a sink reconnects");
+        stats.set_sink_down(false);
+        assert!(stats.is_ready());
     }
 }
