@@ -138,6 +138,9 @@ struct CorrelationSpec {
 fn default_request_id_sources() -> Vec<RequestIdSource> {
     RequestIdExtractor::default().sources().to_vec()
 }
+/// `store = "redis"`: the local Redis `scripts/brokers.sh up` starts.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
 fn default_store() -> String {
     "memory".into()
 }
@@ -717,6 +720,11 @@ fn correlation(at: &str, spec: CorrelationSpec, problems: &mut Vec<String>) -> O
                 ttl: spec.ttl,
             }
         }
+        "redis" => StoreSpec::Redis {
+            url: DEFAULT_REDIS_URL.to_owned(),
+            ttl: spec.ttl,
+            timeout: spec.store_timeout,
+        },
         url if url.starts_with("redis://") || url.starts_with("rediss://") => StoreSpec::Redis {
             url: url.to_owned(),
             ttl: spec.ttl,
@@ -724,7 +732,7 @@ fn correlation(at: &str, spec: CorrelationSpec, problems: &mut Vec<String>) -> O
         },
         other => {
             problems.push(format!(
-                "{at}.store: `{}` is neither \"memory\" nor a redis:// URL",
+                "{at}.store: `{}` is not \"memory\", \"redis\" or a redis:// URL",
                 redact_url(other)
             ));
             return None;

@@ -278,6 +278,15 @@ store_timeout = "100ms"
     );
     assert!(!format!("{d:?}").contains("k3y"));
     assert!(parse(ROUTE).expect("valid").routes[0].correlation.is_none());
+
+    let local = parse(&format!(
+        "{ROUTE}\n[route.correlation]\nstore = \"redis\"\n"
+    ))
+    .expect("valid");
+    assert!(matches!(
+        &local.routes[0].correlation.as_ref().expect("configured").store,
+        StoreSpec::Redis { url, .. } if url == "redis://127.0.0.1:6379"
+    ));
 }
 
 #[test]
@@ -306,7 +315,7 @@ max_entries = 0
         "{ROUTE}\n[route.correlation]\nstore = \"mysql://u:pw@h\"\n"
     ));
     assert!(
-        bad_store[0].contains("`mysql://u:***@h` is neither \"memory\" nor a redis:// URL"),
+        bad_store[0].contains("`mysql://u:***@h` is not \"memory\", \"redis\" or a redis:// URL"),
         "{bad_store:?}"
     );
     let bad_source = problems(&format!(
