@@ -217,6 +217,21 @@ fn traces(file: &std::path::Path, options: &tracebridge::traces::Options) -> any
     Ok(())
 }
 
+/// How to run this binary again from here: `./target/release/tracebridge`
+/// after `make demo`, the bare name when it is not under the current
+/// directory (installed on the PATH).
+fn this_binary() -> String {
+    let exe = std::env::current_exe().ok();
+    let cwd = std::env::current_dir().ok();
+    match (exe, cwd) {
+        (Some(exe), Some(cwd)) => match exe.strip_prefix(&cwd) {
+            Ok(relative) => format!("./{}", relative.display()),
+            Err(_) => "tracebridge".to_owned(),
+        },
+        _ => "tracebridge".to_owned(),
+    }
+}
+
 /// Prints to stdout; a closed pipe (`| head`) is not an error worth a panic.
 fn print_out(text: &str) {
     use std::io::Write as _;
@@ -388,12 +403,13 @@ async fn run_demo(settings: &demo::Settings, out: &std::path::Path) -> anyhow::R
     let joined = problems.is_empty();
     print_out(&format!(
         "\n{} orders sent, {} traces, {:.1} spans per trace, every hop joined: {}\n\
-         spans: {}  (view again: tracebridge traces {})\nlogs:  {}\n",
+         spans: {}  (view again: {} traces {})\nlogs:  {}\n",
         ids.len(),
         ids.len(),
         span_total as f64 / ids.len().max(1) as f64,
         if joined { "yes" } else { "NO" },
         spans.display(),
+        this_binary(),
         spans.display(),
         logs.display(),
     ));
