@@ -194,13 +194,13 @@ impl Hop {
                 offset,
                 group,
             } => {
-                let destination = Destination::kafka(topic.as_str());
+                let destination = Destination::kafka(&**topic);
                 let attributes =
                     MessagingAttributes::new(Operation::Process, &destination, stability)
                         .consumer_group(group)
                         .partition(*partition)
                         .kafka_offset(*offset)
-                        .kafka_key(message.key.as_deref())
+                        .kafka_key(message.kafka_key.as_deref())
                         .conversation_id(request_id.as_ref().map(RequestId::as_str))
                         .tombstone(message.payload.is_none());
                 (destination, attributes)
@@ -212,20 +212,17 @@ impl Hop {
                 delivery_tag,
                 redelivered,
             } => {
-                let destination = Destination::rabbitmq_queue(
-                    exchange.as_str(),
-                    routing_key.as_str(),
-                    queue.as_str(),
-                );
+                let destination =
+                    Destination::rabbitmq_queue(exchange.as_str(), routing_key.as_str(), &**queue);
                 let mut attributes =
                     MessagingAttributes::new(Operation::Process, &destination, stability)
                         .delivery_tag(*delivery_tag)
-                        .message_id(message.message_id.as_deref())
+                        .message_id(message.message_id())
                         .conversation_id(
                             request_id
                                 .as_ref()
                                 .map(RequestId::as_str)
-                                .or(message.correlation_id.as_deref()),
+                                .or(message.correlation_id()),
                         );
                 if *redelivered {
                     attributes = attributes.flag(crate::amqp::REDELIVERED_ATTRIBUTE);
@@ -349,7 +346,7 @@ impl Hop {
                     record = record.payload(payload.as_slice());
                 }
                 if let Some(key) = &record_key {
-                    record = record.key(key.as_slice());
+                    record = record.key(key);
                 }
                 if let Some(ts) = message.timestamp_ms {
                     record = record.timestamp(ts);
@@ -376,7 +373,7 @@ impl Hop {
                     );
                 }
                 let routing_key = self.routing_key(routing_key, message)?;
-                let properties = self.amqp_properties(message).with_headers(headers);
+                let properties = self.amqp_properties(message);
                 let options = BasicPublishOptions {
                     // Unroutable messages come back as errors: never lost silently.
                     mandatory: true,
@@ -385,12 +382,13 @@ impl Hop {
                 let open = publisher.get().await;
                 let published = match open
                     .publisher
-                    .publish_with_parent(
+                    .publish_with_headers(
                         parent,
                         exchange,
-                        &routing_key,
+                        routing_key,
                         options,
                         properties,
+                        headers,
                         message.payload.as_deref().unwrap_or_default(),
                     )
                     .await
@@ -408,20 +406,21 @@ impl Hop {
 
     /// The Kafka record key: the source's key by default (absent stays
     /// absent), or a fixed value, or a header (missing = an error).
-    fn record_key(
-        &self,
-        key: &RoutingKey,
-        message: &Inbound,
-    ) -> Result<Option<Vec<u8>>, SendError> {
+    /// Borrowed: each attempt reads it again, nothing is copied.
+    fn record_key<'m>(
+        &'m self,
+        key: &'m RoutingKey,
+        message: &'m Inbound,
+    ) -> Result<Option<&'m [u8]>, SendError> {
         match key {
-            RoutingKey::SourceKey => Ok(message.key.clone()),
-            RoutingKey::Fixed(fixed) => Ok(Some(fixed.as_bytes().to_vec())),
+            RoutingKey::SourceKey => Ok(message.source_key(self.key_mapping)),
+            RoutingKey::Fixed(fixed) => Ok(Some(fixed.as_bytes())),
             RoutingKey::Header(name) => {
                 use crate::propagation::HeaderReader;
                 message
                     .headers
                     .header_bytes(name)
-                    .map(|v| Some(v.to_vec()))
+                    .map(Some)
                     .ok_or_else(|| SendError {
                         error_type: "key_missing".into(),
                         message: format!("header {name} is missing (it is the Kafka key)"),
@@ -430,24 +429,23 @@ impl Hop {
         }
     }
 
-    fn routing_key(
+    fn routing_key<'m>(
         &self,
-        routing_key: &RoutingKey,
-        message: &Inbound,
-    ) -> Result<String, SendError> {
+        routing_key: &'m RoutingKey,
+        message: &'m Inbound,
+    ) -> Result<&'m str, SendError> {
         let missing = |what: String| SendError {
             error_type: "routing_key_missing".into(),
             message: what,
         };
         match routing_key {
-            RoutingKey::Fixed(key) => Ok(key.clone()),
+            RoutingKey::Fixed(key) => Ok(key),
             RoutingKey::SourceKey => match &message.origin {
-                Origin::Amqp { routing_key, .. } => Ok(routing_key.clone()),
+                Origin::Amqp { routing_key, .. } => Ok(routing_key.as_str()),
                 Origin::Kafka { .. } => message
-                    .key
+                    .kafka_key
                     .as_deref()
                     .and_then(|k| std::str::from_utf8(k).ok())
-                    .map(str::to_owned)
                     .ok_or_else(|| missing("the Kafka key is missing or not UTF-8".into())),
             },
             RoutingKey::Header(name) => {
@@ -456,7 +454,6 @@ impl Hop {
                     .headers
                     .header_bytes(name)
                     .and_then(|v| std::str::from_utf8(v).ok())
-                    .map(str::to_owned)
                     .ok_or_else(|| missing(format!("header {name} is missing or not UTF-8")))
             }
         }
@@ -464,24 +461,24 @@ impl Hop {
 
     fn amqp_properties(&self, message: &Inbound) -> BasicProperties {
         let mut properties = BasicProperties::default().with_delivery_mode(2);
-        let key = message
-            .key
+        // AMQP → AMQP keeps the properties; Kafka → AMQP maps the key.
+        let (mut correlation_id, mut message_id) = (message.correlation_id(), message.message_id());
+        if let Some(key) = message
+            .kafka_key
             .as_deref()
-            .and_then(|k| std::str::from_utf8(k).ok());
-        let (mut correlation_id, mut message_id) =
-            (message.correlation_id.clone(), message.message_id.clone());
-        if let (Origin::Kafka { .. }, Some(key)) = (&message.origin, key) {
+            .and_then(|k| std::str::from_utf8(k).ok())
+        {
             match self.key_mapping {
-                KeyMapping::CorrelationId => correlation_id = Some(key.to_owned()),
-                KeyMapping::MessageId => message_id = Some(key.to_owned()),
+                KeyMapping::CorrelationId => correlation_id = Some(key),
+                KeyMapping::MessageId => message_id = Some(key),
                 KeyMapping::None => {}
             }
         }
         if let Some(id) = correlation_id {
-            properties = properties.with_correlation_id(id.as_str().into());
+            properties = properties.with_correlation_id(id.into());
         }
         if let Some(id) = message_id {
-            properties = properties.with_message_id(id.as_str().into());
+            properties = properties.with_message_id(id.into());
         }
         if let Some(ms) = message.timestamp_ms.and_then(|ms| u64::try_from(ms).ok()) {
             properties = properties.with_timestamp(ms / 1000);

@@ -1,9 +1,14 @@
 //! A message as the relay holds it between source and sink, whichever
 //! broker it came from, and the header translation between brokers.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
+use super::config::KeyMapping;
 use crate::propagation::HeaderReader;
 
 /// A source message's headers, as its broker gave them.
@@ -11,22 +16,34 @@ use crate::propagation::HeaderReader;
 pub(crate) enum InboundHeaders {
     /// Kafka: ordered, repeatable, bytes or null.
     Kafka(OwnedHeaders),
-    /// AMQP: a table of typed values.
-    Amqp(FieldTable),
+    /// AMQP: the delivery's properties, moved out of it (lapin has no way
+    /// to take the header table alone, and a clone per message is what
+    /// this avoids); the table is read from them.
+    Amqp(Box<BasicProperties>),
+}
+
+impl InboundHeaders {
+    fn amqp_table(properties: &BasicProperties) -> Option<&FieldTable> {
+        properties.headers().as_ref()
+    }
 }
 
 impl HeaderReader for InboundHeaders {
     fn header_bytes(&self, name: &str) -> Option<&[u8]> {
         match self {
             InboundHeaders::Kafka(h) => crate::kafka::carrier::header_bytes(h, name),
-            InboundHeaders::Amqp(t) => crate::amqp::carrier::header_bytes(t, name),
+            InboundHeaders::Amqp(p) => {
+                Self::amqp_table(p).and_then(|t| crate::amqp::carrier::header_bytes(t, name))
+            }
         }
     }
 
     fn header_names(&self) -> Vec<&str> {
         match self {
             InboundHeaders::Kafka(h) => crate::kafka::carrier::header_names(h),
-            InboundHeaders::Amqp(t) => t.inner().keys().map(|k| k.as_str()).collect(),
+            InboundHeaders::Amqp(p) => Self::amqp_table(p)
+                .map(|t| t.inner().keys().map(|k| k.as_str()).collect())
+                .unwrap_or_default(),
         }
     }
 }
@@ -34,18 +51,18 @@ impl HeaderReader for InboundHeaders {
 /// Where a message came from, for dead-letter headers and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Origin {
-    /// A Kafka record.
+    /// A Kafka record (topic and group shared by the route's messages).
     Kafka {
-        topic: String,
+        topic: Arc<str>,
         partition: i32,
         offset: i64,
-        group: String,
+        group: Arc<str>,
     },
-    /// An AMQP delivery.
+    /// An AMQP delivery (exchange and routing key moved out of it).
     Amqp {
-        exchange: String,
-        routing_key: String,
-        queue: String,
+        exchange: ShortString,
+        routing_key: ShortString,
+        queue: Arc<str>,
         delivery_tag: u64,
         redelivered: bool,
     },
@@ -72,16 +89,54 @@ impl std::fmt::Display for Origin {
 /// One message between source and sink.
 #[derive(Debug, Clone)]
 pub(crate) struct Inbound {
+    /// Headers (Kafka) or properties (AMQP).
     pub(crate) headers: InboundHeaders,
     pub(crate) payload: Option<Vec<u8>>,
-    /// The Kafka key (Kafka source) or the mapped AMQP property (AMQP source).
-    pub(crate) key: Option<Vec<u8>>,
+    /// The record key (Kafka source only).
+    pub(crate) kafka_key: Option<Vec<u8>>,
     /// Producer timestamp, milliseconds since the epoch.
     pub(crate) timestamp_ms: Option<i64>,
-    /// AMQP properties carried over AMQP → AMQP.
-    pub(crate) correlation_id: Option<String>,
-    pub(crate) message_id: Option<String>,
     pub(crate) origin: Origin,
+}
+
+impl Inbound {
+    fn properties(&self) -> Option<&BasicProperties> {
+        match &self.headers {
+            InboundHeaders::Amqp(properties) => Some(properties),
+            InboundHeaders::Kafka(_) => None,
+        }
+    }
+
+    /// The AMQP `correlation_id` property (AMQP source).
+    pub(crate) fn correlation_id(&self) -> Option<&str> {
+        self.properties()?
+            .correlation_id()
+            .as_ref()
+            .map(ShortString::as_str)
+    }
+
+    /// The AMQP `message_id` property (AMQP source).
+    pub(crate) fn message_id(&self) -> Option<&str> {
+        self.properties()?
+            .message_id()
+            .as_ref()
+            .map(ShortString::as_str)
+    }
+
+    /// The source's key: the Kafka key, or the AMQP property `mapping`
+    /// names.
+    pub(crate) fn source_key(&self, mapping: KeyMapping) -> Option<&[u8]> {
+        match (&self.headers, mapping) {
+            (InboundHeaders::Kafka(_), _) => self.kafka_key.as_deref(),
+            (InboundHeaders::Amqp(_), KeyMapping::CorrelationId) => {
+                self.correlation_id().map(str::as_bytes)
+            }
+            (InboundHeaders::Amqp(_), KeyMapping::MessageId) => {
+                self.message_id().map(str::as_bytes)
+            }
+            (InboundHeaders::Amqp(_), KeyMapping::None) => None,
+        }
+    }
 }
 
 /// What correlation may read a request id from.
@@ -90,18 +145,14 @@ impl crate::correlate::MessageFields for Inbound {
         self.headers.header_bytes(name)
     }
     fn correlation_id(&self) -> Option<&str> {
-        self.correlation_id.as_deref()
+        Inbound::correlation_id(self)
     }
     fn message_id(&self) -> Option<&str> {
-        self.message_id.as_deref()
+        Inbound::message_id(self)
     }
-    /// Only a Kafka source has a key (for an AMQP source `key` holds the
-    /// mapped property, which `correlation_id` / `message_id` already give).
+    /// Only a Kafka source has a key.
     fn key(&self) -> Option<&[u8]> {
-        match self.origin {
-            Origin::Kafka { .. } => self.key.as_deref(),
-            Origin::Amqp { .. } => None,
-        }
+        self.kafka_key.as_deref()
     }
     fn body(&self) -> Option<&[u8]> {
         self.payload.as_deref()
@@ -121,8 +172,10 @@ pub(crate) fn kafka_headers_from(
                 out = out.insert(header);
             }
         }
-        InboundHeaders::Amqp(table) => {
-            for (name, value) in table.inner().iter().filter(|(n, _)| !skip(n.as_str())) {
+        InboundHeaders::Amqp(properties) => {
+            let table = InboundHeaders::amqp_table(properties).map(FieldTable::inner);
+            let entries = table.into_iter().flatten();
+            for (name, value) in entries.filter(|(n, _)| !skip(n.as_str())) {
                 // Kafka headers are bytes: strings and byte arrays go as they
                 // are, scalars as their text, nested tables and arrays cannot
                 // be represented and are left out (and logged).
@@ -130,7 +183,7 @@ pub(crate) fn kafka_headers_from(
                     Some(bytes) => {
                         out = out.insert(Header {
                             key: name.as_str(),
-                            value: Some(bytes.as_slice()),
+                            value: Some(bytes.as_ref()),
                         })
                     }
                     None if matches!(value, AMQPValue::Void) => {
@@ -169,32 +222,40 @@ pub(crate) fn amqp_headers_from(
             }
             table
         }
-        InboundHeaders::Amqp(table) => {
-            let mut map = table.inner().clone();
-            map.retain(|name, _| !skip(name.as_str()));
-            FieldTable::from(map)
-        }
+        // A copy is needed: the outgoing publish consumes its table.
+        InboundHeaders::Amqp(properties) => FieldTable::from(
+            InboundHeaders::amqp_table(properties)
+                .map(FieldTable::inner)
+                .into_iter()
+                .flatten()
+                .filter(|(name, _)| !skip(name.as_str()))
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        ),
     }
 }
 
-fn amqp_value_bytes(value: &AMQPValue) -> Option<Vec<u8>> {
-    Some(match value {
-        AMQPValue::LongString(s) => s.as_bytes().to_vec(),
-        AMQPValue::ShortString(s) => s.as_str().as_bytes().to_vec(),
-        AMQPValue::ByteArray(b) => b.as_slice().to_vec(),
-        AMQPValue::Boolean(b) => b.to_string().into_bytes(),
-        AMQPValue::ShortShortInt(v) => v.to_string().into_bytes(),
-        AMQPValue::ShortShortUInt(v) => v.to_string().into_bytes(),
-        AMQPValue::ShortInt(v) => v.to_string().into_bytes(),
-        AMQPValue::ShortUInt(v) => v.to_string().into_bytes(),
-        AMQPValue::LongInt(v) => v.to_string().into_bytes(),
-        AMQPValue::LongUInt(v) => v.to_string().into_bytes(),
-        AMQPValue::LongLongInt(v) => v.to_string().into_bytes(),
-        AMQPValue::Float(v) => v.to_string().into_bytes(),
-        AMQPValue::Double(v) => v.to_string().into_bytes(),
-        AMQPValue::Timestamp(v) => v.to_string().into_bytes(),
+/// A header value as Kafka bytes: strings and byte arrays borrowed as they
+/// are, scalars as their text.
+fn amqp_value_bytes(value: &AMQPValue) -> Option<Cow<'_, [u8]>> {
+    let text = match value {
+        AMQPValue::LongString(s) => return Some(Cow::Borrowed(s.as_bytes())),
+        AMQPValue::ShortString(s) => return Some(Cow::Borrowed(s.as_str().as_bytes())),
+        AMQPValue::ByteArray(b) => return Some(Cow::Borrowed(b.as_slice())),
+        AMQPValue::Boolean(b) => b.to_string(),
+        AMQPValue::ShortShortInt(v) => v.to_string(),
+        AMQPValue::ShortShortUInt(v) => v.to_string(),
+        AMQPValue::ShortInt(v) => v.to_string(),
+        AMQPValue::ShortUInt(v) => v.to_string(),
+        AMQPValue::LongInt(v) => v.to_string(),
+        AMQPValue::LongUInt(v) => v.to_string(),
+        AMQPValue::LongLongInt(v) => v.to_string(),
+        AMQPValue::Float(v) => v.to_string(),
+        AMQPValue::Double(v) => v.to_string(),
+        AMQPValue::Timestamp(v) => v.to_string(),
         _ => return None,
-    })
+    };
+    Some(Cow::Owned(text.into_bytes()))
 }
 
 #[cfg(test)]
@@ -244,7 +305,8 @@ mod tests {
         );
         table.insert("n".into(), AMQPValue::LongInt(-7));
         table.insert("traceparent".into(), AMQPValue::LongString("old".into()));
-        let out = kafka_headers_from(&InboundHeaders::Amqp(table), &no_trace);
+        let properties = Box::new(BasicProperties::default().with_headers(table));
+        let out = kafka_headers_from(&InboundHeaders::Amqp(properties), &no_trace);
         let pairs: Vec<(String, Option<Vec<u8>>)> = out
             .iter()
             .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))

@@ -36,6 +36,8 @@ pub(crate) async fn run_kafka(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut offsets = OffsetTracker::default();
+    // One allocation per route, shared by every message's origin.
+    let (shared_topic, shared_group): (Arc<str>, Arc<str>) = (topic.as_str().into(), group.into());
     let mut in_flight = FuturesUnordered::new();
     let mut stopping = *shutdown.borrow();
     stats.set_running(true);
@@ -64,15 +66,13 @@ pub(crate) async fn run_kafka(
                 let inbound = Inbound {
                     headers: InboundHeaders::Kafka(message.headers().map(|h| h.detach()).unwrap_or_default()),
                     payload: message.payload().map(<[u8]>::to_vec),
-                    key: message.key().map(<[u8]>::to_vec),
+                    kafka_key: message.key().map(<[u8]>::to_vec),
                     timestamp_ms: message.timestamp().to_millis(),
-                    correlation_id: None,
-                    message_id: None,
                     origin: Origin::Kafka {
-                        topic: message.topic().to_owned(),
+                        topic: shared_topic.clone(),
                         partition: message.partition(),
                         offset: message.offset(),
-                        group: group.clone(),
+                        group: shared_group.clone(),
                     },
                 };
                 let (partition, offset) = (message.partition(), message.offset());
@@ -239,7 +239,7 @@ pub(crate) async fn run_amqp(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut opened = opened;
-    let queue = subscription.queue.clone();
+    let queue: Arc<str> = subscription.queue.as_str().into();
     let mut in_flight = FuturesUnordered::new();
     let mut stopping = *shutdown.borrow();
     stats.set_running(true);
@@ -279,27 +279,20 @@ pub(crate) async fn run_amqp(
                     }
                 };
                 let mut delivery = delivery;
-                // The hop owns the payload; the delivery keeps only what
-                // acking needs.
-                let payload = std::mem::take(&mut delivery.data);
-                let properties = &delivery.properties;
+                // The hop owns the payload, properties, exchange and routing
+                // key (moved, not copied); the delivery keeps what acking
+                // needs.
+                let properties = std::mem::take(&mut delivery.properties);
                 let inbound = Inbound {
-                    headers: InboundHeaders::Amqp(properties.headers().clone().unwrap_or_default()),
-                    payload: Some(payload),
-                    key: match hop.key_mapping {
-                        super::config::KeyMapping::CorrelationId => properties.correlation_id().as_ref(),
-                        super::config::KeyMapping::MessageId => properties.message_id().as_ref(),
-                        super::config::KeyMapping::None => None,
-                    }
-                    .map(|id| id.as_str().as_bytes().to_vec()),
                     timestamp_ms: properties
                         .timestamp()
                         .map(|ts| i64::try_from(crate::amqp::timestamp_ms(ts)).unwrap_or(i64::MAX)),
-                    correlation_id: properties.correlation_id().as_ref().map(|s| s.to_string()),
-                    message_id: properties.message_id().as_ref().map(|s| s.to_string()),
+                    headers: InboundHeaders::Amqp(Box::new(properties)),
+                    payload: Some(std::mem::take(&mut delivery.data)),
+                    kafka_key: None,
                     origin: Origin::Amqp {
-                        exchange: delivery.exchange.to_string(),
-                        routing_key: delivery.routing_key.to_string(),
+                        exchange: std::mem::take(&mut delivery.exchange),
+                        routing_key: std::mem::take(&mut delivery.routing_key),
                         queue: queue.clone(),
                         delivery_tag: delivery.delivery_tag,
                         redelivered: delivery.redelivered,
