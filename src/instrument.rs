@@ -216,7 +216,7 @@ impl Instrumentation {
         name: String,
         policy: ParentPolicy,
         extracted: &ExtractedContext,
-        mut attributes: Vec<KeyValue>,
+        attributes: Vec<KeyValue>,
     ) -> Context {
         let links = link_to(extracted, Vec::new());
         let parent = match (policy, extracted.span_context()) {
@@ -225,10 +225,7 @@ impl Instrumentation {
             // A new trace; keep the incoming baggage.
             _ => without_span(extracted.context()),
         };
-        if let Some(summary) = extracted.problem_summary() {
-            attributes.push(KeyValue::new(INVALID_CONTEXT_ATTRIBUTE, summary));
-        }
-        self.start_span(name, SpanKind::Consumer, &parent, attributes, links)
+        self.start_consumer_span(name, extracted, &parent, attributes, links)
     }
 
     /// Starts a CONSUMER process span for a message whose own context is
@@ -242,7 +239,7 @@ impl Instrumentation {
         extracted: &ExtractedContext,
         parent: Option<&SpanContext>,
         link: Option<&SpanContext>,
-        mut attributes: Vec<KeyValue>,
+        attributes: Vec<KeyValue>,
     ) -> Context {
         let base = without_span(extracted.context());
         let parent = match parent {
@@ -252,10 +249,23 @@ impl Instrumentation {
         let links = link
             .map(|l| vec![Link::with_context(l.clone())])
             .unwrap_or_default();
+        self.start_consumer_span(name, extracted, &parent, attributes, links)
+    }
+
+    /// What every process span shares: CONSUMER, and an unusable incoming
+    /// context recorded as [`INVALID_CONTEXT_ATTRIBUTE`].
+    fn start_consumer_span(
+        &self,
+        name: String,
+        extracted: &ExtractedContext,
+        parent: &Context,
+        mut attributes: Vec<KeyValue>,
+        links: Vec<Link>,
+    ) -> Context {
         if let Some(summary) = extracted.problem_summary() {
             attributes.push(KeyValue::new(INVALID_CONTEXT_ATTRIBUTE, summary));
         }
-        self.start_span(name, SpanKind::Consumer, &parent, attributes, links)
+        self.start_span(name, SpanKind::Consumer, parent, attributes, links)
     }
 
     /// Records how long a message waited in the broker: on the span as

@@ -32,31 +32,49 @@ pub enum Fallback {
     Root,
 }
 
-/// Where the relay's span for one message was put, recorded on the span as
-/// [`OUTCOME_ATTRIBUTE`] and counted in the route's metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where the relay's span for one message goes, with the context that
+/// decides it; recorded on the span as [`OUTCOME_ATTRIBUTE`] and counted in
+/// the route's metrics.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// The message carried its own context; it was recorded for its id.
+    /// The message carried its own context; it was recorded for its id
+    /// (the span follows the route's own propagation mode).
     Recorded,
-    /// Joined to the context found for its id.
-    Joined,
-    /// New trace, linked to the context found for its id.
-    Linked,
-    /// In the trace derived from its id.
-    Derived,
+    /// A child of the context found for its id.
+    Joined(SpanContext),
+    /// A new trace, linked to the context found for its id.
+    Linked(SpanContext),
+    /// A child of the synthetic parent derived from its id.
+    Derived(SpanContext),
     /// A new trace (nothing found and the fallback is `root`).
     Root,
 }
 
 impl Outcome {
     /// The attribute value.
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             Outcome::Recorded => "recorded",
-            Outcome::Joined => "joined",
-            Outcome::Linked => "linked",
-            Outcome::Derived => "derived",
+            Outcome::Joined(_) => "joined",
+            Outcome::Linked(_) => "linked",
+            Outcome::Derived(_) => "derived",
             Outcome::Root => "root",
+        }
+    }
+
+    /// The parent of the relay's span (`Joined`, `Derived`).
+    pub fn parent(&self) -> Option<&SpanContext> {
+        match self {
+            Outcome::Joined(parent) | Outcome::Derived(parent) => Some(parent),
+            _ => None,
+        }
+    }
+
+    /// The context the relay's span links to (`Linked`).
+    pub fn link(&self) -> Option<&SpanContext> {
+        match self {
+            Outcome::Linked(context) => Some(context),
+            _ => None,
         }
     }
 }
@@ -71,12 +89,8 @@ pub const STORE_ERROR_ATTRIBUTE: &str = "tracebridge.correlation.store_error";
 /// How one message was correlated.
 #[derive(Debug)]
 pub struct Resolution {
-    /// What happened.
+    /// What happened, with the context it put the span under or beside.
     pub outcome: Outcome,
-    /// The parent for the relay's span (`Joined`, `Derived`).
-    pub parent: Option<SpanContext>,
-    /// The context to link to (`Linked`).
-    pub link: Option<SpanContext>,
     /// The store had nothing for the id and the fallback was taken.
     pub fell_back: bool,
     /// The store failed; the message went on with the fallback.
@@ -87,11 +101,19 @@ impl Resolution {
     fn new(outcome: Outcome) -> Self {
         Self {
             outcome,
-            parent: None,
-            link: None,
             fell_back: false,
             store_error: None,
         }
+    }
+
+    /// The parent of the relay's span (`Joined`, `Derived`).
+    pub fn parent(&self) -> Option<&SpanContext> {
+        self.outcome.parent()
+    }
+
+    /// The context the relay's span links to (`Linked`).
+    pub fn link(&self) -> Option<&SpanContext> {
+        self.outcome.link()
     }
 }
 
@@ -120,8 +142,8 @@ impl Resolution {
 ///
 /// // … so a later message with only R-42 joins that trace.
 /// let legacy = correlator.resolve(&id, None).await;
-/// assert_eq!(legacy.outcome, Outcome::Joined);
-/// assert_eq!(legacy.parent.expect("parent").trace_id(), order.trace_id());
+/// assert!(matches!(legacy.outcome, Outcome::Joined(_)));
+/// assert_eq!(legacy.parent().expect("parent").trace_id(), order.trace_id());
 /// # }
 /// ```
 pub struct Correlator {
@@ -161,11 +183,6 @@ impl Correlator {
         })
     }
 
-    /// The policy.
-    pub fn policy(&self) -> Policy {
-        self.policy
-    }
-
     /// Decides where the relay's span for a message with request id `id`
     /// goes. `carried` is the message's own valid context, if any. Never
     /// fails: a store error is reported in the resolution and the fallback
@@ -184,14 +201,8 @@ impl Correlator {
             Err(err) => (None, Some(err)),
         };
         let mut resolution = match (found, self.policy) {
-            (Some(context), Policy::Join) => Resolution {
-                parent: Some(context),
-                ..Resolution::new(Outcome::Joined)
-            },
-            (Some(context), _) => Resolution {
-                link: Some(context),
-                ..Resolution::new(Outcome::Linked)
-            },
+            (Some(context), Policy::Join) => Resolution::new(Outcome::Joined(context)),
+            (Some(context), _) => Resolution::new(Outcome::Linked(context)),
             (None, _) => {
                 let mut fallback = match self.fallback {
                     Fallback::Derive => self.derived(id),
@@ -207,10 +218,7 @@ impl Correlator {
 
     fn derived(&self, id: &RequestId) -> Resolution {
         let key = self.key.as_deref().unwrap_or_default();
-        Resolution {
-            parent: Some(derived_parent(key, id)),
-            ..Resolution::new(Outcome::Derived)
-        }
+        Resolution::new(Outcome::Derived(derived_parent(key, id)))
     }
 }
 

@@ -239,28 +239,25 @@ impl Hop {
             }
             _ => None,
         };
-        let cx = match resolution {
-            Some(resolution) if resolution.outcome != correlate::Outcome::Recorded => {
-                self.note_correlation(&resolution, &mut attributes, message);
-                self.instrumentation.start_correlated_span(
-                    name,
-                    extracted,
-                    resolution.parent.as_ref(),
-                    resolution.link.as_ref(),
-                    attributes,
-                )
-            }
-            resolution => {
-                if let Some(resolution) = &resolution {
-                    self.note_correlation(resolution, &mut attributes, message);
-                }
-                self.instrumentation.start_process_span(
-                    name,
-                    self.mode.parent_policy(),
-                    extracted,
-                    attributes,
-                )
-            }
+        if let Some(resolution) = &resolution {
+            self.note_correlation(resolution, &mut attributes, message);
+        }
+        // A message with its own context follows the route's mode; one
+        // placed by correlation goes where its resolution says.
+        let cx = match resolution.filter(|r| r.outcome != correlate::Outcome::Recorded) {
+            Some(placed) => self.instrumentation.start_correlated_span(
+                name,
+                extracted,
+                placed.parent(),
+                placed.link(),
+                attributes,
+            ),
+            None => self.instrumentation.start_process_span(
+                name,
+                self.mode.parent_policy(),
+                extracted,
+                attributes,
+            ),
         };
         let produced_at = message
             .timestamp_ms

@@ -260,8 +260,8 @@ impl CorrelationStats {
     pub(crate) fn count(&self, resolution: &Resolution) {
         match resolution.outcome {
             Outcome::Recorded => self.recorded.inc(),
-            Outcome::Joined | Outcome::Linked => self.hits.inc(),
-            Outcome::Derived => self.derived.inc(),
+            Outcome::Joined(_) | Outcome::Linked(_) => self.hits.inc(),
+            Outcome::Derived(_) => self.derived.inc(),
             Outcome::Root => {}
         }
         if resolution.fell_back {
