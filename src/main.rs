@@ -370,33 +370,28 @@ async fn run_demo(settings: &demo::Settings, out: &std::path::Path) -> anyhow::R
         return Ok(());
     }
 
-    // This run's orders only (the topics may hold earlier runs' messages).
-    for (_, trace_id) in &ids {
+    // Read once; drawn and checked for this run's orders only (the topics
+    // may hold earlier runs' messages).
+    let opened =
+        std::fs::File::open(&spans).with_context(|| format!("opening {}", spans.display()))?;
+    let view =
+        tracebridge::traces::Traces::read(std::io::BufReader::new(opened), &Default::default())
+            .with_context(|| format!("reading {}", spans.display()))?;
+    let colour = std::io::stdout().is_terminal();
+    let mut problems = Vec::new();
+    let mut span_total = 0;
+    for (index, (request_id, trace_id)) in ids.iter().enumerate() {
         let options = tracebridge::traces::Options {
             trace_id: Some(trace_id.clone()),
             ..Default::default()
         };
-        let opened =
-            std::fs::File::open(&spans).with_context(|| format!("opening {}", spans.display()))?;
-        let view = tracebridge::traces::Traces::read(std::io::BufReader::new(opened), &options)?;
-        let drawn = view.render(&options, std::io::stdout().is_terminal());
-        // Each tree without the per-call summary line.
-        print_out(
-            drawn
-                .rsplit_once("\n\n")
-                .map_or(drawn.as_str(), |(trees, _)| trees),
-        );
-        print_out("\n\n");
-    }
-    let mut problems = Vec::new();
-    let mut span_total = 0;
-    for (index, (request_id, trace_id)) in ids.iter().enumerate() {
+        print_out(&view.render_trees(&options, colour));
         let verdict = demo::verify(
-            &spans,
+            &view,
             request_id,
             trace_id,
             index + 1 == demo::FAILING_ORDER,
-        )?;
+        );
         span_total += verdict.spans;
         problems.extend(verdict.problems);
     }

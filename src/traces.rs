@@ -162,9 +162,11 @@ impl Traces {
 
     /// The traces `options` selects, earliest first.
     pub fn selected(&self, options: &Options) -> Vec<&[SpanRecord]> {
+        let wanted = options.trace_id.as_deref().map(str::to_ascii_lowercase);
         let mut chosen: Vec<&[SpanRecord]> = self
             .traces
             .iter()
+            .filter(|(id, _)| wanted.as_deref().is_none_or(|w| w == id))
             .map(|(_, spans)| spans.as_slice())
             .filter(|spans| {
                 options
@@ -181,15 +183,9 @@ impl Traces {
 
     /// Every selected trace drawn as a tree, then a summary line.
     pub fn render(&self, options: &Options, colour: bool) -> String {
-        let paint = Paint(colour);
+        let mut out = self.render_trees(options, colour);
         let selected = self.selected(options);
-        let mut out = String::new();
-        let mut spans = 0;
-        for trace in &selected {
-            spans += trace.len();
-            draw_trace(&mut out, trace, paint);
-            out.push('\n');
-        }
+        let spans: usize = selected.iter().map(|trace| trace.len()).sum();
         let _ = write!(out, "{} trace(s), {spans} span(s)", selected.len());
         if self.bad_lines > 0 {
             let _ = write!(out, "; {} bad line(s) skipped", self.bad_lines);
@@ -198,6 +194,18 @@ impl Traces {
             }
         }
         out.push('\n');
+        out
+    }
+}
+
+impl Traces {
+    /// Every selected trace drawn as a tree, each followed by a blank line.
+    pub fn render_trees(&self, options: &Options, colour: bool) -> String {
+        let mut out = String::new();
+        for trace in self.selected(options) {
+            draw_trace(&mut out, trace, Paint(colour));
+            out.push('\n');
+        }
         out
     }
 }
