@@ -10,6 +10,15 @@ use prometheus::{
     Registry,
 };
 
+/// The correlation counters, labelled by route (see [`CorrelationStats`]).
+struct CorrelationCounters {
+    recorded: IntCounterVec,
+    hits: IntCounterVec,
+    misses: IntCounterVec,
+    derived: IntCounterVec,
+    store_errors: IntCounterVec,
+}
+
 /// Every metric of the relay, labelled by route.
 pub struct RelayMetrics {
     registry: Registry,
@@ -26,7 +35,7 @@ pub struct RelayMetrics {
     spans_exported: IntCounter,
     spans_export_failed: IntCounter,
     spans_not_exported: IntGauge,
-    correlation: [IntCounterVec; 5],
+    correlation: CorrelationCounters,
     store_entries: IntGaugeVec,
     /// Memory stores whose size `/metrics` reports, by label.
     stores: std::sync::Mutex<Vec<(String, Arc<Store>)>>,
@@ -78,28 +87,28 @@ impl RelayMetrics {
         )?;
         registry.register(Box::new(store_entries.clone()))?;
         Ok(Self {
-            correlation: [
-                counter(
+            correlation: CorrelationCounters {
+                recorded: counter(
                     "correlation_recorded_total",
                     "Messages with a context and a request id whose context was recorded",
                 )?,
-                counter(
+                hits: counter(
                     "correlation_hits_total",
                     "Messages without context joined or linked to the context found for their request id",
                 )?,
-                counter(
+                misses: counter(
                     "correlation_misses_total",
                     "Messages without context whose request id the store did not know (fallback taken)",
                 )?,
-                counter(
+                derived: counter(
                     "correlation_derived_total",
                     "Messages put into the trace derived from their request id",
                 )?,
-                counter(
+                store_errors: counter(
                     "correlation_store_errors_total",
                     "Correlation store lookups or records that failed (the message went on)",
                 )?,
-            ],
+            },
             store_entries,
             stores: std::sync::Mutex::default(),
             spans_ended: single(
@@ -156,11 +165,11 @@ impl RelayMetrics {
             running: AtomicBool::new(false),
             sink_down: AtomicBool::new(false),
             correlation: CorrelationStats {
-                recorded: self.correlation[0].with_label_values(l),
-                hits: self.correlation[1].with_label_values(l),
-                misses: self.correlation[2].with_label_values(l),
-                derived: self.correlation[3].with_label_values(l),
-                store_errors: self.correlation[4].with_label_values(l),
+                recorded: self.correlation.recorded.with_label_values(l),
+                hits: self.correlation.hits.with_label_values(l),
+                misses: self.correlation.misses.with_label_values(l),
+                derived: self.correlation.derived.with_label_values(l),
+                store_errors: self.correlation.store_errors.with_label_values(l),
             },
         })
     }
