@@ -1,26 +1,41 @@
 #!/usr/bin/env bash
-# Local brokers for tracebridge's tests and demo: RabbitMQ and tansu (an
-# Apache-Kafka-compatible broker), on 127.0.0.1:5672 and 127.0.0.1:9092,
-# and Redis (the shared correlation store) on 127.0.0.1:6379.
+# Local brokers for tracebridge's tests and demo: Apache Kafka, RabbitMQ and
+# Redis (the shared correlation store), on 127.0.0.1:9092, :5672 and :6379.
 #
-#   scripts/brokers.sh up      install what is missing, start what is down, wait
-#   scripts/brokers.sh status  say what answers where
-#   scripts/brokers.sh down    stop what this script started
+#   scripts/brokers.sh up       install what is missing, start what is down, wait
+#   scripts/brokers.sh status   say what answers where
+#   scripts/brokers.sh down     stop what this script started
+#   scripts/brokers.sh kafka-cluster up [N]|down|status|kill-node I|start-node I
+#                               an N-node Apache Kafka cluster (default 3) on
+#                               127.0.0.1:19092+I, for failover tests
+#
+# Apache Kafka (KAFKA_VERSION below) comes from its official jars on Maven
+# Central: `mvn` copies them once into the state folder and the JVM runs
+# `kafka.Kafka` from there, one combined KRaft broker+controller. On a
+# machine with no JVM or no Maven, tansu (an Apache-Kafka-compatible broker
+# in Rust, installed with cargo) stands in, and the script says so. RabbitMQ
+# and Redis come from Debian's packages.
 #
 # When KAFKA_BOOTSTRAP_SERVERS, AMQP_URL or REDIS_URL is set, that service is
 # used as it is: nothing is installed or started for it, the script only
 # waits for it. The tests also start a Redis of their own on another port
 # (and stop it), so `redis-server` must be installed even then.
-# Idempotent: running `up` twice starts nothing twice.
+# Idempotent: running `up` twice starts nothing twice. No systemd needed.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="${TRACEBRIDGE_STATE_DIR:-$ROOT/.brokers}"
+KAFKA_VERSION="4.1.1"   # also in scripts/kafka/pom.xml
 TANSU_VERSION="0.6.0"
 KAFKA_DEFAULT="127.0.0.1:9092"
 AMQP_DEFAULT="amqp://guest:guest@127.0.0.1:5672/%2f"
 REDIS_DEFAULT="redis://127.0.0.1:6379"
 WAIT_SECONDS="${TRACEBRIDGE_BROKER_WAIT:-90}"
+# The machine has 2 cores and 24 GiB and builds Rust beside the broker: a
+# small heap keeps GC pauses short and leaves the memory to rustc.
+KAFKA_HEAP="${TRACEBRIDGE_KAFKA_HEAP:--Xms256m -Xmx768m}"
+CLUSTER_HEAP="-Xms128m -Xmx512m"
+CLUSTER_BASE_PORT=19092   # node I listens on 19092+I-1, its controller on 19192+I-1
 
 say() { printf '[brokers] %s\n' "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
@@ -50,15 +65,30 @@ answers() { # host:port
   (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null
 }
 
-wait_for() { # name host:port
-  local name="$1" addr="$2" waited=0
-  until answers "$addr"; do
+# True when a Kafka broker at host:port answers a Metadata request (v4,
+# all topics) listing at least one broker: an open port alone can be a
+# broker still starting. Plain bash, so it needs no Kafka client.
+kafka_answers_metadata() { # host:port
+  local reply
+  reply="$(timeout 5 bash -c '
+    exec 3<>"/dev/tcp/$0/$1" || exit 1
+    # size 15 | api_key 3 (Metadata) | version 4 | correlation 7 | client_id null | topics null | auto-create false
+    printf "\x00\x00\x00\x0f\x00\x03\x00\x04\x00\x00\x00\x07\xff\xff\xff\xff\xff\xff\x00" >&3
+    head -c 16 <&3 | od -An -tx1 | tr -d " \n"' "${1%:*}" "${1##*:}" 2>/dev/null)" || return 1
+  # size(4) correlation(4) throttle(4) broker count(4)
+  [[ ${#reply} -eq 32 && "${reply:8:8}" == 00000007 && $((16#${reply:24:8})) -ge 1 ]]
+}
+
+wait_for() { # name host:port [check]
+  local name="$1" addr="$2" check="${3:-answers}" waited=0
+  until "$check" "$addr"; do
     if (( waited >= WAIT_SECONDS )); then
       die "$name does not answer on $addr after ${WAIT_SECONDS}s"
     fi
     (( waited % 10 == 0 )) && say "waiting for $name on $addr (${waited}s)"
     sleep 1; waited=$((waited + 1))
   done
+  say "$name answers on $addr (waited ${waited}s)"
 }
 
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
@@ -102,13 +132,237 @@ start_tansu() {
   wait_for tansu "$addr"
 }
 
-apt_install() { # command package: install the Debian package unless the command exists
-  command -v "$1" >/dev/null 2>&1 && return 0
-  say "installing $2 from Debian's packages"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+# --- Apache Kafka from Maven Central -----------------------------------------
+
+KAFKA_HOME="$STATE/kafka-$KAFKA_VERSION"   # the jars (libs/), cached across runs
+
+have_jvm() { command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; }
+
+kafka_java() { # java arguments…: runs a Kafka main class from the cached jars
+  java -cp "$KAFKA_HOME/libs/*" "$@"
 }
 
+install_kafka() {
+  [[ -f "$KAFKA_HOME/libs.complete" ]] && return 0
+  mkdir -p "$KAFKA_HOME"; rm -rf "$KAFKA_HOME/libs"
+  local log="$STATE/kafka-install.log" started=$SECONDS
+  say "fetching Apache Kafka $KAFKA_VERSION's jars from Maven Central with mvn (about 45 MB the first time; cached in $KAFKA_HOME)"
+  say "download log: $log"
+  mvn -B -f "$ROOT/scripts/kafka/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$KAFKA_HOME/libs" >"$log" 2>&1 &
+  local pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 5
+    kill -0 "$pid" 2>/dev/null && say "  still fetching ($(( SECONDS - started ))s, $(grep -c 'Downloaded from' "$log" || true) files so far)"
+  done
+  wait "$pid" || { tail -20 "$log" >&2; die "mvn could not fetch Apache Kafka $KAFKA_VERSION (log: $log)"; }
+  [[ -f "$KAFKA_HOME/libs/kafka_2.13-$KAFKA_VERSION.jar" ]] || die "mvn finished but kafka_2.13-$KAFKA_VERSION.jar is missing (log: $log)"
+  # The storage tool's chatter goes to stderr at WARN, so its output stays readable.
+  sed 's/^rootLogger.level = .*/rootLogger.level = warn/; s/SYSTEM_OUT/SYSTEM_ERR/' \
+    "$ROOT/scripts/kafka/log4j2.properties" >"$KAFKA_HOME/tools-log4j2.properties"
+  touch "$KAFKA_HOME/libs.complete"
+  say "Apache Kafka $KAFKA_VERSION ready: $(ls "$KAFKA_HOME/libs" | wc -l) jars, $(du -sh "$KAFKA_HOME/libs" | cut -f1), in $(( SECONDS - started ))s"
+}
+
+# One combined KRaft broker+controller's server.properties.
+kafka_node_config() { # node_dir node_id port controller_port voters replication_factor
+  local dir="$1" id="$2" port="$3" cport="$4" voters="$5" rf="$6" isr=1
+  (( rf >= 3 )) && isr=2
+  mkdir -p "$dir/data"
+  cat >"$dir/server.properties" <<EOF
+process.roles=broker,controller
+node.id=$id
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$dir/data
+num.partitions=1
+default.replication.factor=$rf
+min.insync.replicas=$isr
+offsets.topic.replication.factor=$rf
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$isr
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$isr
+# Topics are created explicitly, as on most production clusters.
+auto.create.topics.enable=false
+# Tests join consumer groups all the time: no 3 s wait for more members.
+group.initial.rebalance.delay.ms=0
+# What the tests write is thrown away: keep the disk small.
+log.retention.hours=2
+log.segment.bytes=67108864
+EOF
+}
+
+start_kafka_node() { # node_dir heap cluster_id
+  local dir="$1" heap="$2" cluster_id="$3"
+  if [[ ! -f "$dir/data/meta.properties" ]]; then
+    kafka_java -Dlog4j2.configurationFile="$KAFKA_HOME/tools-log4j2.properties" \
+      kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" \
+      >"$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; die "could not format KRaft storage in $dir"; }
+  fi
+  # $heap is several JVM options: split on purpose.
+  # shellcheck disable=SC2086
+  setsid nohup java $heap -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$ROOT/scripts/kafka/log4j2.properties" \
+    -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$dir/server.properties" \
+    >>"$dir/kafka.log" 2>&1 </dev/null &
+  echo $! >"$dir/kafka.pid"
+}
+
+# Waits until the node answers metadata requests; fails at once if it died.
+wait_kafka_node() { # name host:port node_dir
+  local name="$1" addr="$2" dir="$3" waited=0
+  until kafka_answers_metadata "$addr"; do
+    if ! kill -0 "$(cat "$dir/kafka.pid")" 2>/dev/null; then
+      tail -15 "$dir/kafka.log" >&2; die "$name exited while starting (log: $dir/kafka.log)"
+    fi
+    (( waited >= WAIT_SECONDS )) && die "$name does not answer metadata requests on $addr after ${WAIT_SECONDS}s (log: $dir/kafka.log)"
+    (( waited % 10 == 0 )) && say "waiting for $name on $addr (${waited}s)"
+    sleep 1; waited=$((waited + 1))
+  done
+  say "$name answers metadata requests on $addr (waited ${waited}s; log: $dir/kafka.log)"
+}
+
+stop_kafka_node() { # node_dir signal
+  local dir="$1" sig="${2:-TERM}" pid
+  [[ -f "$dir/kafka.pid" ]] || return 0
+  pid="$(cat "$dir/kafka.pid")"
+  if kill -"$sig" "$pid" 2>/dev/null; then
+    # A clean stop flushes and hands leadership over: give it 30 s.
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$dir/kafka.pid"
+}
+
+new_cluster_id() {
+  kafka_java -Dlog4j2.configurationFile="$KAFKA_HOME/tools-log4j2.properties" kafka.tools.StorageTool random-uuid
+}
+
+start_kafka() {
+  local addr; addr="$(kafka_addr)"
+  if answers "$addr"; then
+    say "Kafka already answers on $addr"
+    wait_for Kafka "$addr" kafka_answers_metadata
+    return 0
+  fi
+  if ! have_jvm; then
+    say "no java or mvn on this machine: tansu $TANSU_VERSION stands in for Apache Kafka (delivery guarantees are not proven on it; see README)"
+    start_tansu
+    return 0
+  fi
+  install_kafka
+  local dir="$STATE/kafka" port="${addr##*:}" cport=$(( ${addr##*:} + 1 ))
+  mkdir -p "$dir"
+  [[ -s "$dir/cluster.id" ]] || new_cluster_id >"$dir/cluster.id"
+  kafka_node_config "$dir" 1 "$port" "$cport" "1@127.0.0.1:$cport" 1
+  say "starting Apache Kafka $KAFKA_VERSION on $addr (KRaft broker+controller, controller on :$cport, heap $KAFKA_HEAP)"
+  start_kafka_node "$dir" "$KAFKA_HEAP" "$(cat "$dir/cluster.id")"
+  wait_kafka_node "Apache Kafka" "$addr" "$dir"
+}
+
+# --- The N-node cluster for failover tests ------------------------------------
+
+CLUSTER="$STATE/kafka-cluster"
+
+cluster_port() { echo $(( CLUSTER_BASE_PORT + $1 - 1 )); }
+cluster_cport() { echo $(( CLUSTER_BASE_PORT + 100 + $1 - 1 )); }
+cluster_nodes() { cat "$CLUSTER/nodes" 2>/dev/null || echo 0; }
+cluster_bootstrap() {
+  local i out=""
+  for i in $(seq 1 "$(cluster_nodes)"); do out+="127.0.0.1:$(cluster_port "$i"),"; done
+  echo "${out%,}"
+}
+
+cluster_up() { # nodes
+  local n="${1:-3}" i voters=""
+  [[ "$n" =~ ^[1-9]$ ]] || die "kafka-cluster up takes a node count from 1 to 9, not '$n'"
+  have_jvm || die "the Kafka cluster needs java and mvn"
+  install_kafka
+  if [[ -f "$CLUSTER/nodes" && "$(cluster_nodes)" != "$n" ]]; then cluster_down; fi
+  mkdir -p "$CLUSTER"
+  echo "$n" >"$CLUSTER/nodes"
+  [[ -s "$CLUSTER/cluster.id" ]] || new_cluster_id >"$CLUSTER/cluster.id"
+  for i in $(seq 1 "$n"); do voters+="$i@127.0.0.1:$(cluster_cport "$i"),"; done
+  local rf=$(( n >= 3 ? 3 : n ))
+  for i in $(seq 1 "$n"); do
+    kafka_node_config "$CLUSTER/node$i" "$i" "$(cluster_port "$i")" "$(cluster_cport "$i")" "${voters%,}" "$rf"
+    if ! answers "127.0.0.1:$(cluster_port "$i")"; then
+      say "starting Kafka cluster node $i of $n on 127.0.0.1:$(cluster_port "$i")"
+      start_kafka_node "$CLUSTER/node$i" "$CLUSTER_HEAP" "$(cat "$CLUSTER/cluster.id")"
+    fi
+  done
+  for i in $(seq 1 "$n"); do
+    wait_kafka_node "Kafka cluster node $i" "127.0.0.1:$(cluster_port "$i")" "$CLUSTER/node$i"
+  done
+  say "Kafka cluster up: $n node(s), replication factor $rf, min.insync.replicas $(( rf >= 3 ? 2 : 1 ))"
+  cluster_bootstrap
+}
+
+cluster_node_arg() { # I
+  [[ "$1" =~ ^[1-9]$ && "$1" -le "$(cluster_nodes)" ]] || die "no cluster node '$1' (the cluster has $(cluster_nodes))"
+}
+
+cluster_kill_node() { cluster_node_arg "$1"; stop_kafka_node "$CLUSTER/node$1" KILL; say "killed cluster node $1"; }
+cluster_stop_node() { cluster_node_arg "$1"; stop_kafka_node "$CLUSTER/node$1" TERM; say "stopped cluster node $1"; }
+
+cluster_start_node() {
+  cluster_node_arg "$1"
+  local addr; addr="127.0.0.1:$(cluster_port "$1")"
+  answers "$addr" || start_kafka_node "$CLUSTER/node$1" "$CLUSTER_HEAP" "$(cat "$CLUSTER/cluster.id")"
+  wait_kafka_node "Kafka cluster node $1" "$addr" "$CLUSTER/node$1"
+}
+
+# Stops every node and deletes the cluster's data: each test starts afresh.
+cluster_down() {
+  local i
+  for i in $(seq 1 "$(cluster_nodes)"); do stop_kafka_node "$CLUSTER/node$i" TERM; done
+  rm -rf "$CLUSTER"
+  say "Kafka cluster stopped and its data removed"
+}
+
+cluster_status() {
+  local i rc=0
+  (( $(cluster_nodes) > 0 )) || { say "Kafka cluster: not started"; return 1; }
+  for i in $(seq 1 "$(cluster_nodes)"); do
+    if kafka_answers_metadata "127.0.0.1:$(cluster_port "$i")"; then say "cluster node $i: up   at 127.0.0.1:$(cluster_port "$i")"
+    else say "cluster node $i: DOWN at 127.0.0.1:$(cluster_port "$i")"; rc=1; fi
+  done
+  return $rc
+}
+
+# --- RabbitMQ and Redis from Debian's packages ------------------------------
+
+APT_UPDATED=""
+apt_install() { # command package: install the Debian package unless the command exists
+  command -v "$1" >/dev/null 2>&1 && return 0
+  local started=$SECONDS log="$STATE/apt-$2.log"
+  mkdir -p "$STATE"
+  if [[ -z "$APT_UPDATED" ]]; then
+    say "apt-get update (once)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >"$STATE/apt-update.log" 2>&1 \
+      || { tail -5 "$STATE/apt-update.log" >&2; die "apt-get update failed (log: $STATE/apt-update.log)"; }
+    APT_UPDATED=1
+  fi
+  say "installing $2 from Debian's packages (log: $log)"
+  # No init system here: keep the package's scripts from starting the service
+  # (policy-rc.d exit 101 = "not allowed"); this script starts it itself.
+  local policy=/usr/sbin/policy-rc.d added_policy=""
+  if [[ ! -e "$policy" ]]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null && as_root chmod +x "$policy" && added_policy=1
+  fi
+  local rc=0
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$2" >"$log" 2>&1 || rc=$?
+  [[ -n "$added_policy" ]] && as_root rm -f "$policy"
+  (( rc == 0 )) || { tail -15 "$log" >&2; die "apt-get install $2 failed (log: $log)"; }
+  command -v "$1" >/dev/null 2>&1 || die "$2 installed but '$1' is not on PATH"
+  say "$2 installed in $(( SECONDS - started ))s"
+}
 # The package may start a service; either way `start_rabbitmq` checks.
 install_rabbitmq() { apt_install rabbitmq-server rabbitmq-server; }
 
@@ -137,13 +391,15 @@ start_redis() {
   wait_for Redis "$addr"
 }
 
+
 up() {
   mkdir -p "$STATE"
+  local started=$SECONDS
   if [[ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
     say "using Kafka at $KAFKA_BOOTSTRAP_SERVERS (KAFKA_BOOTSTRAP_SERVERS is set; starting nothing)"
     wait_for Kafka "$(kafka_addr)"
   else
-    start_tansu
+    start_kafka
   fi
   if [[ -n "${AMQP_URL:-}" ]]; then
     say "using AMQP at $(redact "$AMQP_URL") (AMQP_URL is set; starting nothing)"
@@ -159,18 +415,32 @@ up() {
     start_redis
   fi
   status
+  say "brokers ready in $(( SECONDS - started ))s"
 }
 
 status() {
-  local k a rc=0; k="$(kafka_addr)"; a="$(amqp_addr)"
-  if answers "$k"; then say "Kafka:    up   at $k"; else say "Kafka:    DOWN at $k"; rc=1; fi
+  local k a r rc=0; k="$(kafka_addr)"; a="$(amqp_addr)"; r="$(redis_addr)"
+  if kafka_answers_metadata "$k"; then say "Kafka:    up   at $k ($(kafka_kind))"
+  elif answers "$k"; then say "Kafka:    port $k open but no metadata answer"; rc=1
+  else say "Kafka:    DOWN at $k"; rc=1; fi
   if answers "$a"; then say "RabbitMQ: up   at $a ($(redact "${AMQP_URL:-$AMQP_DEFAULT}"))"; else say "RabbitMQ: DOWN at $a"; rc=1; fi
-  local r; r="$(redis_addr)"
   if answers "$r"; then say "Redis:    up   at $r"; else say "Redis:    DOWN at $r"; rc=1; fi
   return $rc
 }
 
+kafka_kind() {
+  if [[ -f "$STATE/kafka/kafka.pid" ]] && kill -0 "$(cat "$STATE/kafka/kafka.pid")" 2>/dev/null; then
+    echo "Apache Kafka $KAFKA_VERSION started by this script; log: $STATE/kafka/kafka.log"
+  elif [[ -f "$STATE/tansu.pid" ]]; then echo "tansu $TANSU_VERSION started by this script"
+  else echo "not started by this script"; fi
+}
+
 down() {
+  if [[ -f "$STATE/kafka/kafka.pid" ]]; then
+    stop_kafka_node "$STATE/kafka" TERM
+    say "stopped Apache Kafka"
+  fi
+  [[ -f "$CLUSTER/nodes" ]] && cluster_down
   if [[ -f "$STATE/tansu.pid" ]]; then
     local pid; pid="$(cat "$STATE/tansu.pid")"
     if kill "$pid" 2>/dev/null; then say "stopped tansu (pid $pid)"; fi
@@ -188,9 +458,26 @@ down() {
   say "brokers this script did not start are left running"
 }
 
+usage() {
+  echo "usage: $0 up|down|status" >&2
+  echo "       $0 kafka-cluster up [NODES]|down|status|kill-node I|stop-node I|start-node I|bootstrap" >&2
+  exit 2
+}
+
 case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  kafka-cluster)
+    case "${2:-}" in
+      up) cluster_up "${3:-3}" ;;
+      down) cluster_down ;;
+      status) cluster_status ;;
+      kill-node) cluster_kill_node "${3:-}" ;;
+      stop-node) cluster_stop_node "${3:-}" ;;
+      start-node) cluster_start_node "${3:-}" ;;
+      bootstrap) cluster_bootstrap ;;
+      *) usage ;;
+    esac ;;
+  *) usage ;;
 esac
