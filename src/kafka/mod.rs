@@ -30,9 +30,10 @@ pub fn endpoint(config: &ClientConfig) -> Endpoint {
     )
 }
 
-/// Creates `topic` with `partitions` partitions (replication factor 1
-/// unless the broker decides otherwise); a topic that already exists is
-/// fine. Brokers such as tansu do not create topics on first use.
+/// Creates `topic` with `partitions` partitions and the cluster's default
+/// replication factor (`default.replication.factor`); a topic that already
+/// exists is fine. For clusters that create no topic on first use
+/// (`auto.create.topics.enable=false`, common in production).
 pub async fn create_topic(
     config: &ClientConfig,
     topic: &str,
@@ -49,7 +50,7 @@ pub async fn create_topic(
         config.create().map_err(|e| client_error(config, e))?;
     let results = admin
         .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(-1))],
             &AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(10))),
         )
         .await

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-/// `KAFKA_BOOTSTRAP_SERVERS`, default the local tansu.
+pub mod flow;
+
+/// `KAFKA_BOOTSTRAP_SERVERS`, default the local Apache Kafka.
 pub fn kafka_bootstrap() -> String {
     std::env::var("KAFKA_BOOTSTRAP_SERVERS")
         .ok()
@@ -72,12 +74,21 @@ pub mod kafka {
         }
     }
 
-    /// Creates a topic (tansu does not auto-create them).
+    /// Creates a topic on the test broker (its default replication factor;
+    /// the test broker, like most production clusters, creates no topic on
+    /// first use).
     pub async fn create_topic(name: &str, partitions: i32) {
         require_broker();
-        tracebridge::kafka::create_topic(&config(), name, partitions)
+        create_topic_at(&kafka_bootstrap(), name, partitions).await;
+    }
+
+    /// Creates a topic on the cluster at `bootstrap`.
+    pub async fn create_topic_at(bootstrap: &str, name: &str, partitions: i32) {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", bootstrap);
+        tracebridge::kafka::create_topic(&config, name, partitions)
             .await
-            .unwrap_or_else(|e| panic!("creating topic {name}: {e}"));
+            .unwrap_or_else(|e| panic!("creating topic {name} at {bootstrap}: {e}"));
     }
 }
 
@@ -120,6 +131,16 @@ pub mod amqp {
 
     impl Rabbit {
         pub async fn new(prefix: &str) -> Self {
+            Self::declare(prefix, false).await
+        }
+
+        /// Like [`Rabbit::new`], but the exchange, queue and binding survive
+        /// a broker restart (`rabbitmqctl stop_app` / `start_app`).
+        pub async fn durable(prefix: &str) -> Self {
+            Self::declare(prefix, true).await
+        }
+
+        async fn declare(prefix: &str, durable: bool) -> Self {
             use lapin::ExchangeKind;
             use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
             use lapin::types::FieldTable;
@@ -131,7 +152,10 @@ pub mod amqp {
                 .exchange_declare(
                     exchange.as_str().into(),
                     ExchangeKind::Direct,
-                    ExchangeDeclareOptions::default(),
+                    ExchangeDeclareOptions {
+                        durable,
+                        ..Default::default()
+                    },
                     FieldTable::default(),
                 )
                 .await
@@ -139,7 +163,10 @@ pub mod amqp {
             channel
                 .queue_declare(
                     queue.as_str().into(),
-                    QueueDeclareOptions::default(),
+                    QueueDeclareOptions {
+                        durable,
+                        ..Default::default()
+                    },
                     FieldTable::default(),
                 )
                 .await
@@ -160,6 +187,13 @@ pub mod amqp {
                 exchange,
                 queue,
             }
+        }
+
+        /// A new connection and channel, after the broker closed the old
+        /// ones (a restart under the test).
+        pub async fn reconnect(&mut self) {
+            self.conn = connect().await;
+            self.channel = self.conn.create_channel().await.expect("channel");
         }
 
         /// A lapin consumer on the queue, on its own channel.

@@ -1,0 +1,90 @@
+//! Partition-leader failover in a three-node Apache Kafka cluster
+//! (replication factor 3, min.insync.replicas 2): the leader of the source
+//! topic's partition, and then of the sink topic's, is SIGKILLed while the
+//! relay moves a stream. 0 lost, 0 stuck (everything arrives), throughput
+//! resumes (what was sent after the kill arrives), every copy in its trace.
+#![cfg(all(feature = "kafka", feature = "amqp"))]
+
+mod common;
+
+use std::time::Duration;
+
+use common::amqp::{ROUTING_KEY, Rabbit};
+use common::flow::{
+    KafkaCluster, RelayProcess, Seen, Tally, Until, drain_amqp, drain_kafka, free_port,
+    kafka_reader, relay_file, spawn_amqp_publisher, spawn_kafka_sender,
+};
+
+const WINDOW: usize = 256;
+const ARRIVE: Duration = Duration::from_secs(180);
+const CHUNKS: usize = 20;
+const CHUNK: usize = 250;
+const PAUSE: Duration = Duration::from_millis(500);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_partition_leader_of_the_source_and_of_the_sink_loses_nothing() {
+    let cluster = KafkaCluster::up(3);
+
+    // The source topic's leader.
+    let topic = common::unique("fo-src");
+    common::kafka::create_topic_at(&cluster.bootstrap, &topic, 1).await;
+    let rabbit = Rabbit::new("fo-src").await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let route = format!(
+        r#"name = "k2a"
+from = {{ kafka = "k", topic = "{topic}", group = "{topic}-relay" }}
+to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}"#,
+        rabbit.exchange
+    );
+    let config = relay_file(dir.path(), port, WINDOW, &cluster.bootstrap, &route);
+    let relay = RelayProcess::start(&config, port, &dir.path().join("spans.jsonl"));
+    relay.wait_ready(Duration::from_secs(60)).await;
+    let sender = spawn_kafka_sender(&cluster.bootstrap, &topic, CHUNKS, CHUNK, PAUSE);
+    let mut seen = Seen::new();
+    drain_amqp(&rabbit.channel, &rabbit.queue, &mut seen, CHUNK, Until::Arrived, ARRIVE).await;
+    let leader = cluster.leader(&topic, 0);
+    cluster.kill(leader);
+    let at_kill = seen.len();
+    let origins = sender.await.expect("the sender");
+    assert!(at_kill < origins.len(), "the kill landed mid-stream");
+    drain_amqp(&rabbit.channel, &rabbit.queue, &mut seen, origins.len(), Until::Arrived, ARRIVE).await;
+    relay.stop();
+    drain_amqp(&rabbit.channel, &rabbit.queue, &mut seen, usize::MAX, Until::Empty, ARRIVE).await;
+    eprintln!("source leader {leader} killed after {at_kill} arrived; new leader {}", cluster.leader(&topic, 0));
+    Tally::of(&origins, &seen).assert_whole("source partition leader killed", WINDOW);
+    rabbit.delete().await;
+    cluster.start(leader);
+
+    // The sink topic's leader.
+    let topic = common::unique("fo-sink");
+    common::kafka::create_topic_at(&cluster.bootstrap, &topic, 1).await;
+    let rabbit = Rabbit::new("fo-sink").await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let route = format!(
+        r#"name = "a2k"
+from = {{ amqp = "r", queue = "{}" }}
+to = {{ kafka = "k", topic = "{topic}" }}"#,
+        rabbit.queue
+    );
+    let config = relay_file(dir.path(), port, WINDOW, &cluster.bootstrap, &route);
+    let reader = kafka_reader(&cluster.bootstrap, &topic);
+    let relay = RelayProcess::start(&config, port, &dir.path().join("spans.jsonl"));
+    relay.wait_ready(Duration::from_secs(60)).await;
+    let channel = rabbit.conn.create_channel().await.expect("channel");
+    let publisher = spawn_amqp_publisher(channel, &rabbit.exchange, ROUTING_KEY, CHUNKS, CHUNK, PAUSE);
+    let mut seen = Seen::new();
+    drain_kafka(&reader, &mut seen, CHUNK, Until::Arrived, ARRIVE).await;
+    let leader = cluster.leader(&topic, 0);
+    cluster.kill(leader);
+    let at_kill = seen.len();
+    let origins = publisher.await.expect("the publisher");
+    assert!(at_kill < origins.len(), "the kill landed mid-stream");
+    drain_kafka(&reader, &mut seen, origins.len(), Until::Arrived, ARRIVE).await;
+    relay.stop();
+    drain_kafka(&reader, &mut seen, usize::MAX, Until::Empty, ARRIVE).await;
+    eprintln!("sink leader {leader} killed after {at_kill} arrived");
+    Tally::of(&origins, &seen).assert_whole("sink partition leader killed", WINDOW);
+    rabbit.delete().await;
+}
