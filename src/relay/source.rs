@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::future::Either;
 use futures::stream::FuturesUnordered;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
@@ -24,6 +25,9 @@ use super::stats::RouteStats;
 
 /// How long to wait before retrying a message nothing would take.
 const FAILED_RETRY: Duration = Duration::from_secs(1);
+
+/// How long an AMQP ack or nack may take once the hop is done.
+const SETTLE_LIMIT: Duration = Duration::from_secs(5);
 
 /// Reads a Kafka topic through `consumer` until `shutdown`, then drains.
 pub(crate) async fn run_kafka(
@@ -305,28 +309,30 @@ pub(crate) async fn run_amqp(
                 in_flight.push(async move {
                     let stats = route_stats;
                     let read_at = std::time::Instant::now();
-                    let settled = match hop.relay(&inbound).await {
+                    let settle = match hop.relay(&inbound).await {
                         Outcome::Delivered { attempts } => {
                             stats.published.inc();
                             stats.retried.inc_by(u64::from(attempts - 1));
-                            delivery.ack(BasicAckOptions::default()).await
+                            Either::Left(delivery.ack(BasicAckOptions::default()))
                         }
                         Outcome::DeadLettered { attempts, .. } => {
                             stats.dead_lettered.inc();
                             stats.retried.inc_by(u64::from(attempts - 1));
-                            delivery.ack(BasicAckOptions::default()).await
+                            Either::Left(delivery.ack(BasicAckOptions::default()))
                         }
                         Outcome::Failed { .. } => {
                             // Back to the queue: redelivered later, not lost.
                             stats.failed.inc();
                             tokio::time::sleep(FAILED_RETRY).await;
-                            delivery
-                                .nack(BasicNackOptions { requeue: true, ..Default::default() })
-                                .await
+                            Either::Right(delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }))
                         }
                     };
-                    if let Err(err) = settled {
-                        tracing::warn!(route = %hop.route, stage = "ack", error = %err,
+                    let settled = match tokio::time::timeout(SETTLE_LIMIT, settle).await {
+                        Ok(settled) => settled.map_err(|err| err.to_string()),
+                        Err(_) => Err(format!("no answer within {SETTLE_LIMIT:?}")),
+                    };
+                    if let Err(error) = settled {
+                        tracing::warn!(route = %hop.route, stage = "ack", %error,
                             "acknowledging the source failed; the broker will redeliver");
                     }
                     stats.hop_seconds.observe(read_at.elapsed().as_secs_f64());

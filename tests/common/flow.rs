@@ -475,9 +475,14 @@ impl RelayProcess {
 
     /// `/readyz`: status code and body (0 when it does not answer).
     pub async fn readyz(&self) -> (u16, String) {
-        match tokio::time::timeout(Duration::from_secs(2), super::http_get(self.listen, "/readyz")).await {
-            Ok(answer) => answer,
-            Err(_) => (0, String::new()),
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            super::try_http_get(self.listen, "/readyz"),
+        )
+        .await
+        {
+            Ok(Ok(answer)) => answer,
+            _ => (0, String::new()),
         }
     }
 

@@ -411,17 +411,23 @@ pub fn read_span_file(path: &std::path::Path) -> Vec<serde_json::Value> {
 
 /// A GET on the relay's HTTP endpoint: status and body.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    try_http_get(addr, path)
+        .await
+        .unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
+}
+
+/// [`http_get`] that reports a relay not (yet) listening as an error.
+pub async fn try_http_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream
         .write_all(format!("GET {path} HTTP/1.0\r\nHost: relay\r\n\r\n").as_bytes())
-        .await
-        .expect("request");
+        .await?;
     let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("response");
+    stream.read_to_string(&mut response).await?;
     let status = response
         .split_whitespace()
         .nth(1)
@@ -431,7 +437,7 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
-    (status, body)
+    Ok((status, body))
 }
 
 /// A relay configuration with `routes` against the test brokers, named
