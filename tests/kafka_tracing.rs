@@ -501,7 +501,8 @@ async fn a_failed_send_marks_the_span_error_and_returns_the_error_unchanged() {
     let producer = TracedProducer::from_config(&config)
         .expect("producer")
         .with_instrumentation(cap.instrumentation());
-    // tansu does not auto-create topics: this send times out.
+    // The test broker creates no topic on first use (auto.create.topics.enable
+    // = false, as on most production clusters): this send times out.
     let topic = common::unique("missing");
     let (err, message) = producer
         .send(
