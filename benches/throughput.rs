@@ -407,6 +407,10 @@ async fn kafka_bench(n: usize, payload: &[u8], instrumentation: &Instrumentation
             let t = traced_consume(&topic, n, &format!("{topic}-traced"), instrumentation).await;
             (plain_consume(&topic, n, &format!("{topic}-plain")).await, t)
         };
+        // The same plain consumer on the plain topic: does a topic written
+        // by the traced producer fetch slower? (tansu served it 60× slower.)
+        let plain_topic_consume =
+            crate::plain_consume(&plain_topic, n, &format!("{plain_topic}-plain")).await;
         plain.push(Rates {
             produce: plain_produce,
             consume: plain_consume,
@@ -416,7 +420,7 @@ async fn kafka_bench(n: usize, payload: &[u8], instrumentation: &Instrumentation
             consume: traced_consume,
         });
         eprintln!(
-            "round {round}: plain produce {plain_produce:.0}/s consume {plain_consume:.0}/s | traced produce {traced_produce:.0}/s consume {traced_consume:.0}/s"
+            "round {round}: plain produce {plain_produce:.0}/s consume {plain_consume:.0}/s | traced produce {traced_produce:.0}/s consume {traced_consume:.0}/s | plain consumer on the plain topic {plain_topic_consume:.0}/s"
         );
     }
     let (p, t) = (best(&plain), best(&traced));

@@ -271,9 +271,16 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let signals = ShutdownSignals::register()?;
     let config = RelayConfig::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let telemetry = tracebridge::telemetry::init(&config.service_name);
+    // A client library's error may quote a configured value verbatim.
+    let secrets = config.secrets();
     let relay = Relay::start(config, tracebridge::Instrumentation::global())
         .await
-        .context("starting the relay")?;
+        .map_err(|err| {
+            anyhow::anyhow!(
+                "starting the relay: {}",
+                tracebridge::redact::redact_secrets(&format!("{err:#}"), &secrets)
+            )
+        })?;
     tracing::info!(config = %path.display(), "relay running");
     signals.recv().await;
     tracing::info!("shutdown requested: draining messages in flight");

@@ -80,6 +80,32 @@ to = { amqp = "r", exchange = "x" }
             "{name}: expected {expected:?} in:\n{out}"
         );
     }
+    // Properties that contradict the relay's guarantees, a route into its
+    // own source, and librdkafka's own validation — all reported at once.
+    let guarded = good
+        .replace(
+            "bootstrap_servers = \"127.0.0.1:9092\"",
+            "bootstrap_servers = \"127.0.0.1:9092\"\nproperties = { \"enable.auto.commit\" = \"yes-please\", \"acks\" = \"0\", \"group.id\" = \"g\", \"enable.idempotence\" = \"false\", \"ssl.key.password\" = \"Pa55-w0rd-xyz\" }",
+        )
+        .replace(
+            "to = { amqp = \"r\", exchange = \"x\" }",
+            "to = { kafka = \"k\", topic = \"t\" }",
+        );
+    let path = write(dir.path(), "guarded.toml", &guarded);
+    let (ok, out) = check(&path);
+    assert!(!ok, "{out}");
+    for expected in [
+        "kafka.k.properties.\"enable.auto.commit\": `yes-please`: must stay false",
+        "kafka.k.properties.\"acks\": `0`: must be `all`",
+        "kafka.k.properties.\"group.id\": set the route's `from.group` instead",
+        "kafka.k.properties.\"enable.idempotence\": `false`: must stay true",
+        "kafka.k.properties: librdkafka rejects them",
+        "route[0] (r1): to: writes to the route's own source",
+    ] {
+        assert!(out.contains(expected), "expected {expected:?} in:\n{out}");
+    }
+    assert!(!out.contains("Pa55-w0rd-xyz"), "the secret is never printed:\n{out}");
+
     let (ok, out) = check(&dir.path().join("missing.toml"));
     assert!(!ok);
     assert!(out.contains("cannot read"), "{out}");
@@ -112,17 +138,49 @@ to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}"#,
     let mut seen = Seen::new();
 
     let relay = RelayProcess::start(&config, port, &spans);
-    drain_amqp(&rabbit.channel, &rabbit.queue, &mut seen, 1, Until::Arrived, wait).await;
+    drain_amqp(
+        &rabbit.channel,
+        &rabbit.queue,
+        &mut seen,
+        1,
+        Until::Arrived,
+        wait,
+    )
+    .await;
     relay.stop();
-    drain_amqp(&rabbit.channel, &rabbit.queue, &mut seen, MESSAGES, Until::Empty, wait).await;
+    drain_amqp(
+        &rabbit.channel,
+        &rabbit.queue,
+        &mut seen,
+        MESSAGES,
+        Until::Empty,
+        wait,
+    )
+    .await;
     let first_run = seen.len();
 
     // A graceful stop drains and commits what it delivered: the second run
     // starts exactly where the first stopped.
     let relay = RelayProcess::start(&config, port, &spans);
-    drain_amqp(&rabbit.channel, &rabbit.queue, &mut seen, MESSAGES, Until::Arrived, wait).await;
+    drain_amqp(
+        &rabbit.channel,
+        &rabbit.queue,
+        &mut seen,
+        MESSAGES,
+        Until::Arrived,
+        wait,
+    )
+    .await;
     relay.stop();
-    drain_amqp(&rabbit.channel, &rabbit.queue, &mut seen, usize::MAX, Until::Empty, wait).await;
+    drain_amqp(
+        &rabbit.channel,
+        &rabbit.queue,
+        &mut seen,
+        usize::MAX,
+        Until::Empty,
+        wait,
+    )
+    .await;
     eprintln!("SIGTERM: the first run delivered {first_run}");
     Tally::of(&origins, &seen).assert_whole("SIGTERM then restart", 0);
     rabbit.delete().await;

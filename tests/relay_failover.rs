@@ -42,16 +42,43 @@ to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}"#,
     relay.wait_ready(Duration::from_secs(60)).await;
     let sender = spawn_kafka_sender(&cluster.bootstrap, &topic, CHUNKS, CHUNK, PAUSE);
     let mut seen = Seen::new();
-    drain_amqp(&rabbit.channel, &rabbit.queue, &mut seen, CHUNK, Until::Arrived, ARRIVE).await;
+    drain_amqp(
+        &rabbit.channel,
+        &rabbit.queue,
+        &mut seen,
+        CHUNK,
+        Until::Arrived,
+        ARRIVE,
+    )
+    .await;
     let leader = cluster.leader(&topic, 0);
     cluster.kill(leader);
     let at_kill = seen.len();
     let origins = sender.await.expect("the sender");
     assert!(at_kill < origins.len(), "the kill landed mid-stream");
-    drain_amqp(&rabbit.channel, &rabbit.queue, &mut seen, origins.len(), Until::Arrived, ARRIVE).await;
+    drain_amqp(
+        &rabbit.channel,
+        &rabbit.queue,
+        &mut seen,
+        origins.len(),
+        Until::Arrived,
+        ARRIVE,
+    )
+    .await;
     relay.stop();
-    drain_amqp(&rabbit.channel, &rabbit.queue, &mut seen, usize::MAX, Until::Empty, ARRIVE).await;
-    eprintln!("source leader {leader} killed after {at_kill} arrived; new leader {}", cluster.leader(&topic, 0));
+    drain_amqp(
+        &rabbit.channel,
+        &rabbit.queue,
+        &mut seen,
+        usize::MAX,
+        Until::Empty,
+        ARRIVE,
+    )
+    .await;
+    eprintln!(
+        "source leader {leader} killed after {at_kill} arrived; new leader {}",
+        cluster.leader(&topic, 0)
+    );
     // The killed node may also lead the group's offsets partition: commits
     // fail until the coordinator moves, and the rejoined consumer rewinds to
     // the last commit that landed. Duplicates are counted, not bounded by
@@ -77,7 +104,8 @@ to = {{ kafka = "k", topic = "{topic}" }}"#,
     let relay = RelayProcess::start(&config, port, &dir.path().join("spans.jsonl"));
     relay.wait_ready(Duration::from_secs(60)).await;
     let channel = rabbit.conn.create_channel().await.expect("channel");
-    let publisher = spawn_amqp_publisher(channel, &rabbit.exchange, ROUTING_KEY, CHUNKS, CHUNK, PAUSE);
+    let publisher =
+        spawn_amqp_publisher(channel, &rabbit.exchange, ROUTING_KEY, CHUNKS, CHUNK, PAUSE);
     let mut seen = Seen::new();
     drain_kafka(&reader, &mut seen, CHUNK, Until::Arrived, ARRIVE).await;
     let leader = cluster.leader(&topic, 0);

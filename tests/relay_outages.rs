@@ -53,7 +53,15 @@ async fn rabbitmq_restart_under_a_kafka_to_amqp_route_loses_nothing() {
 
     let sender = spawn_kafka_sender(&bootstrap, &topic, CHUNKS, CHUNK, PAUSE);
     let mut seen = Seen::new();
-    drain_amqp(&rabbit.channel, &rabbit.queue, &mut seen, CHUNK, Until::Arrived, ARRIVE).await;
+    drain_amqp(
+        &rabbit.channel,
+        &rabbit.queue,
+        &mut seen,
+        CHUNK,
+        Until::Arrived,
+        ARRIVE,
+    )
+    .await;
     rabbitmqctl(&["stop_app"]);
     let readiness = watch_readiness(&relay, OUTAGE).await;
     rabbitmqctl(&["start_app"]);
@@ -61,9 +69,25 @@ async fn rabbitmq_restart_under_a_kafka_to_amqp_route_loses_nothing() {
     rabbit.reconnect().await;
     let origins = sender.await.expect("the sender");
     assert!(seen.len() < origins.len(), "the outage landed mid-stream");
-    drain_amqp(&rabbit.channel, &rabbit.queue, &mut seen, origins.len(), Until::Arrived, ARRIVE).await;
+    drain_amqp(
+        &rabbit.channel,
+        &rabbit.queue,
+        &mut seen,
+        origins.len(),
+        Until::Arrived,
+        ARRIVE,
+    )
+    .await;
     relay.stop();
-    drain_amqp(&rabbit.channel, &rabbit.queue, &mut seen, usize::MAX, Until::Empty, ARRIVE).await;
+    drain_amqp(
+        &rabbit.channel,
+        &rabbit.queue,
+        &mut seen,
+        usize::MAX,
+        Until::Empty,
+        ARRIVE,
+    )
+    .await;
     assert!(
         readiness.contains(&503),
         "/readyz said 503 while the sink broker was down (seen: {readiness:?})"
@@ -137,15 +161,39 @@ async fn a_kafka_broker_restart_under_a_kafka_to_amqp_route_loses_nothing() {
 
     let sender = spawn_kafka_sender(&cluster.bootstrap, &topic, CHUNKS, CHUNK, PAUSE);
     let mut seen = Seen::new();
-    drain_amqp(&rabbit.channel, &rabbit.queue, &mut seen, CHUNK, Until::Arrived, ARRIVE).await;
+    drain_amqp(
+        &rabbit.channel,
+        &rabbit.queue,
+        &mut seen,
+        CHUNK,
+        Until::Arrived,
+        ARRIVE,
+    )
+    .await;
     cluster.stop(1);
     let readiness = watch_readiness(&relay, OUTAGE).await;
     cluster.start(1);
     let origins = sender.await.expect("the sender");
     assert!(seen.len() < origins.len(), "the outage landed mid-stream");
-    drain_amqp(&rabbit.channel, &rabbit.queue, &mut seen, origins.len(), Until::Arrived, ARRIVE).await;
+    drain_amqp(
+        &rabbit.channel,
+        &rabbit.queue,
+        &mut seen,
+        origins.len(),
+        Until::Arrived,
+        ARRIVE,
+    )
+    .await;
     relay.stop();
-    drain_amqp(&rabbit.channel, &rabbit.queue, &mut seen, usize::MAX, Until::Empty, ARRIVE).await;
+    drain_amqp(
+        &rabbit.channel,
+        &rabbit.queue,
+        &mut seen,
+        usize::MAX,
+        Until::Empty,
+        ARRIVE,
+    )
+    .await;
     // librdkafka reconnects by itself and reports no outage the relay could
     // act on; what /readyz said is recorded, not asserted.
     eprintln!("/readyz during the Kafka outage: {readiness:?}");

@@ -436,7 +436,8 @@ dead_letter = {{ amqp = "r", exchange = "{x}", routing_key = "dead" }}"#,
     );
     assert_eq!(text("x-tracebridge-route"), "poison");
     assert_eq!(text("x-tracebridge-source"), format!("kafka {topic}[0]@0"));
-    assert_eq!(text("x-tracebridge-attempts"), "3");
+    // Unroutable is permanent: dead-lettered at once, not retried.
+    assert_eq!(text("x-tracebridge-attempts"), "1");
     dead.ack().await.expect("ack");
 
     let failed = cap
@@ -449,7 +450,7 @@ dead_letter = {{ amqp = "r", exchange = "{x}", routing_key = "dead" }}"#,
         opentelemetry::trace::Status::Error { .. }
     ));
     let attempts = cap.named(&format!("publish {}:nowhere", rabbit.exchange));
-    assert_eq!(attempts.len(), 3, "one publish span per attempt");
+    assert_eq!(attempts.len(), 1, "one publish span: no retry of a permanent failure");
     let channel = rabbit.conn.create_channel().await.unwrap();
     let _ = channel
         .queue_delete(dlq.as_str().into(), Default::default())

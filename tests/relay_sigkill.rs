@@ -43,10 +43,26 @@ to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}"#,
 
     let relay = RelayProcess::start(&config, port, &spans);
     // Killed once a tenth has arrived: well inside the stream.
-    drain_amqp(&rabbit.channel, &rabbit.queue, &mut seen, MESSAGES / 10, Until::Arrived, ARRIVE).await;
+    drain_amqp(
+        &rabbit.channel,
+        &rabbit.queue,
+        &mut seen,
+        MESSAGES / 10,
+        Until::Arrived,
+        ARRIVE,
+    )
+    .await;
     relay.signal("-KILL");
     relay.wait(Duration::from_secs(10));
-    drain_amqp(&rabbit.channel, &rabbit.queue, &mut seen, MESSAGES, Until::Empty, ARRIVE).await;
+    drain_amqp(
+        &rabbit.channel,
+        &rabbit.queue,
+        &mut seen,
+        MESSAGES,
+        Until::Empty,
+        ARRIVE,
+    )
+    .await;
     let before_restart = seen.len();
     assert!(
         before_restart < MESSAGES,
@@ -54,10 +70,26 @@ to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}"#,
     );
 
     let relay = RelayProcess::start(&config, port, &spans);
-    drain_amqp(&rabbit.channel, &rabbit.queue, &mut seen, MESSAGES, Until::Arrived, ARRIVE).await;
+    drain_amqp(
+        &rabbit.channel,
+        &rabbit.queue,
+        &mut seen,
+        MESSAGES,
+        Until::Arrived,
+        ARRIVE,
+    )
+    .await;
     relay.stop();
     // Copies the second run delivered after the last distinct key arrived.
-    drain_amqp(&rabbit.channel, &rabbit.queue, &mut seen, usize::MAX, Until::Empty, ARRIVE).await;
+    drain_amqp(
+        &rabbit.channel,
+        &rabbit.queue,
+        &mut seen,
+        usize::MAX,
+        Until::Empty,
+        ARRIVE,
+    )
+    .await;
     eprintln!("Kafka → AMQP: {before_restart} distinct arrived before the restart");
     Tally::of(&origins, &seen).assert_whole("Kafka → AMQP, SIGKILL mid-stream", WINDOW);
     rabbit.delete().await;

@@ -50,7 +50,11 @@ pub async fn create_topic(
         config.create().map_err(|e| client_error(config, e))?;
     let results = admin
         .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(-1))],
+            &[NewTopic::new(
+                topic,
+                partitions,
+                TopicReplication::Fixed(-1),
+            )],
             &AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(10))),
         )
         .await

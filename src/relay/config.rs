@@ -305,6 +305,65 @@ pub struct AmqpBroker {
     pub url: String,
 }
 
+impl KafkaBroker {
+    /// The values of its secret properties (see [`is_secret_key`]).
+    pub fn secrets(&self) -> Vec<String> {
+        self.properties
+            .iter()
+            .filter(|(k, v)| is_secret_key(k) && !v.is_empty())
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+impl RelayConfig {
+    /// Every secret the configuration holds (secret Kafka properties, URL
+    /// passwords, correlation keys): [`crate::redact::redact_secrets`]
+    /// takes them out of any client library's error text.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut secrets = Vec::new();
+        for route in &self.routes {
+            let sinks = std::iter::once(&route.sink).chain(route.dead_letter.as_ref());
+            let kafka = sinks.filter_map(|s| match s {
+                Sink::Kafka { broker, .. } => Some(broker),
+                Sink::Amqp { .. } => None,
+            });
+            for broker in kafka {
+                secrets.extend(broker.secrets());
+            }
+            let urls = [&route.source]
+                .into_iter()
+                .filter_map(|s| match s {
+                    Source::Amqp { broker, .. } => Some(broker.url.as_str()),
+                    Source::Kafka { .. } => None,
+                })
+                .chain(
+                    std::iter::once(&route.sink)
+                        .chain(route.dead_letter.as_ref())
+                        .filter_map(|s| match s {
+                            Sink::Amqp { broker, .. } => Some(broker.url.as_str()),
+                            Sink::Kafka { .. } => None,
+                        }),
+                );
+            secrets.extend(urls.filter_map(crate::redact::url_password));
+            if let Source::Kafka { broker, .. } = &route.source {
+                secrets.extend(broker.secrets());
+            }
+            if let Some(c) = &route.correlation {
+                if let StoreSpec::Redis { url, .. } = &c.store {
+                    secrets.extend(crate::redact::url_password(url));
+                }
+                if let Some(key) = &c.key {
+                    secrets.push(String::from_utf8_lossy(key).into_owned());
+                }
+            }
+        }
+        secrets.sort();
+        secrets.dedup();
+        secrets
+    }
+}
+
 impl AmqpBroker {
     /// The URL with its password replaced by `***`.
     pub fn redacted_url(&self) -> String {
@@ -615,6 +674,9 @@ fn validate(spec: FileSpec, origin: &str, text: &str) -> Result<RelayConfig, Con
             (name, broker)
         })
         .collect();
+    for broker in kafka.values() {
+        kafka_guards(origin, broker, &mut problems);
+    }
     for broker in amqp.values() {
         if !broker.url.starts_with("amqp://") && !broker.url.starts_with("amqps://") {
             problems.push(format!(
@@ -658,6 +720,12 @@ fn validate(spec: FileSpec, origin: &str, text: &str) -> Result<RelayConfig, Con
         let correlation = route
             .correlation
             .and_then(|c| correlation(&at, c, &mut problems));
+        if let (Some(source), Some(sink)) = (&source, &sink) {
+            endless_loop(&at, source, sink, "to", &mut problems);
+            if let Some(Some(dead_letter)) = &dead_letter {
+                endless_loop(&at, source, dead_letter, "dead_letter", &mut problems);
+            }
+        }
         if let (Some(source), Some(sink)) = (source, sink) {
             routes.push(Route {
                 name: route.name,
@@ -963,6 +1031,90 @@ fn key_source(
                 None
             }
         },
+    }
+}
+
+/// librdkafka properties the relay sets itself from typed keys, or that
+/// would break its at-least-once promise: rejected with the reason. The
+/// same properties go to a cluster's consumers and producers, so each is
+/// checked whatever role the cluster plays.
+fn kafka_guards(origin: &str, broker: &KafkaBroker, problems: &mut Vec<String>) {
+    let at = format!("{origin}: kafka.{}", broker.name);
+    if broker.bootstrap_servers.trim().is_empty() {
+        problems.push(format!("{at}.bootstrap_servers: is empty"));
+    }
+    for (key, value) in &broker.properties {
+        let shown = if is_secret_key(key) {
+            "***"
+        } else {
+            value.as_str()
+        };
+        let reason = match (key.as_str(), value.trim()) {
+            ("bootstrap.servers" | "metadata.broker.list", _) => {
+                Some("set `bootstrap_servers` instead (the typed key)".to_owned())
+            }
+            ("group.id", _) => {
+                Some("set the route's `from.group` instead (each route has its own)".to_owned())
+            }
+            ("enable.auto.commit" | "auto.commit.enable", "false") => None,
+            ("enable.auto.commit" | "auto.commit.enable", _) => Some(format!(
+                "`{shown}`: must stay false — the relay commits an offset only once the sink confirmed the message; auto-commit loses messages in a crash"
+            )),
+            ("acks" | "request.required.acks", "all" | "-1") => None,
+            ("acks" | "request.required.acks", _) => Some(format!(
+                "`{shown}`: must be `all` — the relay acknowledges the source once the sink confirmed; fewer acks lose confirmed messages when a broker fails"
+            )),
+            ("enable.idempotence", "true") => None,
+            ("enable.idempotence", _) => Some(format!(
+                "`{shown}`: must stay true — without it a retried send can be written twice and out of order"
+            )),
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            problems.push(format!("{at}.properties.\"{key}\": {reason}"));
+        }
+    }
+    // librdkafka's own check of every name and value, without connecting.
+    let mut config = rdkafka::ClientConfig::new();
+    config.set("bootstrap.servers", &broker.bootstrap_servers);
+    for (key, value) in &broker.properties {
+        config.set(key, value);
+    }
+    if let Err(err) = config.create_native_config() {
+        let secrets = broker.secrets();
+        problems.push(format!(
+            "{at}.properties: librdkafka rejects them: {}",
+            crate::redact::redact_secrets(&err.to_string(), &secrets)
+        ));
+    }
+}
+
+/// A route whose sink (or dead letter) is its own source relays every
+/// message again, forever.
+fn endless_loop(at: &str, source: &Source, sink: &Sink, key: &str, problems: &mut Vec<String>) {
+    let same = match (source, sink) {
+        (
+            Source::Kafka { broker, topic, .. },
+            Sink::Kafka {
+                broker: to,
+                topic: to_topic,
+                ..
+            },
+        ) => broker.bootstrap_servers == to.bootstrap_servers && topic == to_topic,
+        (
+            Source::Amqp { broker, queue },
+            Sink::Amqp {
+                broker: to,
+                exchange,
+                routing_key: RoutingKey::Fixed(routing_key),
+            },
+        ) => broker.url == to.url && exchange.is_empty() && routing_key == queue,
+        _ => false,
+    };
+    if same {
+        problems.push(format!(
+            "{at}: {key}: writes to the route's own source: every message would be relayed again, forever"
+        ));
     }
 }
 

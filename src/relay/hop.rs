@@ -11,14 +11,17 @@ use std::time::Duration;
 
 use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
-use lapin::types::{AMQPValue, LongString};
+use lapin::types::{AMQPValue, LongString, ShortString};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, KeyValue};
 use rdkafka::message::Header;
 use rdkafka::producer::FutureRecord;
 
 use super::config::{KeyMapping, Mode, RoutingKey};
-use super::message::{Inbound, Origin, amqp_headers_from, kafka_headers_from};
+use super::message::{
+    AMQP_SHORT_STRING_MAX, Inbound, Origin, amqp_headers_from, encoded_table_size,
+    kafka_headers_from, prefix,
+};
 use crate::correlate::{self, Correlator, RequestId};
 use crate::instrument::{self, Instrumentation};
 use crate::kafka::TracedProducer;
@@ -54,7 +57,37 @@ pub(crate) enum SinkClient {
 pub(crate) struct SendError {
     pub(crate) error_type: String,
     pub(crate) message: String,
+    /// The message itself cannot be sent (too large, unrepresentable in the
+    /// sink's model, unroutable): retrying cannot help, and it must never
+    /// reach the wire where it could fail the connection its neighbours
+    /// share. Otherwise transient (broker down, timeout): retried.
+    pub(crate) permanent: bool,
 }
+
+impl SendError {
+    fn permanent(error_type: &str, message: String) -> Self {
+        Self {
+            error_type: error_type.to_owned(),
+            message,
+            permanent: true,
+        }
+    }
+}
+
+/// How a send is dressed: the message itself, or a dead letter carrying
+/// the reason headers (`minimal`: with none of the original headers, when
+/// even the full dead letter could not be sent).
+#[derive(Clone, Copy)]
+enum Dress<'a> {
+    Message,
+    DeadLetter {
+        reason: &'a [(&'static str, String)],
+        minimal: bool,
+    },
+}
+
+/// The header naming what a dead letter had to leave out of the original.
+pub const DEAD_LETTER_LEFT_OUT: &str = "x-tracebridge-left-out";
 
 /// The end of one message's hop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +99,10 @@ pub(crate) enum Outcome {
     /// Neither the sink nor the dead-letter destination took it: the
     /// source must NOT be acknowledged.
     Failed { error: String },
+    /// The message can never be sent (a permanent error) and the route has
+    /// no dead-letter destination: the route must stop at it, visibly,
+    /// without acknowledging it.
+    Poisoned { error: String },
 }
 
 /// Everything a route's hops share.
@@ -111,68 +148,109 @@ impl Hop {
     pub(crate) async fn relay(&self, message: &Inbound) -> Outcome {
         let extracted = self.propagation.extract(&message.headers);
         let cx = self.start_process_span(message, &extracted).await;
-        let mut last_error = None;
+        let mut last_error: Option<SendError> = None;
+        let mut attempts = 0;
         for attempt in 1..=self.attempts {
             if attempt > 1 {
                 tokio::time::sleep(self.backoff_before(attempt)).await;
             }
-            match self.send(&self.sink, &cx, message, &[]).await {
+            attempts = attempt;
+            match self.send(&self.sink, &cx, message, Dress::Message).await {
                 Ok(()) => {
                     cx.span().end();
                     return Outcome::Delivered { attempts: attempt };
                 }
                 Err(err) => {
                     let _attached = cx.clone().attach();
-                    tracing::warn!(
+                    // Per attempt at debug: during an outage every message
+                    // fails every attempt; the route logs the outage once.
+                    tracing::debug!(
                         route = %self.route,
                         stage = "send",
                         attempt,
                         source = %message.origin,
                         error = %err.message,
+                        permanent = err.permanent,
                         "sink did not take the message"
                     );
+                    let permanent = err.permanent;
                     last_error = Some(err);
+                    if permanent {
+                        break;
+                    }
                 }
             }
         }
-        let error = last_error.map_or_else(String::new, |e| {
-            instrument::record_failure(&cx, &e.error_type, e.message.clone());
-            e.message
-        });
+        let (error, permanent) = match last_error {
+            Some(e) => {
+                instrument::record_failure(&cx, &e.error_type, e.message.clone());
+                (e.message, e.permanent)
+            }
+            None => (String::new(), false),
+        };
         let outcome = match &self.dead_letter {
+            None if permanent => Outcome::Poisoned { error },
             None => Outcome::Failed { error },
             Some(dead_letter) => {
-                let reason = [
-                    (DEAD_LETTER_ERROR, error.clone()),
-                    (DEAD_LETTER_ROUTE, self.route.to_string()),
-                    (DEAD_LETTER_SOURCE, message.origin.to_string()),
-                    (DEAD_LETTER_ATTEMPTS, self.attempts.to_string()),
-                ];
-                match self.send(dead_letter, &cx, message, &reason).await {
-                    Ok(()) => Outcome::DeadLettered {
-                        attempts: self.attempts,
-                        error,
-                    },
-                    Err(dl) => Outcome::Failed {
-                        error: format!("{error}; dead-lettering failed too: {}", dl.message),
-                    },
-                }
+                self.dead_letter(dead_letter, &cx, message, attempts, error)
+                    .await
             }
         };
         let _attached = cx.clone().attach();
         match &outcome {
-            Outcome::DeadLettered { error, .. } => tracing::error!(
+            Outcome::DeadLettered { error, attempts } => tracing::error!(
                 route = %self.route, stage = "dead_letter", source = %message.origin, %error,
-                "message dead-lettered after {} attempts", self.attempts
+                "message dead-lettered after {attempts} attempt(s)"
             ),
-            Outcome::Failed { error } => tracing::error!(
-                route = %self.route, stage = "dead_letter", source = %message.origin, %error,
-                "message could not be relayed or dead-lettered; the source is not acknowledged"
+            Outcome::Poisoned { error } => tracing::error!(
+                route = %self.route, stage = "send", source = %message.origin, %error,
+                "the message can never be sent and the route has no dead_letter: the route stops at it"
             ),
-            Outcome::Delivered { .. } => {}
+            // Logged once per outage by the source loop.
+            Outcome::Failed { .. } | Outcome::Delivered { .. } => {}
         }
         cx.span().end();
         outcome
+    }
+
+    /// Sends the dead letter; when the sink cannot carry even that (its
+    /// headers are what it cannot represent), a minimal one with the
+    /// reason headers alone.
+    async fn dead_letter(
+        &self,
+        sink: &SinkClient,
+        cx: &Context,
+        message: &Inbound,
+        attempts: u32,
+        error: String,
+    ) -> Outcome {
+        let reason = [
+            (DEAD_LETTER_ERROR, error.clone()),
+            (DEAD_LETTER_ROUTE, self.route.to_string()),
+            (DEAD_LETTER_SOURCE, message.origin.to_string()),
+            (DEAD_LETTER_ATTEMPTS, attempts.to_string()),
+        ];
+        let full = Dress::DeadLetter {
+            reason: &reason,
+            minimal: false,
+        };
+        let failure = match self.send(sink, cx, message, full).await {
+            Ok(()) => return Outcome::DeadLettered { attempts, error },
+            Err(failure) if failure.permanent => {
+                let minimal = Dress::DeadLetter {
+                    reason: &reason,
+                    minimal: true,
+                };
+                match self.send(sink, cx, message, minimal).await {
+                    Ok(()) => return Outcome::DeadLettered { attempts, error },
+                    Err(again) => again,
+                }
+            }
+            Err(failure) => failure,
+        };
+        Outcome::Failed {
+            error: format!("{error}; dead-lettering failed too: {}", failure.message),
+        }
     }
 
     /// Exponential: backoff, 2×, 4×, … capped at 30 s.
@@ -320,8 +398,12 @@ impl Hop {
         sink: &SinkClient,
         parent: &Context,
         message: &Inbound,
-        extra: &[(&str, String)],
+        dress: Dress<'_>,
     ) -> Result<(), SendError> {
+        let (reason, minimal): (&[(&str, String)], bool) = match dress {
+            Dress::Message => (&[], false),
+            Dress::DeadLetter { reason, minimal } => (reason, minimal),
+        };
         match sink {
             SinkClient::Kafka {
                 producer,
@@ -329,9 +411,12 @@ impl Hop {
                 key,
             } => {
                 let record_key = self.record_key(key, message)?;
-                let mut headers =
-                    kafka_headers_from(&message.headers, &|n| self.is_trace_header(n));
-                for (name, value) in extra {
+                let mut headers = if minimal {
+                    rdkafka::message::OwnedHeaders::new()
+                } else {
+                    kafka_headers_from(&message.headers, &|n| self.is_trace_header(n))
+                };
+                for (name, value) in reason {
                     headers = headers.insert(Header {
                         key: name,
                         value: Some(value.as_bytes()),
@@ -355,6 +440,7 @@ impl Hop {
                     .map_err(|(err, _)| SendError {
                         error_type: crate::kafka::error_type(&err),
                         message: err.to_string(),
+                        permanent: kafka_error_is_permanent(&err),
                     })
             }
             SinkClient::Amqp {
@@ -362,21 +448,65 @@ impl Hop {
                 exchange,
                 routing_key,
             } => {
-                let mut headers = amqp_headers_from(&message.headers, &|n| self.is_trace_header(n));
-                for (name, value) in extra {
+                let (mut headers, left_out) = if minimal {
+                    (lapin::types::FieldTable::default(), Vec::new())
+                } else {
+                    amqp_headers_from(&message.headers, &|n| self.is_trace_header(n))
+                };
+                if !left_out.is_empty() && matches!(dress, Dress::Message) {
+                    return Err(SendError::permanent(
+                        "unrepresentable",
+                        format!("AMQP cannot carry this message: {}", left_out.join("; ")),
+                    ));
+                }
+                let mut left_out = left_out;
+                if minimal {
+                    left_out.push(
+                        "every original header (the full dead letter could not be sent)".into(),
+                    );
+                }
+                for (name, value) in reason {
                     headers.insert(
                         (*name).into(),
                         AMQPValue::LongString(LongString::from(value.as_str())),
                     );
                 }
+                if !left_out.is_empty() {
+                    headers.insert(
+                        DEAD_LETTER_LEFT_OUT.into(),
+                        AMQPValue::LongString(LongString::from(prefix(&left_out.join("; "), 1024))),
+                    );
+                }
                 let routing_key = self.routing_key(routing_key, message)?;
-                let properties = self.amqp_properties(message);
+                if routing_key.len() > AMQP_SHORT_STRING_MAX {
+                    return Err(SendError::permanent(
+                        "unrepresentable",
+                        format!(
+                            "routing key of {} bytes (AMQP allows {AMQP_SHORT_STRING_MAX})",
+                            routing_key.len()
+                        ),
+                    ));
+                }
+                let properties = self.amqp_properties(message, matches!(dress, Dress::Message))?;
+                let open = publisher.get().await;
+                // A content header over the broker's frame_max makes
+                // RabbitMQ close the whole connection (every neighbour's
+                // confirm with it): such a message never reaches the wire.
+                let frame_max = open.frame_max();
+                let header_frame = CONTENT_HEADER_OVERHEAD + encoded_table_size(&headers);
+                if frame_max > 0 && header_frame > frame_max as usize {
+                    return Err(SendError::permanent(
+                        "message_too_large",
+                        format!(
+                            "its headers take {header_frame} bytes, over the broker's frame_max of {frame_max}"
+                        ),
+                    ));
+                }
                 let options = BasicPublishOptions {
                     // Unroutable messages come back as errors: never lost silently.
                     mandatory: true,
                     ..Default::default()
                 };
-                let open = publisher.get().await;
                 let published = match open
                     .publisher
                     .publish_with_headers(
@@ -390,7 +520,19 @@ impl Hop {
                     )
                     .await
                 {
-                    Ok(pending) => pending.confirmed().await,
+                    // A confirm that never comes (seen with lapin under
+                    // load) must not hold the hop forever: after the limit
+                    // the message is sent again (a duplicate at worst).
+                    Ok(pending) => match tokio::time::timeout(CONFIRM_LIMIT, pending.confirmed()).await {
+                        Ok(confirmed) => confirmed,
+                        Err(_) => {
+                            return Err(SendError {
+                                error_type: "confirm_timeout".into(),
+                                message: format!("no publisher confirm within {CONFIRM_LIMIT:?}"),
+                                permanent: false,
+                            });
+                        }
+                    },
                     Err(err) => Err(err),
                 };
                 if published.is_err() {
@@ -414,14 +556,12 @@ impl Hop {
             RoutingKey::Fixed(fixed) => Ok(Some(fixed.as_bytes())),
             RoutingKey::Header(name) => {
                 use crate::propagation::HeaderReader;
-                message
-                    .headers
-                    .header_bytes(name)
-                    .map(Some)
-                    .ok_or_else(|| SendError {
-                        error_type: "key_missing".into(),
-                        message: format!("header {name} is missing (it is the Kafka key)"),
-                    })
+                message.headers.header_bytes(name).map(Some).ok_or_else(|| {
+                    SendError::permanent(
+                        "key_missing",
+                        format!("header {name} is missing (it is the Kafka key)"),
+                    )
+                })
             }
         }
     }
@@ -431,10 +571,7 @@ impl Hop {
         routing_key: &'m RoutingKey,
         message: &'m Inbound,
     ) -> Result<&'m str, SendError> {
-        let missing = |what: String| SendError {
-            error_type: "routing_key_missing".into(),
-            message: what,
-        };
+        let missing = |what: String| SendError::permanent("routing_key_missing", what);
         match routing_key {
             RoutingKey::Fixed(key) => Ok(key),
             RoutingKey::SourceKey => match &message.origin {
@@ -456,7 +593,14 @@ impl Hop {
         }
     }
 
-    fn amqp_properties(&self, message: &Inbound) -> BasicProperties {
+    /// The outgoing AMQP properties. A `correlation_id` or `message_id`
+    /// over AMQP's 255 bytes makes the message unrepresentable (`strict`),
+    /// or is left out (a dead letter, which must go through).
+    fn amqp_properties(
+        &self,
+        message: &Inbound,
+        strict: bool,
+    ) -> Result<BasicProperties, SendError> {
         let mut properties = BasicProperties::default().with_delivery_mode(2);
         // AMQP → AMQP keeps the properties; Kafka → AMQP maps the key.
         let (mut correlation_id, mut message_id) = (message.correlation_id(), message.message_id());
@@ -471,31 +615,81 @@ impl Hop {
                 KeyMapping::None => {}
             }
         }
-        if let Some(id) = correlation_id {
-            properties = properties.with_correlation_id(id.into());
+        let short = |what: &str, value: &str| match ShortString::try_new(value) {
+            Ok(short) => Ok(Some(short)),
+            Err(_) if strict => Err(SendError::permanent(
+                "unrepresentable",
+                format!(
+                    "{what} of {} bytes (AMQP allows {AMQP_SHORT_STRING_MAX})",
+                    value.len()
+                ),
+            )),
+            Err(_) => Ok(None),
+        };
+        if let Some(id) = correlation_id
+            .map(|id| short("correlation_id", id))
+            .transpose()?
+            .flatten()
+        {
+            properties = properties.with_correlation_id(id);
         }
-        if let Some(id) = message_id {
-            properties = properties.with_message_id(id.into());
+        if let Some(id) = message_id
+            .map(|id| short("message_id", id))
+            .transpose()?
+            .flatten()
+        {
+            properties = properties.with_message_id(id);
         }
         if let Some(ms) = message.timestamp_ms.and_then(|ms| u64::try_from(ms).ok()) {
             properties = properties.with_timestamp(ms / 1000);
         }
-        properties
+        Ok(properties)
     }
+}
+
+/// An AMQP content header frame's bytes besides its header table: frame
+/// header and end (8), class, weight, body size and flags (14), and the
+/// largest properties the relay sets (delivery mode, timestamp, two short
+/// strings of at most 256 bytes each).
+const CONTENT_HEADER_OVERHEAD: usize = 8 + 14 + 1 + 8 + 2 * 256;
+
+/// How long an AMQP publisher confirm may take before the send counts as
+/// failed (and is retried).
+const CONFIRM_LIMIT: Duration = Duration::from_secs(30);
+
+/// Kafka errors that say the record itself can never be written.
+fn kafka_error_is_permanent(err: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        err.rdkafka_error_code(),
+        Some(
+            Code::MessageSizeTooLarge
+                | Code::InvalidMessageSize
+                | Code::InvalidMessage
+                | Code::InvalidRecord
+                | Code::BadMessage
+        )
+    )
 }
 
 /// The span attribute naming the relay route.
 pub const ROUTE_ATTRIBUTE: &str = "tracebridge.route";
 
 fn send_error(err: crate::Error) -> SendError {
-    let error_type = match &err {
-        crate::Error::Refused { refusal, .. } => refusal.error_type().to_owned(),
-        crate::Error::Publish { .. } => "publish_failed".to_owned(),
-        _ => "error".to_owned(),
+    let (error_type, permanent) = match &err {
+        // No queue is bound for it: the message itself is unroutable.
+        crate::Error::Refused {
+            refusal: refusal @ crate::error::Refusal::Returned { .. },
+            ..
+        } => (refusal.error_type().to_owned(), true),
+        crate::Error::Refused { refusal, .. } => (refusal.error_type().to_owned(), false),
+        crate::Error::Publish { .. } => ("publish_failed".to_owned(), false),
+        _ => ("error".to_owned(), false),
     };
     SendError {
         error_type,
         message: error_chain(&err),
+        permanent,
     }
 }
 

@@ -52,10 +52,12 @@ async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
         .iter()
         .filter(|(_, stats)| !stats.is_ready())
         .map(|(name, stats)| {
-            if stats.is_running() {
-                format!("{name} (sink reconnecting)")
+            if let Some(poison) = stats.poisoned() {
+                format!("{name} (stopped at a message it can never send, and no dead_letter is configured: {poison})")
+            } else if !stats.is_running() {
+                format!("{name} (source not consuming)")
             } else {
-                name.clone()
+                format!("{name} (sink reconnecting)")
             }
         })
         .collect();

@@ -203,35 +203,95 @@ pub(crate) fn kafka_headers_from(
     out
 }
 
+/// The longest AMQP short string (header names, routing keys,
+/// `correlation_id`, `message_id`): its length is one byte on the wire.
+pub(crate) const AMQP_SHORT_STRING_MAX: usize = 255;
+
 /// Copies headers into an AMQP table except `skip`ped names. Kafka values
 /// become long strings (byte-exact); null values become `Void`. When a
 /// Kafka name repeats, the last value wins (a table holds one per name).
+/// A Kafka header name AMQP cannot carry (over 255 bytes) is left out and
+/// described in the second value: the caller decides whether that makes
+/// the message unrepresentable (the sink) or is noted (a dead letter).
 pub(crate) fn amqp_headers_from(
     headers: &InboundHeaders,
     skip: &dyn Fn(&str) -> bool,
-) -> FieldTable {
+) -> (FieldTable, Vec<String>) {
     match headers {
         InboundHeaders::Kafka(h) => {
             let mut table = FieldTable::default();
+            let mut left_out = Vec::new();
             for header in h.iter().filter(|h| !skip(h.key)) {
+                let Ok(name) = ShortString::try_new(header.key) else {
+                    left_out.push(format!(
+                        "header name of {} bytes (AMQP allows {AMQP_SHORT_STRING_MAX}) starting {:?}",
+                        header.key.len(),
+                        prefix(header.key, 32)
+                    ));
+                    continue;
+                };
                 let value = match header.value {
                     Some(bytes) => AMQPValue::LongString(LongString::from(bytes.to_vec())),
                     None => AMQPValue::Void,
                 };
-                table.insert(ShortString::from(header.key), value);
+                table.insert(name, value);
             }
-            table
+            (table, left_out)
         }
         // A copy is needed: the outgoing publish consumes its table.
-        InboundHeaders::Amqp(properties) => FieldTable::from(
-            InboundHeaders::amqp_table(properties)
-                .map(FieldTable::inner)
-                .into_iter()
-                .flatten()
-                .filter(|(name, _)| !skip(name.as_str()))
-                .map(|(name, value)| (name.clone(), value.clone()))
-                .collect::<std::collections::BTreeMap<_, _>>(),
+        InboundHeaders::Amqp(properties) => (
+            FieldTable::from(
+                InboundHeaders::amqp_table(properties)
+                    .map(FieldTable::inner)
+                    .into_iter()
+                    .flatten()
+                    .filter(|(name, _)| !skip(name.as_str()))
+                    .map(|(name, value)| (name.clone(), value.clone()))
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+            ),
+            Vec::new(),
         ),
+    }
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+pub(crate) fn prefix(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The bytes `table` takes on the wire (AMQP 0-9-1 field table encoding,
+/// the 4-byte length included).
+pub(crate) fn encoded_table_size(table: &FieldTable) -> usize {
+    4 + table
+        .inner()
+        .iter()
+        .map(|(name, value)| 1 + name.as_str().len() + 1 + encoded_value_size(value))
+        .sum::<usize>()
+}
+
+fn encoded_value_size(value: &AMQPValue) -> usize {
+    match value {
+        AMQPValue::Boolean(_) | AMQPValue::ShortShortInt(_) | AMQPValue::ShortShortUInt(_) => 1,
+        AMQPValue::ShortInt(_) | AMQPValue::ShortUInt(_) => 2,
+        AMQPValue::LongInt(_) | AMQPValue::LongUInt(_) | AMQPValue::Float(_) => 4,
+        AMQPValue::LongLongInt(_) | AMQPValue::Double(_) | AMQPValue::Timestamp(_) => 8,
+        AMQPValue::DecimalValue(_) => 5,
+        AMQPValue::ShortString(s) => 1 + s.as_str().len(),
+        AMQPValue::LongString(s) => 4 + s.as_bytes().len(),
+        AMQPValue::ByteArray(b) => 4 + b.as_slice().len(),
+        AMQPValue::FieldArray(a) => {
+            4 + a
+                .as_slice()
+                .iter()
+                .map(|v| 1 + encoded_value_size(v))
+                .sum::<usize>()
+        }
+        AMQPValue::FieldTable(t) => encoded_table_size(t),
+        AMQPValue::Void => 0,
     }
 }
 
@@ -281,7 +341,8 @@ mod tests {
             ("traceparent", Some(b"old")),
             ("nul", None),
         ]);
-        let table = amqp_headers_from(&h, &no_trace);
+        let (table, left_out) = amqp_headers_from(&h, &no_trace);
+        assert!(left_out.is_empty());
         let keys: Vec<_> = table
             .inner()
             .keys()
@@ -293,6 +354,25 @@ mod tests {
             AMQPValue::LongString(vec![0u8, 255].into())
         );
         assert_eq!(table.inner()["nul"], AMQPValue::Void);
+    }
+
+    #[test]
+    fn a_kafka_header_name_amqp_cannot_carry_is_left_out_and_described() {
+        let long = "n".repeat(300);
+        let h = kafka(&[(long.as_str(), Some(b"v")), ("ok", Some(b"1"))]);
+        let (table, left_out) = amqp_headers_from(&h, &no_trace);
+        assert_eq!(table.inner().len(), 1, "the other header is kept");
+        assert_eq!(left_out.len(), 1);
+        assert!(left_out[0].contains("300 bytes"), "{left_out:?}");
+    }
+
+    #[test]
+    fn the_encoded_table_size_is_the_wire_size() {
+        let mut table = FieldTable::default();
+        table.insert("ab".into(), AMQPValue::LongString("xyz".into()));
+        table.insert("n".into(), AMQPValue::LongInt(1));
+        // 4 (length) + (1+2+1+4+3) + (1+1+1+4)
+        assert_eq!(encoded_table_size(&table), 4 + 11 + 7);
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+mod backoff;
 pub mod config;
 mod hop;
 mod http;
@@ -38,7 +39,8 @@ use tokio::task::JoinHandle;
 
 pub use config::{ConfigErrors, RelayConfig, Route};
 pub use hop::{
-    DEAD_LETTER_ATTEMPTS, DEAD_LETTER_ERROR, DEAD_LETTER_ROUTE, DEAD_LETTER_SOURCE, ROUTE_ATTRIBUTE,
+    DEAD_LETTER_ATTEMPTS, DEAD_LETTER_ERROR, DEAD_LETTER_LEFT_OUT, DEAD_LETTER_ROUTE,
+    DEAD_LETTER_SOURCE, ROUTE_ATTRIBUTE,
 };
 pub use stats::{CorrelationStats, RelayMetrics, RouteStats};
 

@@ -1,6 +1,9 @@
 //! An AMQP sink's publisher that survives a lost connection: when a publish
-//! finds its channel closed, the connection and channel are opened again
-//! (once, by whichever hop noticed first) and the hop's retry goes on.
+//! finds its channel closed, the connection and channel are opened again —
+//! one attempt at a time, paced by an exponential backoff with jitter, so
+//! hundreds of hops in flight make a handful of attempts, not one each —
+//! and the hop's retry goes on. An outage is logged when it starts and
+//! when it ends.
 
 use std::sync::Arc;
 
@@ -13,8 +16,15 @@ use crate::propagation::Propagation;
 
 /// A connection and the traced publisher on one of its channels.
 pub(crate) struct Open {
-    _connection: lapin::Connection,
+    connection: lapin::Connection,
     pub(crate) publisher: TracedPublisher,
+}
+
+impl Open {
+    /// The largest frame the broker takes on this connection (0: no limit).
+    pub(crate) fn frame_max(&self) -> u32 {
+        self.connection.configuration().frame_max()
+    }
 }
 
 /// The current [`Open`] publisher, replaced when it breaks.
@@ -24,6 +34,9 @@ pub(crate) struct ReconnectingPublisher {
     propagation: Propagation,
     instrumentation: Instrumentation,
     current: RwLock<Arc<Open>>,
+    /// Pacing of reconnect attempts (read and written under `current`'s
+    /// write lock, so one attempt at a time).
+    backoff: std::sync::Mutex<super::backoff::Backoff>,
     /// The route's readiness: not ready while this sink is reconnecting.
     stats: Arc<super::RouteStats>,
 }
@@ -44,6 +57,7 @@ impl ReconnectingPublisher {
             propagation,
             instrumentation,
             current: RwLock::new(Arc::new(open)),
+            backoff: std::sync::Mutex::default(),
             stats,
         })
     }
@@ -64,16 +78,39 @@ impl ReconnectingPublisher {
             return;
         }
         self.stats.set_sink_down(true);
-        match open(&self.broker, &self.propagation, &self.instrumentation).await {
+        let now = std::time::Instant::now();
+        {
+            let Ok(mut backoff) = self.backoff.lock() else {
+                return;
+            };
+            if backoff.lost(now) {
+                tracing::warn!(route = %self.route, stage = "connect", url = %self.broker.redacted_url(),
+                    "AMQP sink connection lost; reconnecting with backoff (the route is not ready meanwhile)");
+            }
+            if !backoff.may_try(now) {
+                return;
+            }
+        }
+        let opened = open(&self.broker, &self.propagation, &self.instrumentation).await;
+        let Ok(mut backoff) = self.backoff.lock() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        match opened {
             Ok(open) => {
-                tracing::info!(route = %self.route, stage = "connect", "AMQP sink reconnected");
                 *current = Arc::new(open);
                 self.stats.set_sink_down(false);
+                if let Some((outage, failed_attempts)) = backoff.recovered(now) {
+                    tracing::info!(route = %self.route, stage = "connect",
+                        outage_seconds = outage.as_secs_f64(), failed_attempts,
+                        "AMQP sink reconnected");
+                }
             }
-            Err(err) => tracing::warn!(
-                route = %self.route, stage = "connect", url = %self.broker.redacted_url(),
-                error = %super::hop::error_chain(&err), "AMQP sink reconnect failed; the next attempt retries"
-            ),
+            Err(err) => {
+                let retry_in = backoff.failed(now);
+                tracing::debug!(route = %self.route, stage = "connect", url = %self.broker.redacted_url(),
+                    error = %super::hop::error_chain(&err), ?retry_in, "AMQP sink reconnect failed");
+            }
         }
     }
 }
@@ -97,7 +134,7 @@ async fn open(
         .with_propagation(propagation.clone())
         .with_instrumentation(instrumentation.clone());
     Ok(Open {
-        _connection: connection,
+        connection,
         publisher,
     })
 }

@@ -53,12 +53,16 @@ pub(crate) async fn run_kafka(
                     tracing::info!(route = %hop.route, in_flight = in_flight.len(), "stopping: draining messages in flight");
                 }
             }
-            Some((partition, offset)) = in_flight.next(), if !in_flight.is_empty() => {
-                offsets.done(partition, offset);
+            Some((partition, offset, settled)) = in_flight.next(), if !in_flight.is_empty() => {
+                // A poison message stays "in flight" for the offsets: the
+                // commit stops below it, so no restart skips it.
+                if settled == Settled::Done {
+                    offsets.done(partition, offset);
+                }
                 commit(&consumer, &topic, &mut offsets, &hop.route, CommitMode::Async);
                 stats.set_in_flight(offsets.in_flight());
             }
-            received = consumer.recv(), if !stopping && in_flight.len() < window => {
+            received = consumer.recv(), if !stopping && in_flight.len() < window && stats.poisoned().is_none() => {
                 let message = match received {
                     Ok(message) => message,
                     Err(err) => {
@@ -88,9 +92,9 @@ pub(crate) async fn run_kafka(
                 let stats = stats.clone();
                 in_flight.push(async move {
                     let read_at = std::time::Instant::now();
-                    relay_until_settled(&hop, &inbound, &stats).await;
+                    let settled = relay_until_settled(&hop, &inbound, &stats).await;
                     stats.hop_seconds.observe(read_at.elapsed().as_secs_f64());
-                    (partition, offset)
+                    (partition, offset, settled)
                 });
             }
         }
@@ -120,24 +124,58 @@ fn observe_queue_time(stats: &RouteStats, produced_ms: Option<i64>) {
     }
 }
 
-/// Kafka cannot skip an offset: a message nothing would take is retried
-/// (it blocks its partition's commits, never its neighbours' relays).
-async fn relay_until_settled(hop: &Hop, inbound: &Inbound, stats: &RouteStats) {
+/// How a Kafka message's hop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// Delivered or dead-lettered: its offset may be committed.
+    Done,
+    /// It can never be sent and there is no dead letter: the route stops.
+    Poisoned,
+}
+
+/// Kafka cannot skip an offset: a message nothing would take for a
+/// transient reason is retried (it blocks its partition's commits, never
+/// its neighbours' relays); one that can never be sent stops the route.
+async fn relay_until_settled(hop: &Hop, inbound: &Inbound, stats: &RouteStats) -> Settled {
     loop {
-        match hop.relay(inbound).await {
-            Outcome::Delivered { attempts } => {
-                stats.published.inc();
-                stats.retried.inc_by(u64::from(attempts - 1));
-                return;
+        let outcome = hop.relay(inbound).await;
+        count_outcome(hop, stats, inbound, &outcome);
+        match outcome {
+            Outcome::Delivered { .. } | Outcome::DeadLettered { .. } => return Settled::Done,
+            Outcome::Poisoned { .. } => return Settled::Poisoned,
+            Outcome::Failed { .. } => tokio::time::sleep(FAILED_RETRY).await,
+        }
+    }
+}
+
+/// Counts a hop's outcome, and logs failures once per streak: during an
+/// outage every message fails, and one line says so, not one per message.
+fn count_outcome(hop: &Hop, stats: &RouteStats, inbound: &Inbound, outcome: &Outcome) {
+    match outcome {
+        Outcome::Delivered { attempts } => {
+            stats.published.inc();
+            stats.retried.inc_by(u64::from(attempts - 1));
+        }
+        Outcome::DeadLettered { attempts, .. } => {
+            stats.dead_lettered.inc();
+            stats.retried.inc_by(u64::from(attempts - 1));
+        }
+        Outcome::Failed { .. } => stats.failed.inc(),
+        Outcome::Poisoned { error } => stats.set_poisoned(format!("{}: {error}", inbound.origin)),
+    }
+    match outcome {
+        Outcome::Failed { error } => {
+            if stats.failure_streak_started() {
+                tracing::warn!(
+                    route = %hop.route, stage = "send", source = %inbound.origin, %error,
+                    "messages are not getting through; retrying them (logged once until they do)"
+                );
             }
-            Outcome::DeadLettered { attempts, .. } => {
-                stats.dead_lettered.inc();
-                stats.retried.inc_by(u64::from(attempts - 1));
-                return;
-            }
-            Outcome::Failed { .. } => {
-                stats.failed.inc();
-                tokio::time::sleep(FAILED_RETRY).await;
+        }
+        _ => {
+            if let Some(failures) = stats.failure_streak_ended() {
+                tracing::info!(route = %hop.route, stage = "send", failures,
+                    "messages are getting through again");
             }
         }
     }
@@ -206,27 +244,37 @@ impl AmqpSubscription {
         })
     }
 
-    /// Reopens with backoff (200 ms doubling to 30 s) until it works or
-    /// shutdown is asked; `None` on shutdown.
+    /// Reopens with backoff (200 ms doubling to 30 s, with jitter) until
+    /// it works or shutdown is asked; `None` on shutdown. The outage was
+    /// logged when it started; its end is logged here, with its length.
     async fn reopen(&self, shutdown: &mut watch::Receiver<bool>) -> Option<OpenedAmqp> {
-        let mut wait = Duration::from_millis(200);
+        let mut backoff = super::backoff::Backoff::default();
+        backoff.lost(std::time::Instant::now());
         loop {
             match self.open().await {
                 Ok(opened) => {
-                    tracing::info!(route = %self.route, stage = "connect", "AMQP source reconnected");
+                    if let Some((outage, failed_attempts)) =
+                        backoff.recovered(std::time::Instant::now())
+                    {
+                        tracing::info!(route = %self.route, stage = "connect",
+                            outage_seconds = outage.as_secs_f64(), failed_attempts,
+                            "AMQP source reconnected");
+                    }
                     return Some(opened);
                 }
-                Err(err) => tracing::warn!(
-                    route = %self.route, stage = "connect", error = %err,
-                    url = %self.broker.redacted_url(), retry_in = ?wait,
-                    "AMQP source reconnect failed"
-                ),
+                Err(err) => {
+                    let wait = backoff.failed(std::time::Instant::now());
+                    tracing::debug!(
+                        route = %self.route, stage = "connect", error = %err,
+                        url = %self.broker.redacted_url(), retry_in = ?wait,
+                        "AMQP source reconnect failed"
+                    );
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        _ = shutdown.wait_for(|stop| *stop) => return None,
+                    }
+                }
             }
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                _ = shutdown.wait_for(|stop| *stop) => return None,
-            }
-            wait = (wait * 2).min(Duration::from_secs(30));
         }
     }
 }
@@ -260,7 +308,7 @@ pub(crate) async fn run_amqp(
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {
                 stats.set_in_flight(in_flight.len());
             }
-            delivery = opened.consumer.next(), if !stopping => {
+            delivery = opened.consumer.next(), if !stopping && stats.poisoned().is_none() => {
                 let delivery = match delivery {
                     Some(Ok(delivery)) => delivery,
                     lost => {
@@ -309,30 +357,34 @@ pub(crate) async fn run_amqp(
                 in_flight.push(async move {
                     let stats = route_stats;
                     let read_at = std::time::Instant::now();
-                    let settle = match hop.relay(&inbound).await {
-                        Outcome::Delivered { attempts } => {
-                            stats.published.inc();
-                            stats.retried.inc_by(u64::from(attempts - 1));
-                            Either::Left(delivery.ack(BasicAckOptions::default()))
-                        }
-                        Outcome::DeadLettered { attempts, .. } => {
-                            stats.dead_lettered.inc();
-                            stats.retried.inc_by(u64::from(attempts - 1));
+                    let outcome = hop.relay(&inbound).await;
+                    count_outcome(&hop, &stats, &inbound, &outcome);
+                    let settle = match outcome {
+                        Outcome::Delivered { .. } | Outcome::DeadLettered { .. } => {
                             Either::Left(delivery.ack(BasicAckOptions::default()))
                         }
                         Outcome::Failed { .. } => {
                             // Back to the queue: redelivered later, not lost.
-                            stats.failed.inc();
                             tokio::time::sleep(FAILED_RETRY).await;
                             Either::Right(delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }))
                         }
+                        Outcome::Poisoned { .. } => {
+                            // Held unacknowledged (the route reads no more):
+                            // the broker keeps it for whoever fixes the route.
+                            stats.hop_seconds.observe(read_at.elapsed().as_secs_f64());
+                            return;
+                        }
                     };
+                    // An ack on a channel whose connection died can wait
+                    // forever in lapin; the broker has requeued that
+                    // delivery already, so the hop is over either way.
                     let settled = match tokio::time::timeout(SETTLE_LIMIT, settle).await {
                         Ok(settled) => settled.map_err(|err| err.to_string()),
                         Err(_) => Err(format!("no answer within {SETTLE_LIMIT:?}")),
                     };
                     if let Err(error) = settled {
-                        tracing::warn!(route = %hop.route, stage = "ack", %error,
+                        // The lost connection is logged once by the loop.
+                        tracing::debug!(route = %hop.route, stage = "ack", %error,
                             "acknowledging the source failed; the broker will redeliver");
                     }
                     stats.hop_seconds.observe(read_at.elapsed().as_secs_f64());

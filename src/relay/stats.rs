@@ -29,6 +29,7 @@ pub struct RelayMetrics {
     failed: IntCounterVec,
     consume_errors: IntCounterVec,
     in_flight: IntGaugeVec,
+    poisoned: IntGaugeVec,
     hop_seconds: HistogramVec,
     queue_seconds: HistogramVec,
     spans_ended: IntCounter,
@@ -68,6 +69,14 @@ impl RelayMetrics {
             &["route"],
         )?;
         registry.register(Box::new(in_flight.clone()))?;
+        let poisoned = IntGaugeVec::new(
+            Opts::new(
+                "relay_stopped_at_poison_message",
+                "1 while the route is stopped at a message it can never send (no dead_letter configured)",
+            ),
+            &["route"],
+        )?;
+        registry.register(Box::new(poisoned.clone()))?;
         let single = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
             let c = IntCounter::new(name, help)?;
             registry.register(Box::new(c.clone()))?;
@@ -137,6 +146,7 @@ impl RelayMetrics {
                 "Errors reading from the source",
             )?,
             in_flight,
+            poisoned,
             hop_seconds: histogram(
                 "relay_hop_duration_seconds",
                 "From reading a message to settling it at the source",
@@ -164,6 +174,9 @@ impl RelayMetrics {
             queue_seconds: self.queue_seconds.with_label_values(l),
             running: AtomicBool::new(false),
             sink_down: AtomicBool::new(false),
+            failure_streak: std::sync::atomic::AtomicU64::new(0),
+            poisoned: std::sync::Mutex::new(None),
+            poisoned_gauge: self.poisoned.with_label_values(l),
             correlation: CorrelationStats {
                 recorded: self.correlation.recorded.with_label_values(l),
                 hits: self.correlation.hits.with_label_values(l),
@@ -246,6 +259,12 @@ pub struct RouteStats {
     pub queue_seconds: Histogram,
     running: AtomicBool,
     sink_down: AtomicBool,
+    /// Consecutive hops that failed (0: messages are getting through).
+    failure_streak: std::sync::atomic::AtomicU64,
+    /// The message the route stopped at: it can never be sent and there is
+    /// no dead-letter destination.
+    poisoned: std::sync::Mutex<Option<String>>,
+    poisoned_gauge: IntGauge,
     /// What correlation by request id did.
     pub correlation: CorrelationStats,
 }
@@ -311,9 +330,39 @@ impl RouteStats {
         self.sink_down.load(Ordering::Relaxed)
     }
 
-    /// Running, and its sinks connected: what `/readyz` reports.
+    /// The route stops at `description` (where the message is, and why it
+    /// can never be sent); the first one stays.
+    pub(crate) fn set_poisoned(&self, description: String) {
+        if let Ok(mut poisoned) = self.poisoned.lock()
+            && poisoned.is_none()
+        {
+            *poisoned = Some(description);
+            self.poisoned_gauge.set(1);
+        }
+    }
+
+    /// The message the route stopped at, if any.
+    pub fn poisoned(&self) -> Option<String> {
+        self.poisoned.lock().ok().and_then(|p| p.clone())
+    }
+
+    /// Counts a failed hop; true for the first of a streak.
+    pub(crate) fn failure_streak_started(&self) -> bool {
+        self.failure_streak.fetch_add(1, Ordering::Relaxed) == 0
+    }
+
+    /// Ends a streak of failed hops: how many failed, if one was going on.
+    pub(crate) fn failure_streak_ended(&self) -> Option<u64> {
+        match self.failure_streak.swap(0, Ordering::Relaxed) {
+            0 => None,
+            n => Some(n),
+        }
+    }
+
+    /// Running, its sinks connected, not stopped at a poison message: what
+    /// `/readyz` reports.
     pub fn is_ready(&self) -> bool {
-        self.is_running() && !self.is_sink_down()
+        self.is_running() && !self.is_sink_down() && self.poisoned().is_none()
     }
 }
 

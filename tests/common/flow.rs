@@ -283,7 +283,9 @@ pub fn spawn_amqp_publisher(
     tokio::spawn(async move {
         let mut origins = Origins::new();
         for c in 0..chunks {
-            origins.extend(publish_amqp(channel.clone(), &exchange, &routing_key, c * chunk, chunk).await);
+            origins.extend(
+                publish_amqp(channel.clone(), &exchange, &routing_key, c * chunk, chunk).await,
+            );
             tokio::time::sleep(pause).await;
         }
         origins
@@ -384,7 +386,13 @@ pub fn free_port() -> u16 {
 
 /// Writes a relay config with one `route` (TOML of the `[[route]]` table),
 /// the cluster `k` at `bootstrap` and the broker `r` at the test AMQP URL.
-pub fn relay_file(dir: &Path, listen_port: u16, window: usize, bootstrap: &str, route: &str) -> PathBuf {
+pub fn relay_file(
+    dir: &Path,
+    listen_port: u16,
+    window: usize,
+    bootstrap: &str,
+    route: &str,
+) -> PathBuf {
     let path = dir.join("relay.toml");
     std::fs::write(
         &path,
@@ -395,8 +403,8 @@ max_in_flight = {window}
 shutdown_timeout = "20s"
 [kafka.k]
 bootstrap_servers = "{bootstrap}"
-# A killed relay's group member is dropped after 6 s, not librdkafka's 45.
-properties = {{ "session.timeout.ms" = "6000" }}
+# A killed relay's group member is dropped after 10 s, not librdkafka's 45.
+properties = {{ "session.timeout.ms" = "10000" }}
 [amqp.r]
 url = "{}"
 [[route]]
@@ -470,7 +478,10 @@ impl RelayProcess {
     pub fn stop(self) {
         self.signal("-TERM");
         let status = self.wait(Duration::from_secs(30));
-        assert!(status.success(), "the relay exits 0 after SIGTERM: {status:?}");
+        assert!(
+            status.success(),
+            "the relay exits 0 after SIGTERM: {status:?}"
+        );
     }
 
     /// `/readyz`: status code and body (0 when it does not answer).
@@ -493,7 +504,10 @@ impl RelayProcess {
             if self.readyz().await.0 == 200 {
                 return;
             }
-            assert!(started.elapsed() < limit, "the relay was not ready within {limit:?}");
+            assert!(
+                started.elapsed() < limit,
+                "the relay was not ready within {limit:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -535,7 +549,11 @@ pub fn rabbitmqctl(args: &[&str]) {
         .unwrap_or_else(|e| {
             panic!("rabbitmqctl (the local RabbitMQ's CLI, installed by scripts/brokers.sh up) did not run: {e}")
         });
-    assert!(status.success(), "rabbitmqctl {} failed: {status:?}", args.join(" "));
+    assert!(
+        status.success(),
+        "rabbitmqctl {} failed: {status:?}",
+        args.join(" ")
+    );
 }
 
 /// Broker-control tests act on the local RabbitMQ: they fail, never skip,
@@ -612,6 +630,8 @@ impl KafkaCluster {
 impl Drop for KafkaCluster {
     fn drop(&mut self) {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/brokers.sh");
-        let _ = Command::new(script).args(["kafka-cluster", "down"]).status();
+        let _ = Command::new(script)
+            .args(["kafka-cluster", "down"])
+            .status();
     }
 }
