@@ -239,7 +239,9 @@ async fn main() {
             rates[i] = match tokio::time::timeout(Duration::from_secs(120), contender).await {
                 Ok(rate) => rate,
                 Err(_) => {
-                    eprintln!("round {round}: {name} did not finish within 120 s (a lost confirm); not counted");
+                    eprintln!(
+                        "round {round}: {name} did not finish within 120 s (a lost confirm); not counted"
+                    );
                     0.0
                 }
             };

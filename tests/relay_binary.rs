@@ -104,7 +104,10 @@ to = { amqp = "r", exchange = "x" }
     ] {
         assert!(out.contains(expected), "expected {expected:?} in:\n{out}");
     }
-    assert!(!out.contains("Pa55-w0rd-xyz"), "the secret is never printed:\n{out}");
+    assert!(
+        !out.contains("Pa55-w0rd-xyz"),
+        "the secret is never printed:\n{out}"
+    );
 
     let (ok, out) = check(&dir.path().join("missing.toml"));
     assert!(!ok);

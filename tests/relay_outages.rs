@@ -64,9 +64,16 @@ async fn rabbitmq_restart_under_a_kafka_to_amqp_route_loses_nothing() {
     .await;
     rabbitmqctl(&["stop_app"]);
     let readiness = watch_readiness(&relay, OUTAGE).await;
+    let reconnects = relay
+        .metric("tracebridge_relay_reconnect_attempts_total{route=\"k2a\"}")
+        .await;
     rabbitmqctl(&["start_app"]);
     rabbitmqctl(&["await_startup"]);
     rabbit.reconnect().await;
+    assert!(
+        (1.0..=10.0).contains(&reconnects),
+        "{reconnects} reconnect attempts in a {OUTAGE:?} outage with {WINDOW} hops in flight"
+    );
     let origins = sender.await.expect("the sender");
     assert!(seen.len() < origins.len(), "the outage landed mid-stream");
     drain_amqp(
@@ -78,6 +85,7 @@ async fn rabbitmq_restart_under_a_kafka_to_amqp_route_loses_nothing() {
         ARRIVE,
     )
     .await;
+    let log = relay.json_log();
     relay.stop();
     drain_amqp(
         &rabbit.channel,
@@ -93,6 +101,56 @@ async fn rabbitmq_restart_under_a_kafka_to_amqp_route_loses_nothing() {
         "/readyz said 503 while the sink broker was down (seen: {readiness:?})"
     );
     Tally::of(&origins, &seen).assert_whole("RabbitMQ restart, Kafka → AMQP", WINDOW);
+    // One reconnect at a time, with backoff: a handful, not one per hop in
+    // flight (~1 100 a second before), and the outage logged, not each try.
+    let warnings = log.iter().filter(|l| l["level"] == "WARN").count();
+    eprintln!("{warnings} warning lines in {} log lines", log.len());
+    assert!(warnings <= 10, "{warnings} warnings for one outage");
+    rabbit.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_route_is_not_ready_while_its_sink_broker_is_down() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    require_local_rabbitmq("an_idle_route_is_not_ready_while_its_sink_broker_is_down");
+    let bootstrap = common::kafka_bootstrap();
+    let topic = common::unique("idle");
+    common::kafka::create_topic(&topic, 1).await;
+    let mut rabbit = Rabbit::durable("idle").await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let route = kafka_to_amqp_route(&topic, &rabbit.exchange);
+    let config = relay_file(dir.path(), port, WINDOW, &bootstrap, &route);
+    let relay = RelayProcess::start(&config, port, &dir.path().join("spans.jsonl"));
+    relay.wait_ready(Duration::from_secs(60)).await;
+
+    // No message flows: only a check of the connection can see the outage.
+    rabbitmqctl(&["stop_app"]);
+    let readiness = watch_readiness(&relay, OUTAGE).await;
+    let (_, body) = relay.readyz().await;
+    rabbitmqctl(&["start_app"]);
+    rabbitmqctl(&["await_startup"]);
+    assert!(
+        readiness.iter().skip(15).all(|&code| code == 503),
+        "503 from 3 s into the outage on (seen: {readiness:?})"
+    );
+    assert!(body.contains("k2a (sink reconnecting)"), "{body}");
+    // Back by itself, then a message flows.
+    relay.wait_ready(Duration::from_secs(60)).await;
+    let origins = common::flow::send_kafka(&bootstrap, &topic, 0, 1).await;
+    rabbit.reconnect().await;
+    let mut seen = Seen::new();
+    drain_amqp(
+        &rabbit.channel,
+        &rabbit.queue,
+        &mut seen,
+        1,
+        Until::Arrived,
+        ARRIVE,
+    )
+    .await;
+    relay.stop();
+    Tally::of(&origins, &seen).assert_whole("after an idle outage", 0);
     rabbit.delete().await;
 }
 

@@ -30,15 +30,20 @@ async fn send(topic: &str, records: &[(String, Vec<(String, Vec<u8>)>)]) {
         .create::<rdkafka::producer::FutureProducer>()
         .expect("producer");
     for (key, headers) in records {
-        let headers = headers.iter().fold(OwnedHeaders::new(), |h, (name, value)| {
-            h.insert(Header {
-                key: name,
-                value: Some(value),
-            })
-        });
+        let headers = headers
+            .iter()
+            .fold(OwnedHeaders::new(), |h, (name, value)| {
+                h.insert(Header {
+                    key: name,
+                    value: Some(value),
+                })
+            });
         producer
             .send(
-                FutureRecord::to(topic).key(key).payload(key).headers(headers),
+                FutureRecord::to(topic)
+                    .key(key)
+                    .payload(key)
+                    .headers(headers),
                 Duration::from_secs(10),
             )
             .await
@@ -56,7 +61,10 @@ fn long_name(key: &str) -> (String, Vec<(String, Vec<u8>)>) {
 }
 
 fn huge_header(key: &str) -> (String, Vec<(String, Vec<u8>)>) {
-    (key.to_owned(), vec![("x-huge".into(), vec![b'h'; 200 * 1024])])
+    (
+        key.to_owned(),
+        vec![("x-huge".into(), vec![b'h'; 200 * 1024])],
+    )
 }
 
 /// A queue bound to `rabbit`'s exchange under routing key "dead".
@@ -64,7 +72,11 @@ async fn dead_letter_queue(rabbit: &Rabbit) -> String {
     let dlq = common::unique("dlq");
     rabbit
         .channel
-        .queue_declare(dlq.as_str().into(), QueueDeclareOptions::default(), FieldTable::default())
+        .queue_declare(
+            dlq.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .expect("declare the dead-letter queue");
     rabbit
@@ -111,12 +123,26 @@ dead_letter = {{ amqp = "r", exchange = "{x}", routing_key = "dead" }}"#,
     let started = Instant::now();
     send(
         &topic,
-        &[plain("good-0"), long_name("long-name"), plain("good-1"), huge_header("huge"), plain("good-2")],
+        &[
+            plain("good-0"),
+            long_name("long-name"),
+            plain("good-1"),
+            huge_header("huge"),
+            plain("good-2"),
+        ],
     )
     .await;
 
     let mut seen = Seen::new();
-    drain_amqp(&rabbit.channel, &rabbit.queue, &mut seen, 3, Until::Arrived, WAIT).await;
+    drain_amqp(
+        &rabbit.channel,
+        &rabbit.queue,
+        &mut seen,
+        3,
+        Until::Arrived,
+        WAIT,
+    )
+    .await;
     let mut dead = HashMap::new();
     while dead.len() < 2 && started.elapsed() < WAIT {
         match rabbit
@@ -127,7 +153,10 @@ dead_letter = {{ amqp = "r", exchange = "{x}", routing_key = "dead" }}"#,
         {
             Some(m) => {
                 let key = String::from_utf8_lossy(&m.delivery.data).into_owned();
-                dead.insert(key, m.delivery.properties.headers().clone().unwrap_or_default());
+                dead.insert(
+                    key,
+                    m.delivery.properties.headers().clone().unwrap_or_default(),
+                );
             }
             None => tokio::time::sleep(Duration::from_millis(50)).await,
         }
@@ -135,21 +164,49 @@ dead_letter = {{ amqp = "r", exchange = "{x}", routing_key = "dead" }}"#,
     let took = started.elapsed();
     let metrics = relay.metrics().render();
     assert!(relay.shutdown().await, "drained");
-    drain_amqp(&rabbit.channel, &rabbit.queue, &mut seen, usize::MAX, Until::Empty, WAIT).await;
+    drain_amqp(
+        &rabbit.channel,
+        &rabbit.queue,
+        &mut seen,
+        usize::MAX,
+        Until::Empty,
+        WAIT,
+    )
+    .await;
 
     let mut keys: Vec<_> = seen.iter().map(|(k, v)| (k.clone(), v.len())).collect();
     keys.sort();
     assert_eq!(
         keys,
-        vec![("good-0".into(), 1), ("good-1".into(), 1), ("good-2".into(), 1)],
+        vec![
+            ("good-0".into(), 1),
+            ("good-1".into(), 1),
+            ("good-2".into(), 1)
+        ],
         "each neighbour exactly once, no poison in the sink"
     );
-    let long = dead.get("long-name").expect("the long header name was dead-lettered");
-    assert!(text(long, "x-tracebridge-error").contains("header name of 300 bytes"), "{}", text(long, "x-tracebridge-error"));
-    assert_eq!(text(long, "x-tracebridge-attempts"), "1", "permanent: no retries");
+    let long = dead
+        .get("long-name")
+        .expect("the long header name was dead-lettered");
+    assert!(
+        text(long, "x-tracebridge-error").contains("header name of 300 bytes"),
+        "{}",
+        text(long, "x-tracebridge-error")
+    );
+    assert_eq!(
+        text(long, "x-tracebridge-attempts"),
+        "1",
+        "permanent: no retries"
+    );
     assert!(text(long, "x-tracebridge-left-out").contains("300 bytes"));
-    let huge = dead.get("huge").expect("the 200 KB header was dead-lettered");
-    assert!(text(huge, "x-tracebridge-error").contains("frame_max"), "{}", text(huge, "x-tracebridge-error"));
+    let huge = dead
+        .get("huge")
+        .expect("the 200 KB header was dead-lettered");
+    assert!(
+        text(huge, "x-tracebridge-error").contains("frame_max"),
+        "{}",
+        text(huge, "x-tracebridge-error")
+    );
     assert!(
         text(huge, "x-tracebridge-left-out").contains("every original header"),
         "the dead letter could not carry the header either: a minimal one"
@@ -159,14 +216,22 @@ dead_letter = {{ amqp = "r", exchange = "{x}", routing_key = "dead" }}"#,
     assert!(took < Duration::from_secs(10), "took {took:?}");
     for (metric, value) in [
         ("tracebridge_relay_published_total{route=\"unrep\"}", "3"),
-        ("tracebridge_relay_dead_lettered_total{route=\"unrep\"}", "2"),
+        (
+            "tracebridge_relay_dead_lettered_total{route=\"unrep\"}",
+            "2",
+        ),
         ("tracebridge_relay_retried_total{route=\"unrep\"}", "0"),
         ("tracebridge_relay_failed_total{route=\"unrep\"}", "0"),
     ] {
-        assert!(metrics.contains(&format!("{metric} {value}")), "{metric} {value} in:\n{metrics}");
+        assert!(
+            metrics.contains(&format!("{metric} {value}")),
+            "{metric} {value} in:\n{metrics}"
+        );
     }
     let channel = rabbit.conn.create_channel().await.expect("channel");
-    let _ = channel.queue_delete(dlq.as_str().into(), Default::default()).await;
+    let _ = channel
+        .queue_delete(dlq.as_str().into(), Default::default())
+        .await;
     rabbit.delete().await;
 }
 
@@ -204,12 +269,18 @@ to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}"#,
         if status == 503 && body.contains("never send") {
             break (status, body);
         }
-        assert!(started.elapsed() < WAIT, "/readyz never named the poison message: {status} {body}");
+        assert!(
+            started.elapsed() < WAIT,
+            "/readyz never named the poison message: {status} {body}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(status, 503);
     assert!(body.contains("stuck"), "names the route: {body}");
-    assert!(body.contains(&format!("kafka {topic}[0]@2")), "names where the message is: {body}");
+    assert!(
+        body.contains(&format!("kafka {topic}[0]@2")),
+        "names where the message is: {body}"
+    );
     assert!(body.contains("header name of 300 bytes"), "and why: {body}");
     let (_, metrics) = common::http_get(relay.listen, "/metrics").await;
     assert!(
@@ -218,25 +289,59 @@ to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}"#,
     );
     let stopping = Instant::now();
     relay.stop();
-    assert!(stopping.elapsed() < Duration::from_secs(5), "SIGTERM took {:?}", stopping.elapsed());
-    drain_amqp(&rabbit.channel, &rabbit.queue, &mut seen, usize::MAX, Until::Empty, WAIT).await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "SIGTERM took {:?}",
+        stopping.elapsed()
+    );
+    drain_amqp(
+        &rabbit.channel,
+        &rabbit.queue,
+        &mut seen,
+        usize::MAX,
+        Until::Empty,
+        WAIT,
+    )
+    .await;
     let first_run: usize = seen.values().map(Vec::len).sum();
     assert!(seen.contains_key("before-0") && seen.contains_key("before-1"));
     assert!(!seen.contains_key("poison"));
     let after = seen.keys().filter(|k| k.starts_with("after-")).count();
-    assert!(after <= WINDOW, "the route stopped reading at the poison message: {after} after it");
+    assert!(
+        after <= WINDOW,
+        "the route stopped reading at the poison message: {after} after it"
+    );
 
     // A restart stops at the same message and re-sends at most the window.
     let relay = RelayProcess::start(&config, port, &spans);
     let started = Instant::now();
     while relay.readyz().await.0 != 503 || !relay.readyz().await.1.contains("never send") {
-        assert!(started.elapsed() < WAIT, "the restarted route did not stop at the poison message");
+        assert!(
+            started.elapsed() < WAIT,
+            "the restarted route did not stop at the poison message"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     relay.stop();
-    drain_amqp(&rabbit.channel, &rabbit.queue, &mut seen, usize::MAX, Until::Empty, WAIT).await;
+    drain_amqp(
+        &rabbit.channel,
+        &rabbit.queue,
+        &mut seen,
+        usize::MAX,
+        Until::Empty,
+        WAIT,
+    )
+    .await;
     let total: usize = seen.values().map(Vec::len).sum();
-    assert_eq!(seen["before-0"].len(), 1, "committed before the poison: not re-sent");
-    assert!(total - first_run <= WINDOW, "{} re-sent after the restart", total - first_run);
+    assert_eq!(
+        seen["before-0"].len(),
+        1,
+        "committed before the poison: not re-sent"
+    );
+    assert!(
+        total - first_run <= WINDOW,
+        "{} re-sent after the restart",
+        total - first_run
+    );
     rabbit.delete().await;
 }

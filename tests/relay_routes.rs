@@ -450,7 +450,11 @@ dead_letter = {{ amqp = "r", exchange = "{x}", routing_key = "dead" }}"#,
         opentelemetry::trace::Status::Error { .. }
     ));
     let attempts = cap.named(&format!("publish {}:nowhere", rabbit.exchange));
-    assert_eq!(attempts.len(), 1, "one publish span: no retry of a permanent failure");
+    assert_eq!(
+        attempts.len(),
+        1,
+        "one publish span: no retry of a permanent failure"
+    );
     let channel = rabbit.conn.create_channel().await.unwrap();
     let _ = channel
         .queue_delete(dlq.as_str().into(), Default::default())

@@ -523,7 +523,9 @@ impl Hop {
                     // A confirm that never comes (seen with lapin under
                     // load) must not hold the hop forever: after the limit
                     // the message is sent again (a duplicate at worst).
-                    Ok(pending) => match tokio::time::timeout(CONFIRM_LIMIT, pending.confirmed()).await {
+                    Ok(pending) => match tokio::time::timeout(CONFIRM_LIMIT, pending.confirmed())
+                        .await
+                    {
                         Ok(confirmed) => confirmed,
                         Err(_) => {
                             return Err(SendError {

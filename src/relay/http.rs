@@ -56,6 +56,8 @@ async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
                 format!("{name} (stopped at a message it can never send, and no dead_letter is configured: {poison})")
             } else if !stats.is_running() {
                 format!("{name} (source not consuming)")
+            } else if !stats.is_consuming() {
+                format!("{name} (source holds no partition)")
             } else {
                 format!("{name} (sink reconnecting)")
             }

@@ -192,6 +192,7 @@ async fn start_route(
     });
     // Ready from here: the loop sets it false when it ends.
     stats.set_running(true);
+    watch_sinks(&hop, shutdown.clone());
     let task = match &route.source {
         Source::Kafka {
             broker,
@@ -250,6 +251,30 @@ async fn start_route(
         task,
     })
 }
+
+/// Checks the route's AMQP sink connections every second, so `/readyz`
+/// tells the truth while no message flows (an idle route would otherwise
+/// learn of an outage only from its next publish), and reopens them.
+fn watch_sinks(hop: &Arc<Hop>, mut shutdown: watch::Receiver<bool>) {
+    let hop = hop.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SINK_CHECK);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            for sink in std::iter::once(&hop.sink).chain(hop.dead_letter.as_ref()) {
+                if let SinkClient::Amqp { publisher, .. } = sink {
+                    publisher.check().await;
+                }
+            }
+        }
+    });
+}
+
+/// How often [`watch_sinks`] looks.
+const SINK_CHECK: Duration = Duration::from_secs(1);
 
 async fn connect_sink(
     route: &Route,

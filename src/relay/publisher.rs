@@ -21,6 +21,11 @@ pub(crate) struct Open {
 }
 
 impl Open {
+    /// Whether the connection and the publisher's channel are both open.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connection.status().connected() && self.publisher.get_ref().status().connected()
+    }
+
     /// The largest frame the broker takes on this connection (0: no limit).
     pub(crate) fn frame_max(&self) -> u32 {
         self.connection.configuration().frame_max()
@@ -67,10 +72,19 @@ impl ReconnectingPublisher {
         self.current.read().await.clone()
     }
 
+    /// Reopens the connection when it is found closed (the relay's sink
+    /// watcher calls this every second, message or not).
+    pub(crate) async fn check(&self) {
+        let open = self.get().await;
+        if !open.is_connected() {
+            self.recover(&open).await;
+        }
+    }
+
     /// After a failed publish on `used`: when its channel is closed, open a
     /// new one (unless another hop already did).
     pub(crate) async fn recover(&self, used: &Arc<Open>) {
-        if used.publisher.get_ref().status().connected() {
+        if used.is_connected() {
             return;
         }
         let mut current = self.current.write().await;
@@ -91,6 +105,7 @@ impl ReconnectingPublisher {
                 return;
             }
         }
+        self.stats.reconnects.inc();
         let opened = open(&self.broker, &self.propagation, &self.instrumentation).await;
         let Ok(mut backoff) = self.backoff.lock() else {
             return;

@@ -45,6 +45,8 @@ pub(crate) async fn run_kafka(
     let mut in_flight = FuturesUnordered::new();
     let mut stopping = *shutdown.borrow();
     stats.set_running(true);
+    // Consuming means holding partitions: checked, not assumed.
+    let mut assignment_check = tokio::time::interval(Duration::from_millis(500));
     while !stopping || !in_flight.is_empty() {
         tokio::select! {
             changed = shutdown.changed(), if !stopping => {
@@ -52,6 +54,10 @@ pub(crate) async fn run_kafka(
                 if stopping {
                     tracing::info!(route = %hop.route, in_flight = in_flight.len(), "stopping: draining messages in flight");
                 }
+            }
+            _ = assignment_check.tick() => {
+                let held = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+                stats.set_partitions_held(held);
             }
             Some((partition, offset, settled)) = in_flight.next(), if !in_flight.is_empty() => {
                 // A poison message stays "in flight" for the offsets: the
@@ -247,10 +253,15 @@ impl AmqpSubscription {
     /// Reopens with backoff (200 ms doubling to 30 s, with jitter) until
     /// it works or shutdown is asked; `None` on shutdown. The outage was
     /// logged when it started; its end is logged here, with its length.
-    async fn reopen(&self, shutdown: &mut watch::Receiver<bool>) -> Option<OpenedAmqp> {
+    async fn reopen(
+        &self,
+        stats: &RouteStats,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<OpenedAmqp> {
         let mut backoff = super::backoff::Backoff::default();
         backoff.lost(std::time::Instant::now());
         loop {
+            stats.reconnects.inc();
             match self.open().await {
                 Ok(opened) => {
                     if let Some((outage, failed_attempts)) =
@@ -320,7 +331,7 @@ pub(crate) async fn run_amqp(
                             _ => "the consumer was cancelled".to_owned(),
                         };
                         tracing::warn!(route = %hop.route, stage = "consume", %error, "AMQP source lost; reconnecting");
-                        match subscription.reopen(&mut shutdown).await {
+                        match subscription.reopen(&stats, &mut shutdown).await {
                             Some(reopened) => {
                                 opened = reopened;
                                 stats.set_running(true);

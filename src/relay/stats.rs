@@ -28,6 +28,7 @@ pub struct RelayMetrics {
     dead_lettered: IntCounterVec,
     failed: IntCounterVec,
     consume_errors: IntCounterVec,
+    reconnects: IntCounterVec,
     in_flight: IntGaugeVec,
     poisoned: IntGaugeVec,
     hop_seconds: HistogramVec,
@@ -145,6 +146,10 @@ impl RelayMetrics {
                 "relay_consume_errors_total",
                 "Errors reading from the source",
             )?,
+            reconnects: counter(
+                "relay_reconnect_attempts_total",
+                "Attempts to reopen a lost AMQP connection (source or sink), paced by backoff",
+            )?,
             in_flight,
             poisoned,
             hop_seconds: histogram(
@@ -169,11 +174,13 @@ impl RelayMetrics {
             dead_lettered: self.dead_lettered.with_label_values(l),
             failed: self.failed.with_label_values(l),
             consume_errors: self.consume_errors.with_label_values(l),
+            reconnects: self.reconnects.with_label_values(l),
             in_flight: self.in_flight.with_label_values(l),
             hop_seconds: self.hop_seconds.with_label_values(l),
             queue_seconds: self.queue_seconds.with_label_values(l),
             running: AtomicBool::new(false),
             sink_down: AtomicBool::new(false),
+            partitions_held: std::sync::Mutex::new(None),
             failure_streak: std::sync::atomic::AtomicU64::new(0),
             poisoned: std::sync::Mutex::new(None),
             poisoned_gauge: self.poisoned.with_label_values(l),
@@ -252,6 +259,8 @@ pub struct RouteStats {
     pub failed: IntCounter,
     /// Errors reading from the source.
     pub consume_errors: IntCounter,
+    /// Attempts to reopen a lost AMQP connection.
+    pub reconnects: IntCounter,
     in_flight: IntGauge,
     /// Read → settled, seconds.
     pub hop_seconds: Histogram,
@@ -259,6 +268,9 @@ pub struct RouteStats {
     pub queue_seconds: Histogram,
     running: AtomicBool,
     sink_down: AtomicBool,
+    /// Kafka sources: partitions the consumer holds (None for AMQP sources,
+    /// whose consumer is open whenever the loop runs).
+    partitions_held: std::sync::Mutex<Option<usize>>,
     /// Consecutive hops that failed (0: messages are getting through).
     failure_streak: std::sync::atomic::AtomicU64,
     /// The message the route stopped at: it can never be sent and there is
@@ -330,6 +342,24 @@ impl RouteStats {
         self.sink_down.load(Ordering::Relaxed)
     }
 
+    pub(crate) fn set_partitions_held(&self, held: usize) {
+        if let Ok(mut partitions) = self.partitions_held.lock() {
+            *partitions = Some(held);
+        }
+    }
+
+    /// Whether the source is consuming: its loop runs and, for Kafka, the
+    /// consumer holds at least one partition (none until the group's first
+    /// assignment, or when the group has more members than partitions).
+    pub fn is_consuming(&self) -> bool {
+        self.is_running()
+            && self
+                .partitions_held
+                .lock()
+                .map(|p| p.is_none_or(|held| held > 0))
+                .unwrap_or(false)
+    }
+
     /// The route stops at `description` (where the message is, and why it
     /// can never be sent); the first one stays.
     pub(crate) fn set_poisoned(&self, description: String) {
@@ -362,7 +392,7 @@ impl RouteStats {
     /// Running, its sinks connected, not stopped at a poison message: what
     /// `/readyz` reports.
     pub fn is_ready(&self) -> bool {
-        self.is_running() && !self.is_sink_down() && self.poisoned().is_none()
+        self.is_consuming() && !self.is_sink_down() && self.poisoned().is_none()
     }
 }
 

@@ -417,15 +417,24 @@ url = "{}"
     path
 }
 
-/// A `tracebridge run` process.
+/// A `tracebridge run` process; its stderr (the JSON log) goes to a file
+/// beside the span file, appended across restarts, and is printed when a
+/// test fails.
 pub struct RelayProcess {
     child: Child,
     started: Instant,
     pub listen: std::net::SocketAddr,
+    pub log: PathBuf,
 }
 
 impl RelayProcess {
     pub fn start(config: &Path, listen_port: u16, spans: &Path) -> Self {
+        let log = spans.with_extension("log");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("the relay's log file");
         let child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(config)
@@ -433,14 +442,45 @@ impl RelayProcess {
             .env("RUST_LOG", "warn")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start tracebridge run");
         Self {
             child,
             started: Instant::now(),
             listen: ([127, 0, 0, 1], listen_port).into(),
+            log,
         }
+    }
+
+    /// Every line the relay wrote to stderr so far (all runs on this log).
+    pub fn log_lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Asserts every stderr line is a JSON object; returns them.
+    pub fn json_log(&self) -> Vec<serde_json::Value> {
+        self.log_lines()
+            .iter()
+            .map(|line| {
+                serde_json::from_str::<serde_json::Value>(line)
+                    .ok()
+                    .filter(serde_json::Value::is_object)
+                    .unwrap_or_else(|| panic!("a relay log line is not JSON: {line:?}"))
+            })
+            .collect()
+    }
+
+    /// A counter or gauge from `/metrics` (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (_, body) = super::http_get(self.listen, "/metrics").await;
+        body.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
     }
 
     /// Sends a signal (`-TERM`, `-KILL`).
@@ -518,6 +558,15 @@ impl Drop for RelayProcess {
         // A failed assertion must not leave a relay running.
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let lines = self.log_lines();
+            let tail = &lines[lines.len().saturating_sub(30)..];
+            eprintln!(
+                "--- the relay's last log lines ({}):\n{}",
+                self.log.display(),
+                tail.join("\n")
+            );
+        }
     }
 }
 
