@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use tracebridge::relay::config::{Sink, Source};
+use tracebridge::relay::config::{RoutingKey, Sink, Source};
 use tracebridge::relay::{Relay, RelayConfig};
 
 mod demo;
@@ -164,37 +164,61 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         path.display(),
         config.routes.len()
     )?;
+    // In the file's own words and values, so it reads like the config.
     writeln!(
         out,
-        "  listen {}, max_in_flight {}, shutdown_timeout {:?}",
-        config.listen, config.max_in_flight, config.shutdown_timeout
+        "  [relay] listen = \"{}\", max_in_flight = {}, shutdown_timeout = \"{}\"",
+        config.listen,
+        config.max_in_flight,
+        humantime::format_duration(config.shutdown_timeout)
     )?;
     for route in &config.routes {
-        let dead_letter = route
-            .dead_letter
-            .as_ref()
-            .map(describe_sink)
-            .unwrap_or_else(|| "none (a message no sink takes is retried)".into());
+        let formats = |formats: &[tracebridge::Format]| {
+            let names: Vec<String> = formats
+                .iter()
+                .map(|f| format!("\"{}\"", f.name()))
+                .collect();
+            format!("[{}]", names.join(", "))
+        };
+        writeln!(out, "  [[route]] name = \"{}\"", route.name)?;
+        writeln!(out, "    from = {}", describe_source(&route.source))?;
+        writeln!(out, "    to = {}", describe_sink(&route.sink))?;
         writeln!(
             out,
-            "  route {}: {} -> {} | mode {:?}, extract {:?}, inject {:?}, {} attempt(s) from {:?}, dead letters: {}",
-            route.name,
-            describe_source(&route.source),
-            describe_sink(&route.sink),
-            route.mode,
-            route.propagation.extract_formats(),
-            route.propagation.inject_formats(),
-            route.attempts,
-            route.backoff,
-            dead_letter,
+            "    propagation = {{ mode = \"{}\", extract = {}, inject = {} }}",
+            match route.mode {
+                tracebridge::relay::config::Mode::Join => "join",
+                tracebridge::relay::config::Mode::Link => "link",
+            },
+            formats(route.propagation.extract_formats()),
+            formats(route.propagation.inject_formats()),
         )?;
+        writeln!(
+            out,
+            "    retry = {{ attempts = {}, backoff = \"{}\" }}",
+            route.attempts,
+            humantime::format_duration(route.backoff)
+        )?;
+        match &route.dead_letter {
+            Some(dead_letter) => writeln!(out, "    dead_letter = {}", describe_sink(dead_letter))?,
+            None => writeln!(
+                out,
+                "    dead_letter: none (a message that can never be sent stops the route; transient failures are retried)"
+            )?,
+        }
         if let Some(c) = &route.correlation {
+            let sources: Vec<String> = c
+                .request_id
+                .sources()
+                .iter()
+                .map(|s| format!("\"{}\"", describe_request_id_source(s)))
+                .collect();
             writeln!(
                 out,
-                "    correlation: request id from {:?}, policy {:?}, fallback {:?}, store {:?}",
-                c.request_id.sources(),
-                c.policy,
-                c.fallback,
+                "    correlation = {{ request_id = [{}], policy = \"{}\", fallback = \"{}\", store = {:?} }}",
+                sources.join(", "),
+                format!("{:?}", c.policy).to_lowercase(),
+                format!("{:?}", c.fallback).to_lowercase(),
                 c.store
             )?;
         }
@@ -238,29 +262,64 @@ fn print_out(text: &str) {
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
+fn describe_request_id_source(source: &tracebridge::correlate::RequestIdSource) -> String {
+    use tracebridge::correlate::RequestIdSource as S;
+    match source {
+        S::Header(name) => format!("header:{name}"),
+        S::CorrelationId => "correlation_id".into(),
+        S::MessageId => "message_id".into(),
+        S::Key => "key".into(),
+        S::JsonPointer(pointer) => format!("json:{pointer}"),
+    }
+}
+
 fn describe_source(source: &Source) -> String {
     match source {
         Source::Kafka {
             broker,
             topic,
             group,
-        } => format!("kafka {} topic {topic} (group {group})", broker.name),
-        Source::Amqp { broker, queue } => format!("amqp {} queue {queue}", broker.name),
+        } => format!(
+            "{{ kafka = \"{}\", topic = \"{topic}\", group = \"{group}\" }}",
+            broker.name
+        ),
+        Source::Amqp { broker, queue } => {
+            format!("{{ amqp = \"{}\", queue = \"{queue}\" }}", broker.name)
+        }
+    }
+}
+
+/// `key = "…"`, `key_from = "…"`, or nothing for the default.
+fn describe_key(name: &str, key: &RoutingKey, default: &RoutingKey) -> String {
+    if key == default {
+        return String::new();
+    }
+    match key {
+        RoutingKey::Fixed(fixed) => format!(", {name} = \"{fixed}\""),
+        RoutingKey::SourceKey => format!(", {name}_from = \"source_key\""),
+        RoutingKey::Header(header) => format!(", {name}_from = \"header:{header}\""),
     }
 }
 
 fn describe_sink(sink: &Sink) -> String {
     match sink {
-        Sink::Kafka { broker, topic, key } => {
-            format!("kafka {} topic {topic} key {key:?}", broker.name)
-        }
+        Sink::Kafka { broker, topic, key } => format!(
+            "{{ kafka = \"{}\", topic = \"{topic}\"{} }}",
+            broker.name,
+            describe_key("key", key, &RoutingKey::SourceKey)
+        ),
         Sink::Amqp {
             broker,
             exchange,
             routing_key,
         } => format!(
-            "amqp {} exchange {exchange:?} routing key {routing_key:?}",
-            broker.name
+            "{{ amqp = \"{}\", exchange = \"{exchange}\"{} }}",
+            broker.name,
+            describe_key(
+                "routing_key",
+                routing_key,
+                &RoutingKey::Fixed(String::new())
+            )
         ),
     }
 }

@@ -522,26 +522,57 @@ impl TelemetryGuard {
     }
 }
 
+/// How long dropping the guard may wait for the exporters, all together:
+/// a collector that accepts connections and never answers must not hold a
+/// process's exit (each SDK call alone may wait 5 s or more).
+const SHUTDOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
-        for provider in self.services.drain(..) {
-            let _ = provider.force_flush();
-            if let Err(err) = provider.shutdown() {
-                eprintln!("tracebridge: shutting a service's tracer provider down failed: {err}");
+        let services = std::mem::take(&mut self.services);
+        let provider = self.provider.take();
+        let meters = self.meters.take();
+        let (done, finished) = std::sync::mpsc::channel();
+        // Flushed on a thread of its own, waited for at most SHUTDOWN_LIMIT;
+        // problems are logged (JSON like every other line), not printed.
+        let flushing = std::thread::Builder::new()
+            .name("telemetry-shutdown".into())
+            .spawn(move || {
+                let mut problems = Vec::new();
+                for provider in services {
+                    let _ = provider.force_flush();
+                    if let Err(err) = provider.shutdown() {
+                        problems.push(format!("shutting a service's tracer provider down: {err}"));
+                    }
+                }
+                if let Some(provider) = provider {
+                    if let Err(err) = provider.force_flush() {
+                        problems.push(format!("flushing spans: {err}"));
+                    }
+                    if let Err(err) = provider.shutdown() {
+                        problems.push(format!("shutting the tracer provider down: {err}"));
+                    }
+                }
+                if let Some(meters) = meters
+                    && let Err(err) = meters.shutdown()
+                {
+                    problems.push(format!("shutting the meter provider down: {err}"));
+                }
+                let _ = done.send(problems);
+            });
+        match flushing.map(|_| finished.recv_timeout(SHUTDOWN_LIMIT)) {
+            Ok(Ok(problems)) => {
+                for problem in problems {
+                    tracing::warn!(stage = "telemetry", error = %problem, "telemetry shutdown");
+                }
             }
-        }
-        if let Some(provider) = self.provider.take() {
-            if let Err(err) = provider.force_flush() {
-                eprintln!("tracebridge: flushing spans failed: {err}");
-            }
-            if let Err(err) = provider.shutdown() {
-                eprintln!("tracebridge: shutting the tracer provider down failed: {err}");
-            }
-        }
-        if let Some(meters) = self.meters.take()
-            && let Err(err) = meters.shutdown()
-        {
-            eprintln!("tracebridge: shutting the meter provider down failed: {err}");
+            Ok(Err(_)) => tracing::error!(
+                stage = "telemetry",
+                limit = ?SHUTDOWN_LIMIT,
+                "the span exporter did not finish in time; spans still queued are not exported"
+            ),
+            Err(err) => tracing::error!(stage = "telemetry", error = %err,
+                "could not start the telemetry shutdown; spans still queued are not exported"),
         }
         if let Some(runtime) = self.runtime.take() {
             // Dropping a runtime inside another runtime's task panics.

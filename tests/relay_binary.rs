@@ -188,3 +188,70 @@ to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}"#,
     Tally::of(&origins, &seen).assert_whole("SIGTERM then restart", 0);
     rabbit.delete().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_never_answers_delays_sigterm_a_few_seconds_and_every_line_is_json() {
+    // Accepts connections and never answers: the worst collector there is.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let collector = listener.local_addr().expect("address");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let bootstrap = common::kafka_bootstrap();
+    let topic = common::unique("hang");
+    common::kafka::create_topic(&topic, 1).await;
+    let rabbit = Rabbit::new("hang").await;
+    let origins = send_kafka(&bootstrap, &topic, 0, 50).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = relay_file(
+        dir.path(),
+        port,
+        64,
+        &bootstrap,
+        &format!(
+            r#"name = "hang"
+from = {{ kafka = "k", topic = "{topic}", group = "{topic}-relay" }}
+to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}"#,
+            rabbit.exchange
+        ),
+    );
+    let endpoint = format!("http://{collector}");
+    let relay = RelayProcess::start_with_env(
+        &config,
+        port,
+        &dir.path().join("spans.jsonl"),
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
+    );
+    let mut seen = Seen::new();
+    let wait = Duration::from_secs(60);
+    drain_amqp(
+        &rabbit.channel,
+        &rabbit.queue,
+        &mut seen,
+        50,
+        Until::Arrived,
+        wait,
+    )
+    .await;
+    let stopping = std::time::Instant::now();
+    let log = relay.log.clone();
+    relay.stop();
+    let took = stopping.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "SIGTERM took {took:?} with a hanging collector"
+    );
+    Tally::of(&origins, &seen).assert_whole("hanging collector", 0);
+    let text = std::fs::read_to_string(&log).expect("the relay's log");
+    for line in text.lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| v.is_object()),
+            "a line the relay printed is not JSON: {line:?}"
+        );
+    }
+    rabbit.delete().await;
+}

@@ -22,8 +22,11 @@ use tracebridge::relay::Relay;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// Sends `(key, headers)` records in order to `topic`.
-async fn send(topic: &str, records: &[(String, Vec<(String, Vec<u8>)>)]) {
+/// A record to send: its key (also its payload) and its headers.
+type Record = (String, Vec<(String, Vec<u8>)>);
+
+/// Sends records in order to `topic`.
+async fn send(topic: &str, records: &[Record]) {
     let producer = common::kafka::config()
         .set("message.timeout.ms", "10000")
         .set("message.max.bytes", "2000000")
@@ -52,15 +55,15 @@ async fn send(topic: &str, records: &[(String, Vec<(String, Vec<u8>)>)]) {
     }
 }
 
-fn plain(key: &str) -> (String, Vec<(String, Vec<u8>)>) {
+fn plain(key: &str) -> Record {
     (key.to_owned(), vec![("x-app".into(), b"1".to_vec())])
 }
 
-fn long_name(key: &str) -> (String, Vec<(String, Vec<u8>)>) {
+fn long_name(key: &str) -> Record {
     (key.to_owned(), vec![("n".repeat(300), b"v".to_vec())])
 }
 
-fn huge_header(key: &str) -> (String, Vec<(String, Vec<u8>)>) {
+fn huge_header(key: &str) -> Record {
     (
         key.to_owned(),
         vec![("x-huge".into(), vec![b'h'; 200 * 1024])],

@@ -1,10 +1,13 @@
-//! Which Kafka offsets may be committed: per partition, only up to the
-//! highest CONTIGUOUS confirmed offset, so a crash never skips a message
-//! whose relay had not been confirmed yet (at-least-once).
+//! Which Kafka offsets may be committed, and how many messages a crash
+//! could re-send. Per partition, a commit goes only up to the highest
+//! CONTIGUOUS confirmed offset, so a crash never skips a message whose relay
+//! had not been confirmed yet (at-least-once); and a message counts against
+//! the window until a commit covering it has been acknowledged by the
+//! broker, so a crash re-sends at most the window (bounded duplicates).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Tracks offsets in flight and confirmed, per partition.
+/// Tracks offsets received, confirmed and committed, per partition.
 #[derive(Debug, Default)]
 pub(crate) struct OffsetTracker {
     partitions: BTreeMap<i32, Partition>,
@@ -14,31 +17,41 @@ pub(crate) struct OffsetTracker {
 struct Partition {
     /// Received, not yet confirmed.
     in_flight: BTreeSet<i64>,
+    /// Received and not yet covered by an acknowledged commit: what a crash
+    /// now would make the next owner read again.
+    unsettled: BTreeSet<i64>,
     /// One past the highest confirmed offset.
     next_after_done: Option<i64>,
-    /// The offset last committed (Kafka commits "the next offset to read").
-    committed: Option<i64>,
+    /// The offset last handed to a commit (Kafka commits "the next offset
+    /// to read").
+    requested: Option<i64>,
+    /// The offset the broker last acknowledged as committed.
+    acknowledged: Option<i64>,
 }
 
 impl OffsetTracker {
     /// A message was received and is now in flight.
     pub(crate) fn received(&mut self, partition: i32, offset: i64) {
-        self.partitions
-            .entry(partition)
-            .or_default()
-            .in_flight
-            .insert(offset);
+        let p = self.partitions.entry(partition).or_default();
+        p.in_flight.insert(offset);
+        p.unsettled.insert(offset);
     }
 
-    /// A message's relay is finished (delivered or dead-lettered).
+    /// A message's relay is finished (delivered or dead-lettered). An
+    /// offset that is not in flight (its partition was revoked and
+    /// forgotten meanwhile) is ignored: it must not move a commit.
     pub(crate) fn done(&mut self, partition: i32, offset: i64) {
-        let p = self.partitions.entry(partition).or_default();
-        p.in_flight.remove(&offset);
+        let Some(p) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        if !p.in_flight.remove(&offset) {
+            return;
+        }
         p.next_after_done = Some(p.next_after_done.map_or(offset + 1, |n| n.max(offset + 1)));
     }
 
     /// Offsets to commit now (partition → next offset to read), each
-    /// higher than the last commit; marks them committed.
+    /// higher than the last one requested; marks them requested.
     pub(crate) fn committable(&mut self) -> Vec<(i32, i64)> {
         let mut out = Vec::new();
         for (&partition, p) in &mut self.partitions {
@@ -48,27 +61,56 @@ impl OffsetTracker {
                 None => p.next_after_done,
             };
             if let Some(safe) = safe
-                && p.committed.is_none_or(|c| safe > c)
+                && p.requested.is_none_or(|c| safe > c)
                 && p.next_after_done.is_some()
             {
-                p.committed = Some(safe);
+                p.requested = Some(safe);
                 out.push((partition, safe));
             }
         }
         out
     }
 
+    /// The broker acknowledged a commit of `next` on `partition`: what lies
+    /// below it no longer counts against the window.
+    pub(crate) fn acknowledged(&mut self, partition: i32, next: i64) {
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            p.unsettled = p.unsettled.split_off(&next);
+            p.acknowledged = Some(p.acknowledged.map_or(next, |a| a.max(next)));
+        }
+    }
+
+    /// A commit failed: the next [`OffsetTracker::committable`] asks again.
+    pub(crate) fn commit_failed(&mut self, partition: i32) {
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            p.requested = p.acknowledged;
+        }
+    }
+
+    /// Forgets partitions the consumer no longer holds (a rebalance gave
+    /// them to another member, which reads them from the last commit).
+    pub(crate) fn retain(&mut self, held: impl Fn(i32) -> bool) {
+        self.partitions.retain(|&partition, _| held(partition));
+    }
+
     /// Makes the next [`OffsetTracker::committable`] return every
     /// partition's position again (for a final synchronous commit).
     pub(crate) fn recommit_all(&mut self) {
         for p in self.partitions.values_mut() {
-            p.committed = None;
+            p.requested = None;
         }
     }
 
     /// Messages still in flight.
     pub(crate) fn in_flight(&self) -> usize {
         self.partitions.values().map(|p| p.in_flight.len()).sum()
+    }
+
+    /// Messages a crash now would re-send: in flight, or confirmed but not
+    /// yet covered by an acknowledged commit. The source reads no more
+    /// while this is at the window.
+    pub(crate) fn unsettled(&self) -> usize {
+        self.partitions.values().map(|p| p.unsettled.len()).sum()
     }
 }
 
@@ -118,5 +160,58 @@ mod tests {
         let mut t = OffsetTracker::default();
         t.received(0, 0);
         assert_eq!(t.committable(), vec![]);
+    }
+
+    #[test]
+    fn a_message_counts_against_the_window_until_its_commit_is_acknowledged() {
+        let mut t = OffsetTracker::default();
+        for o in 0..4 {
+            t.received(0, o);
+        }
+        for o in 0..4 {
+            t.done(0, o);
+        }
+        assert_eq!(t.in_flight(), 0);
+        assert_eq!(
+            t.unsettled(),
+            4,
+            "confirmed, but a crash would re-send them"
+        );
+        assert_eq!(t.committable(), vec![(0, 4)]);
+        assert_eq!(t.unsettled(), 4, "requested is not acknowledged");
+        t.acknowledged(0, 4);
+        assert_eq!(t.unsettled(), 0);
+    }
+
+    #[test]
+    fn a_failed_commit_is_asked_again() {
+        let mut t = OffsetTracker::default();
+        t.received(0, 0);
+        t.done(0, 0);
+        assert_eq!(t.committable(), vec![(0, 1)]);
+        assert_eq!(t.committable(), vec![]);
+        t.commit_failed(0);
+        assert_eq!(t.committable(), vec![(0, 1)], "retried");
+    }
+
+    #[test]
+    fn a_revoked_partition_is_forgotten_and_its_late_completions_move_nothing() {
+        let mut t = OffsetTracker::default();
+        t.received(3, 100);
+        t.retain(|p| p != 3);
+        assert_eq!(t.unsettled(), 0);
+        t.done(3, 100);
+        assert_eq!(
+            t.committable(),
+            vec![],
+            "an offset not in flight commits nothing"
+        );
+        t.received(3, 50);
+        t.done(3, 100);
+        assert_eq!(
+            t.committable(),
+            vec![],
+            "nor on the partition received again"
+        );
     }
 }

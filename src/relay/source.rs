@@ -30,6 +30,11 @@ const FAILED_RETRY: Duration = Duration::from_secs(1);
 const SETTLE_LIMIT: Duration = Duration::from_secs(5);
 
 /// Reads a Kafka topic through `consumer` until `shutdown`, then drains.
+///
+/// Offsets are committed one synchronous commit at a time on a blocking
+/// thread, each covering everything confirmed since the last; a message
+/// counts against `window` until a commit covering it is acknowledged, so
+/// a crash re-sends at most `window` messages.
 pub(crate) async fn run_kafka(
     hop: Arc<Hop>,
     consumer: StreamConsumer,
@@ -39,7 +44,10 @@ pub(crate) async fn run_kafka(
     stats: Arc<RouteStats>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let consumer = Arc::new(consumer);
     let mut offsets = OffsetTracker::default();
+    let mut committing: Option<tokio::task::JoinHandle<CommitResult>> = None;
+    let mut commit_failures: u32 = 0;
     // One allocation per route, shared by every message's origin.
     let (shared_topic, shared_group): (Arc<str>, Arc<str>) = (topic.as_str().into(), group.into());
     let mut in_flight = FuturesUnordered::new();
@@ -58,6 +66,9 @@ pub(crate) async fn run_kafka(
             _ = assignment_check.tick() => {
                 let held = consumer.assignment().map(|a| a.count()).unwrap_or(0);
                 stats.set_partitions_held(held);
+                if committing.is_none() {
+                    committing = start_commit(&consumer, &topic, &mut offsets);
+                }
             }
             Some((partition, offset, settled)) = in_flight.next(), if !in_flight.is_empty() => {
                 // A poison message stays "in flight" for the offsets: the
@@ -65,10 +76,42 @@ pub(crate) async fn run_kafka(
                 if settled == Settled::Done {
                     offsets.done(partition, offset);
                 }
-                commit(&consumer, &topic, &mut offsets, &hop.route, CommitMode::Async);
+                if committing.is_none() {
+                    committing = start_commit(&consumer, &topic, &mut offsets);
+                }
                 stats.set_in_flight(offsets.in_flight());
             }
-            received = consumer.recv(), if !stopping && in_flight.len() < window && stats.poisoned().is_none() => {
+            finished = async { committing.as_mut().expect("guarded").await }, if committing.is_some() => {
+                committing = None;
+                match finished {
+                    Ok((list, Ok(()))) => {
+                        for (partition, next) in list {
+                            offsets.acknowledged(partition, next);
+                        }
+                        commit_failures = 0;
+                        committing = start_commit(&consumer, &topic, &mut offsets);
+                    }
+                    Ok((list, Err(err))) => {
+                        // Asked again at the next tick. A partition revoked
+                        // by a rebalance is forgotten: its new owner reads it
+                        // from the last commit (duplicates, never loss).
+                        commit_failures += 1;
+                        if commit_failures == 1 {
+                            tracing::warn!(route = %hop.route, stage = "commit", error = %err,
+                                "offset commit failed; retrying (reading pauses once the window is unsettled)");
+                        }
+                        for (partition, _) in list {
+                            offsets.commit_failed(partition);
+                        }
+                        if let Ok(assignment) = consumer.assignment() {
+                            let held: Vec<i32> = assignment.elements().iter().map(|e| e.partition()).collect();
+                            offsets.retain(|p| held.contains(&p));
+                        }
+                    }
+                    Err(err) => tracing::error!(route = %hop.route, stage = "commit", error = %err, "commit task failed"),
+                }
+            }
+            received = consumer.recv(), if !stopping && offsets.unsettled() < window && stats.poisoned().is_none() => {
                 let message = match received {
                     Ok(message) => message,
                     Err(err) => {
@@ -90,6 +133,10 @@ pub(crate) async fn run_kafka(
                     },
                 };
                 let (partition, offset) = (message.partition(), message.offset());
+                if stats.partitions_held() == 0 {
+                    // A message proves an assignment the last check missed.
+                    stats.set_partitions_held(consumer.assignment().map(|a| a.count()).unwrap_or(1).max(1));
+                }
                 offsets.received(partition, offset);
                 stats.consumed.inc();
                 stats.set_in_flight(offsets.in_flight());
@@ -108,14 +155,41 @@ pub(crate) async fn run_kafka(
     // The final commit must land before the process exits, and must be
     // OUR offsets: librdkafka's own "consumer state" counts every message it
     // handed over, relayed or not.
+    if let Some(pending) = committing.take() {
+        let _ = pending.await;
+    }
     offsets.recommit_all();
-    commit(
-        &consumer,
-        &topic,
-        &mut offsets,
-        &hop.route,
-        CommitMode::Sync,
-    );
+    if let Some(last) = start_commit(&consumer, &topic, &mut offsets)
+        && let Ok((_, Err(err))) = last.await
+    {
+        tracing::warn!(route = %hop.route, stage = "commit", error = %err, "the final offset commit failed");
+    }
+}
+
+/// The partitions and offsets a commit covered, and how it ended.
+type CommitResult = (Vec<(i32, i64)>, rdkafka::error::KafkaResult<()>);
+
+/// Starts a synchronous commit of what may be committed now, on a
+/// blocking thread; `None` when there is nothing new.
+fn start_commit(
+    consumer: &Arc<StreamConsumer>,
+    topic: &str,
+    offsets: &mut OffsetTracker,
+) -> Option<tokio::task::JoinHandle<CommitResult>> {
+    let ready = offsets.committable();
+    if ready.is_empty() {
+        return None;
+    }
+    let mut list = TopicPartitionList::new();
+    for &(partition, next) in &ready {
+        // Only fails for an offset type the list cannot hold; ours is plain.
+        let _ = list.add_partition_offset(topic, partition, Offset::Offset(next));
+    }
+    let consumer = consumer.clone();
+    Some(tokio::task::spawn_blocking(move || {
+        let result = consumer.commit(&list, CommitMode::Sync);
+        (ready, result)
+    }))
 }
 
 fn observe_queue_time(stats: &RouteStats, produced_ms: Option<i64>) {
@@ -184,30 +258,6 @@ fn count_outcome(hop: &Hop, stats: &RouteStats, inbound: &Inbound, outcome: &Out
                     "messages are getting through again");
             }
         }
-    }
-}
-
-fn commit(
-    consumer: &StreamConsumer,
-    topic: &str,
-    offsets: &mut OffsetTracker,
-    route: &str,
-    mode: CommitMode,
-) {
-    let ready = offsets.committable();
-    if ready.is_empty() {
-        return;
-    }
-    let mut list = TopicPartitionList::new();
-    for (partition, next) in ready {
-        if let Err(err) = list.add_partition_offset(topic, partition, Offset::Offset(next)) {
-            tracing::warn!(route, stage = "commit", error = %err, "bad offset");
-        }
-    }
-    if let Err(err) = consumer.commit(&list, mode) {
-        // A partition revoked by a rebalance cannot be committed; its new
-        // owner starts from the last commit (duplicates, never loss).
-        tracing::warn!(route, stage = "commit", error = %err, "offset commit failed");
     }
 }
 

@@ -180,7 +180,7 @@ impl RelayMetrics {
             queue_seconds: self.queue_seconds.with_label_values(l),
             running: AtomicBool::new(false),
             sink_down: AtomicBool::new(false),
-            partitions_held: std::sync::Mutex::new(None),
+            partitions_held: std::sync::atomic::AtomicUsize::new(NOT_KAFKA),
             failure_streak: std::sync::atomic::AtomicU64::new(0),
             poisoned: std::sync::Mutex::new(None),
             poisoned_gauge: self.poisoned.with_label_values(l),
@@ -244,6 +244,9 @@ impl RelayMetrics {
     }
 }
 
+/// [`RouteStats::partitions_held`] of a source that is not Kafka.
+const NOT_KAFKA: usize = usize::MAX;
+
 /// What one route has done so far.
 pub struct RouteStats {
     /// Messages read from the source.
@@ -270,7 +273,7 @@ pub struct RouteStats {
     sink_down: AtomicBool,
     /// Kafka sources: partitions the consumer holds (None for AMQP sources,
     /// whose consumer is open whenever the loop runs).
-    partitions_held: std::sync::Mutex<Option<usize>>,
+    partitions_held: std::sync::atomic::AtomicUsize,
     /// Consecutive hops that failed (0: messages are getting through).
     failure_streak: std::sync::atomic::AtomicU64,
     /// The message the route stopped at: it can never be sent and there is
@@ -343,21 +346,19 @@ impl RouteStats {
     }
 
     pub(crate) fn set_partitions_held(&self, held: usize) {
-        if let Ok(mut partitions) = self.partitions_held.lock() {
-            *partitions = Some(held);
-        }
+        self.partitions_held.store(held, Ordering::Relaxed);
+    }
+
+    /// Partitions a Kafka source holds (as last checked).
+    pub(crate) fn partitions_held(&self) -> usize {
+        self.partitions_held.load(Ordering::Relaxed)
     }
 
     /// Whether the source is consuming: its loop runs and, for Kafka, the
     /// consumer holds at least one partition (none until the group's first
     /// assignment, or when the group has more members than partitions).
     pub fn is_consuming(&self) -> bool {
-        self.is_running()
-            && self
-                .partitions_held
-                .lock()
-                .map(|p| p.is_none_or(|held| held > 0))
-                .unwrap_or(false)
+        self.is_running() && self.partitions_held() > 0
     }
 
     /// The route stops at `description` (where the message is, and why it

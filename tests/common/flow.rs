@@ -121,10 +121,10 @@ pub async fn publish_amqp(
             .await
             .unwrap_or_else(|e| panic!("publishing {key}: {e}"));
         confirms.push(async move { confirm.confirmed().await.map_err(|e| (key, e)) });
-        if confirms.len() >= 500 {
-            if let Some(Err((key, e))) = confirms.next().await {
-                panic!("{key} not confirmed: {e}");
-            }
+        if confirms.len() >= 500
+            && let Some(Err((key, e))) = confirms.next().await
+        {
+            panic!("{key} not confirmed: {e}");
         }
     }
     while let Some(result) = confirms.next().await {
@@ -429,6 +429,17 @@ pub struct RelayProcess {
 
 impl RelayProcess {
     pub fn start(config: &Path, listen_port: u16, spans: &Path) -> Self {
+        Self::start_with_env(config, listen_port, spans, &[])
+    }
+
+    /// [`RelayProcess::start`] with extra environment variables (an OTLP
+    /// endpoint among them, which `start` removes).
+    pub fn start_with_env(
+        config: &Path,
+        listen_port: u16,
+        spans: &Path,
+        env: &[(&str, &str)],
+    ) -> Self {
         let log = spans.with_extension("log");
         let stderr = std::fs::OpenOptions::new()
             .create(true)
@@ -441,6 +452,7 @@ impl RelayProcess {
             .env("TRACEBRIDGE_SPANS_FILE", spans)
             .env("RUST_LOG", "warn")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
