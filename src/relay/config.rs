@@ -897,8 +897,10 @@ impl Resolver<'_> {
                 misplaced("queue", spec.queue.is_some());
                 misplaced("exchange", spec.exchange.is_some());
                 misplaced("routing_key", spec.routing_key.is_some());
-                let Some(topic) = spec.topic else {
-                    problems.push(format!("{at}: from.topic: a Kafka source needs a topic"));
+                let Some(topic) = spec.topic.filter(|t| !t.trim().is_empty()) else {
+                    problems.push(format!(
+                        "{at}: from.topic: a Kafka source needs a topic (missing or empty)"
+                    ));
                     return None;
                 };
                 Some(Source::Kafka {
@@ -911,8 +913,10 @@ impl Resolver<'_> {
                 misplaced("topic", spec.topic.is_some());
                 misplaced("group", spec.group.is_some());
                 misplaced("exchange", spec.exchange.is_some());
-                let Some(queue) = spec.queue else {
-                    problems.push(format!("{at}: from.queue: an AMQP source needs a queue"));
+                let Some(queue) = spec.queue.filter(|q| !q.trim().is_empty()) else {
+                    problems.push(format!(
+                        "{at}: from.queue: an AMQP source needs a queue (missing or empty)"
+                    ));
                     return None;
                 };
                 Some(Source::Amqp { broker, queue })
@@ -951,9 +955,9 @@ impl Resolver<'_> {
                     RoutingKey::SourceKey,
                     problems,
                 )?;
-                let Some(topic) = spec.topic else {
+                let Some(topic) = spec.topic.filter(|t| !t.trim().is_empty()) else {
                     problems.push(format!(
-                        "{at}: {key}.topic: a Kafka destination needs a topic"
+                        "{at}: {key}.topic: a Kafka destination needs a topic (missing or empty)"
                     ));
                     return None;
                 };

@@ -52,7 +52,9 @@ async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
         .iter()
         .filter(|(_, stats)| !stats.is_ready())
         .map(|(name, stats)| {
-            if let Some(poison) = stats.poisoned() {
+            if let Some(why) = stats.died() {
+                format!("{name} (its loop died: {why})")
+            } else if let Some(poison) = stats.poisoned() {
                 format!("{name} (stopped at a message it can never send, and no dead_letter is configured: {poison})")
             } else if !stats.is_running() {
                 format!("{name} (source not consuming)")

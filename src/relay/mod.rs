@@ -211,15 +211,19 @@ async fn start_route(
             consumer
                 .subscribe(&[topic])
                 .map_err(|e| connect_error(&route, &broker.bootstrap_servers, e))?;
-            tokio::spawn(source::run_kafka(
-                hop,
-                consumer,
-                topic.clone(),
-                group.clone(),
-                window,
-                stats.clone(),
-                shutdown,
-            ))
+            supervised(
+                &stats,
+                &route.name,
+                source::run_kafka(
+                    hop,
+                    consumer,
+                    topic.clone(),
+                    group.clone(),
+                    window,
+                    stats.clone(),
+                    shutdown,
+                ),
+            )
         }
         Source::Amqp { broker, queue } => {
             let subscription = source::AmqpSubscription {
@@ -235,13 +239,11 @@ async fn start_route(
                 .open()
                 .await
                 .map_err(|e| connect_error(&route, &broker.redacted_url(), e))?;
-            tokio::spawn(source::run_amqp(
-                hop,
-                subscription,
-                opened,
-                stats.clone(),
-                shutdown,
-            ))
+            supervised(
+                &stats,
+                &route.name,
+                source::run_amqp(hop, subscription, opened, stats.clone(), shutdown),
+            )
         }
     };
     tracing::info!(route = %route.name, "route started");
@@ -249,6 +251,34 @@ async fn start_route(
         name: route.name,
         stats,
         task,
+    })
+}
+
+/// Runs a route's loop as a task; if it panics anyway (no input should make
+/// it), the route is reported dead — logged, and `/readyz` 503 naming it
+/// and the panic — never left dead behind a green `/readyz`.
+fn supervised(
+    stats: &Arc<RouteStats>,
+    route: &str,
+    route_loop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    use futures::FutureExt as _;
+    let (stats, route) = (stats.clone(), route.to_owned());
+    tokio::spawn(async move {
+        if let Err(panic) = std::panic::AssertUnwindSafe(route_loop)
+            .catch_unwind()
+            .await
+        {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            tracing::error!(route = %route, stage = "route", error = %message,
+                "the route's loop died; restart the relay (the route is reported not ready)");
+            stats.set_running(false);
+            stats.set_died(message);
+        }
     })
 }
 

@@ -183,6 +183,7 @@ impl RelayMetrics {
             partitions_held: std::sync::atomic::AtomicUsize::new(NOT_KAFKA),
             failure_streak: std::sync::atomic::AtomicU64::new(0),
             poisoned: std::sync::Mutex::new(None),
+            died: std::sync::Mutex::new(None),
             poisoned_gauge: self.poisoned.with_label_values(l),
             correlation: CorrelationStats {
                 recorded: self.correlation.recorded.with_label_values(l),
@@ -280,6 +281,8 @@ pub struct RouteStats {
     /// no dead-letter destination.
     poisoned: std::sync::Mutex<Option<String>>,
     poisoned_gauge: IntGauge,
+    /// Why the route's loop died, if it did.
+    died: std::sync::Mutex<Option<String>>,
     /// What correlation by request id did.
     pub correlation: CorrelationStats,
 }
@@ -370,6 +373,17 @@ impl RouteStats {
             *poisoned = Some(description);
             self.poisoned_gauge.set(1);
         }
+    }
+
+    pub(crate) fn set_died(&self, why: String) {
+        if let Ok(mut died) = self.died.lock() {
+            *died = Some(why);
+        }
+    }
+
+    /// Why the route's loop died (a panic), if it did.
+    pub fn died(&self) -> Option<String> {
+        self.died.lock().ok().and_then(|d| d.clone())
     }
 
     /// The message the route stopped at, if any.

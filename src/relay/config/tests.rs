@@ -210,6 +210,44 @@ to = { kafka = "main", topic = "t" }
 }
 
 #[test]
+fn empty_names_loops_and_guarded_properties_are_reported_together() {
+    let text = r#"
+[kafka.main]
+bootstrap_servers = ""
+properties = { "acks" = "1", "enable.auto.commit" = "true", "bootstrap.servers" = "x:1" }
+
+[amqp.rabbit]
+url = "amqp://guest:guest@h/%2f"
+
+[[route]]
+name = "empty"
+from = { kafka = "main", topic = " " }
+to = { kafka = "main", topic = "" }
+
+[[route]]
+name = "loop"
+from = { amqp = "rabbit", queue = "q" }
+to = { amqp = "rabbit", exchange = "", routing_key = "q" }
+"#;
+    let problems = problems(text);
+    let expect = [
+        "kafka.main.bootstrap_servers: is empty",
+        "kafka.main.properties.\"acks\": `1`: must be `all`",
+        "kafka.main.properties.\"enable.auto.commit\": `true`: must stay false",
+        "kafka.main.properties.\"bootstrap.servers\": set `bootstrap_servers` instead",
+        "route[0] (empty): from.topic: a Kafka source needs a topic (missing or empty)",
+        "route[0] (empty): to.topic: a Kafka destination needs a topic (missing or empty)",
+        "route[1] (loop): to: writes to the route's own source",
+    ];
+    for needle in expect {
+        assert!(
+            problems.iter().any(|p| p.contains(needle)),
+            "missing {needle:?} in {problems:#?}"
+        );
+    }
+}
+
+#[test]
 fn env_expansion_keeps_dollars_and_reports_unclosed_braces() {
     let out = expand_env("a $$ b ${X:-y} $z", "f", |_| None).unwrap();
     assert_eq!(out, "a $ b y $z");
