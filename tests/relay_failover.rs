@@ -80,9 +80,11 @@ to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}"#,
         cluster.leader(&topic, 0)
     );
     // The killed node may also lead the group's offsets partition: commits
-    // fail until the coordinator moves, and the rejoined consumer rewinds to
-    // the last commit that landed. Duplicates are counted, not bounded by
-    // the window here (measured: ~1700 of 5000).
+    // fail until the coordinator moves (reading pauses once the window is
+    // unsettled), and a rejoin rewinds to the last commit that landed. Each
+    // rebalance may re-send up to a window, and a failover can cause more
+    // than one, so duplicates are counted here, not bounded by one window
+    // (before commits were acknowledged per window: ~1 700 of 5 000 once).
     Tally::of(&origins, &seen).assert_whole("source partition leader killed", origins.len());
     rabbit.delete().await;
     cluster.start(leader);
