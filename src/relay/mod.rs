@@ -428,3 +428,69 @@ fn connect_error(
         source: Box::new(source),
     }
 }
+
+/// Entry points for the fuzz targets in `fuzz/`: the relay's header
+/// translation between brokers, which is private otherwise. Not a stable
+/// API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use lapin::BasicProperties;
+    use lapin::types::FieldTable;
+    use rdkafka::message::{Header, Headers, OwnedHeaders};
+
+    use super::message::{
+        AMQP_SHORT_STRING_MAX, InboundHeaders, amqp_headers_from, encoded_table_size,
+        kafka_headers_from,
+    };
+
+    /// Kafka headers → AMQP table → Kafka headers. Panics only when an
+    /// invariant breaks: every AMQP name fits a short string, and every
+    /// header that was not left out survives the round trip.
+    pub fn kafka_round_trip(pairs: &[(String, Option<Vec<u8>>)]) {
+        let headers = pairs.iter().fold(OwnedHeaders::new(), |h, (key, value)| {
+            h.insert(Header {
+                key: key.as_str(),
+                value: value.as_deref(),
+            })
+        });
+        // As librdkafka stores them (a name is cut at its first NUL byte).
+        let too_long = headers
+            .iter()
+            .filter(|h| h.key.len() > AMQP_SHORT_STRING_MAX)
+            .count();
+        let (table, left_out) = amqp_headers_from(&InboundHeaders::Kafka(headers), &|_| false);
+        assert_eq!(
+            left_out.len(),
+            too_long,
+            "exactly the over-long names are left out"
+        );
+        assert!(
+            table
+                .inner()
+                .keys()
+                .all(|k| k.as_str().len() <= AMQP_SHORT_STRING_MAX)
+        );
+        let _ = encoded_table_size(&table);
+        let names = table.inner().len();
+        let back = kafka_headers_from(
+            &InboundHeaders::Amqp(Box::new(BasicProperties::default().with_headers(table))),
+            &|_| false,
+        );
+        // Null Kafka values become AMQP Void, which Kafka cannot carry back.
+        assert!(back.count() <= names);
+    }
+
+    /// An AMQP table (as a foreign client may send it) → Kafka headers.
+    pub fn amqp_to_kafka(table: FieldTable) {
+        let size = encoded_table_size(&table);
+        assert!(size >= 4);
+        let out = kafka_headers_from(
+            &InboundHeaders::Amqp(Box::new(BasicProperties::default().with_headers(table))),
+            &|name| name.eq_ignore_ascii_case("traceparent"),
+        );
+        assert!(
+            out.iter()
+                .all(|h| !h.key.eq_ignore_ascii_case("traceparent"))
+        );
+    }
+}
