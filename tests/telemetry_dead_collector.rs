@@ -48,8 +48,11 @@ async fn an_unreachable_otlp_endpoint_neither_blocks_nor_panics() {
     let counts = tracebridge::telemetry::span_counts();
     assert_eq!(counts.ended, 20_000, "{counts:?}");
     assert_eq!(counts.exported, 0, "{counts:?}");
-    assert!(
-        counts.not_exported() > 0,
-        "the full queue dropped spans: {counts:?}"
+    // How the 20 000 split between failed batches and the full queue's
+    // drops depends on how fast the refusals come back; the sum does not.
+    assert_eq!(
+        counts.export_failed + counts.not_exported(),
+        counts.ended,
+        "every span failed or was dropped: {counts:?}"
     );
 }
