@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::amqp::{ROUTING_KEY, Rabbit};
+use common::amqp::Rabbit;
 use common::flow::{
-    BIN, RelayProcess, Seen, Tally, Until, drain_amqp, free_port, relay_file, send_kafka,
+    BIN, RelayProcess, Seen, Tally, Until, drain_amqp, free_port, kafka_to_amqp, relay_file,
+    send_kafka,
 };
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -129,12 +130,7 @@ async fn sigterm_with_messages_in_flight_exits_0_and_a_restart_duplicates_nothin
         port,
         256,
         &bootstrap,
-        &format!(
-            r#"name = "flow"
-from = {{ kafka = "k", topic = "{topic}", group = "{topic}-relay" }}
-to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}"#,
-            rabbit.exchange
-        ),
+        &kafka_to_amqp("flow", &topic, &rabbit.exchange),
     );
     let spans = dir.path().join("spans.jsonl");
     let wait = Duration::from_secs(120);
@@ -212,12 +208,7 @@ async fn a_collector_that_never_answers_delays_sigterm_a_few_seconds_and_every_l
         port,
         64,
         &bootstrap,
-        &format!(
-            r#"name = "hang"
-from = {{ kafka = "k", topic = "{topic}", group = "{topic}-relay" }}
-to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}"#,
-            rabbit.exchange
-        ),
+        &kafka_to_amqp("hang", &topic, &rabbit.exchange),
     );
     let endpoint = format!("http://{collector}");
     let relay = RelayProcess::start_with_env(

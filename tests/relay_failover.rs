@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::amqp::{ROUTING_KEY, Rabbit};
 use common::flow::{
-    KafkaCluster, RelayProcess, Seen, Tally, Until, drain_amqp, drain_kafka, free_port,
-    kafka_reader, relay_file, spawn_amqp_publisher, spawn_kafka_sender,
+    KafkaCluster, RelayProcess, Seen, Tally, Until, amqp_to_kafka, drain_amqp, drain_kafka,
+    free_port, kafka_reader, kafka_to_amqp, relay_file, spawn_amqp_publisher, spawn_kafka_sender,
 };
 
 const WINDOW: usize = 256;
@@ -31,12 +31,7 @@ async fn killing_the_partition_leader_of_the_source_and_of_the_sink_loses_nothin
     let rabbit = Rabbit::new("fo-src").await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let route = format!(
-        r#"name = "k2a"
-from = {{ kafka = "k", topic = "{topic}", group = "{topic}-relay" }}
-to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}"#,
-        rabbit.exchange
-    );
+    let route = kafka_to_amqp("k2a", &topic, &rabbit.exchange);
     let config = relay_file(dir.path(), port, WINDOW, &cluster.bootstrap, &route);
     let relay = RelayProcess::start(&config, port, &dir.path().join("spans.jsonl"));
     relay.wait_ready(Duration::from_secs(60)).await;
@@ -95,12 +90,7 @@ to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}"#,
     let rabbit = Rabbit::new("fo-sink").await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let route = format!(
-        r#"name = "a2k"
-from = {{ amqp = "r", queue = "{}" }}
-to = {{ kafka = "k", topic = "{topic}" }}"#,
-        rabbit.queue
-    );
+    let route = amqp_to_kafka("a2k", &rabbit.queue, &topic);
     let config = relay_file(dir.path(), port, WINDOW, &cluster.bootstrap, &route);
     let reader = kafka_reader(&cluster.bootstrap, &topic);
     let relay = RelayProcess::start(&config, port, &dir.path().join("spans.jsonl"));

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use common::amqp::{ROUTING_KEY, Rabbit};
 use common::flow::{
-    KafkaCluster, RelayProcess, Seen, Tally, Until, drain_amqp, drain_kafka, free_port,
-    kafka_reader, publish_amqp, rabbitmqctl, relay_file, require_local_rabbitmq,
-    spawn_kafka_sender, watch_readiness,
+    KafkaCluster, RelayProcess, Seen, Tally, Until, amqp_to_kafka, drain_amqp, drain_kafka,
+    free_port, kafka_reader, kafka_to_amqp, publish_amqp, rabbitmqctl, relay_file,
+    require_local_rabbitmq, spawn_kafka_sender, watch_readiness,
 };
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -28,14 +28,6 @@ const CHUNKS: usize = 20;
 const CHUNK: usize = 250;
 const PAUSE: Duration = Duration::from_millis(500);
 
-fn kafka_to_amqp_route(topic: &str, exchange: &str) -> String {
-    format!(
-        r#"name = "k2a"
-from = {{ kafka = "k", topic = "{topic}", group = "{topic}-relay" }}
-to = {{ amqp = "r", exchange = "{exchange}", routing_key = "{ROUTING_KEY}" }}"#
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_restart_under_a_kafka_to_amqp_route_loses_nothing() {
     let _turn = ONE_AT_A_TIME.lock().await;
@@ -46,7 +38,7 @@ async fn rabbitmq_restart_under_a_kafka_to_amqp_route_loses_nothing() {
     let mut rabbit = Rabbit::durable("out-k2a").await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let route = kafka_to_amqp_route(&topic, &rabbit.exchange);
+    let route = kafka_to_amqp("k2a", &topic, &rabbit.exchange);
     let config = relay_file(dir.path(), port, WINDOW, &bootstrap, &route);
     let relay = RelayProcess::start(&config, port, &dir.path().join("spans.jsonl"));
     relay.wait_ready(Duration::from_secs(60)).await;
@@ -119,7 +111,7 @@ async fn an_idle_route_is_not_ready_while_its_sink_broker_is_down() {
     let mut rabbit = Rabbit::durable("idle").await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let route = kafka_to_amqp_route(&topic, &rabbit.exchange);
+    let route = kafka_to_amqp("k2a", &topic, &rabbit.exchange);
     let config = relay_file(dir.path(), port, WINDOW, &bootstrap, &route);
     let relay = RelayProcess::start(&config, port, &dir.path().join("spans.jsonl"));
     relay.wait_ready(Duration::from_secs(60)).await;
@@ -168,12 +160,7 @@ async fn rabbitmq_restart_under_an_amqp_to_kafka_route_loses_nothing() {
     let origins = publish_amqp(channel, &rabbit.exchange, ROUTING_KEY, 0, MESSAGES).await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let route = format!(
-        r#"name = "a2k"
-from = {{ amqp = "r", queue = "{}" }}
-to = {{ kafka = "k", topic = "{topic}" }}"#,
-        rabbit.queue
-    );
+    let route = amqp_to_kafka("a2k", &rabbit.queue, &topic);
     let config = relay_file(dir.path(), port, WINDOW, &bootstrap, &route);
     let reader = kafka_reader(&bootstrap, &topic);
     let mut seen = Seen::new();
@@ -212,7 +199,7 @@ async fn a_kafka_broker_restart_under_a_kafka_to_amqp_route_loses_nothing() {
     let rabbit = Rabbit::new("out-kafka").await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let route = kafka_to_amqp_route(&topic, &rabbit.exchange);
+    let route = kafka_to_amqp("k2a", &topic, &rabbit.exchange);
     let config = relay_file(dir.path(), port, WINDOW, &cluster.bootstrap, &route);
     let relay = RelayProcess::start(&config, port, &dir.path().join("spans.jsonl"));
     relay.wait_ready(Duration::from_secs(60)).await;

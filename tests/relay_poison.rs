@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::amqp::{ROUTING_KEY, Rabbit};
-use common::flow::{RelayProcess, Seen, Until, drain_amqp, free_port, relay_file};
+use common::flow::{RelayProcess, Seen, Until, drain_amqp, free_port, kafka_to_amqp, relay_file};
 use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -255,12 +255,7 @@ async fn without_a_dead_letter_a_poison_message_stops_the_route_visibly_and_sigt
         port,
         WINDOW,
         &bootstrap,
-        &format!(
-            r#"name = "stuck"
-from = {{ kafka = "k", topic = "{topic}", group = "{topic}-relay" }}
-to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}"#,
-            rabbit.exchange
-        ),
+        &kafka_to_amqp("stuck", &topic, &rabbit.exchange),
     );
     let spans = dir.path().join("spans.jsonl");
     let mut seen = Seen::new();

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::amqp::{ROUTING_KEY, Rabbit};
 use common::flow::{
-    RelayProcess, Seen, Tally, Until, drain_amqp, drain_kafka, free_port, kafka_reader,
-    publish_amqp, relay_file, send_kafka,
+    RelayProcess, Seen, Tally, Until, amqp_to_kafka, drain_amqp, drain_kafka, free_port,
+    kafka_reader, kafka_to_amqp, publish_amqp, relay_file, send_kafka,
 };
 
 const MESSAGES: usize = 10_000;
@@ -31,12 +31,7 @@ async fn kafka_to_amqp_sigkill_mid_stream_loses_nothing() {
         port,
         WINDOW,
         &bootstrap,
-        &format!(
-            r#"name = "k2a"
-from = {{ kafka = "k", topic = "{topic}", group = "{topic}-relay" }}
-to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}"#,
-            rabbit.exchange
-        ),
+        &kafka_to_amqp("k2a", &topic, &rabbit.exchange),
     );
     let spans = dir.path().join("spans.jsonl");
     let mut seen = Seen::new();
@@ -110,12 +105,7 @@ async fn amqp_to_kafka_sigkill_mid_stream_loses_nothing() {
         port,
         WINDOW,
         &bootstrap,
-        &format!(
-            r#"name = "a2k"
-from = {{ amqp = "r", queue = "{}" }}
-to = {{ kafka = "k", topic = "{topic}" }}"#,
-            rabbit.queue
-        ),
+        &amqp_to_kafka("a2k", &rabbit.queue, &topic),
     );
     let spans = dir.path().join("spans.jsonl");
     let reader = kafka_reader(&bootstrap, &topic);

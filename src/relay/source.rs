@@ -111,7 +111,7 @@ pub(crate) async fn run_kafka(
                     Err(err) => tracing::error!(route = %hop.route, stage = "commit", error = %err, "commit task failed"),
                 }
             }
-            received = consumer.recv(), if !stopping && offsets.unsettled() < window && stats.poisoned().is_none() => {
+            received = consumer.recv(), if !stopping && offsets.unsettled() < window && !stats.is_poisoned() => {
                 let message = match received {
                     Ok(message) => message,
                     Err(err) => {
@@ -369,7 +369,7 @@ pub(crate) async fn run_amqp(
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {
                 stats.set_in_flight(in_flight.len());
             }
-            delivery = opened.consumer.next(), if !stopping && stats.poisoned().is_none() => {
+            delivery = opened.consumer.next(), if !stopping && !stats.is_poisoned() => {
                 let delivery = match delivery {
                     Some(Ok(delivery)) => delivery,
                     lost => {

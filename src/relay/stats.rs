@@ -386,6 +386,12 @@ impl RouteStats {
         self.died.lock().ok().and_then(|d| d.clone())
     }
 
+    /// Whether the route stopped at a poison message (read before every
+    /// message the source takes: the gauge, no lock, no copy).
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned_gauge.get() != 0
+    }
+
     /// The message the route stopped at, if any.
     pub fn poisoned(&self) -> Option<String> {
         self.poisoned.lock().ok().and_then(|p| p.clone())
@@ -397,7 +403,12 @@ impl RouteStats {
     }
 
     /// Ends a streak of failed hops: how many failed, if one was going on.
+    /// Called for every delivered message: a read, and a write only when a
+    /// streak really ends.
     pub(crate) fn failure_streak_ended(&self) -> Option<u64> {
+        if self.failure_streak.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
         match self.failure_streak.swap(0, Ordering::Relaxed) {
             0 => None,
             n => Some(n),
@@ -407,7 +418,7 @@ impl RouteStats {
     /// Running, its sinks connected, not stopped at a poison message: what
     /// `/readyz` reports.
     pub fn is_ready(&self) -> bool {
-        self.is_consuming() && !self.is_sink_down() && self.poisoned().is_none()
+        self.is_consuming() && !self.is_sink_down() && !self.is_poisoned()
     }
 }
 

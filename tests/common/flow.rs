@@ -376,6 +376,28 @@ impl Tally {
     }
 }
 
+/// The `[[route]]` body of a Kafka → AMQP route: `topic` (group
+/// `{topic}-relay`) of cluster `k` to `exchange` of broker `r`, routing key
+/// [`super::amqp::ROUTING_KEY`].
+pub fn kafka_to_amqp(name: &str, topic: &str, exchange: &str) -> String {
+    format!(
+        r#"name = "{name}"
+from = {{ kafka = "k", topic = "{topic}", group = "{topic}-relay" }}
+to = {{ amqp = "r", exchange = "{exchange}", routing_key = "{}" }}"#,
+        super::amqp::ROUTING_KEY
+    )
+}
+
+/// The `[[route]]` body of an AMQP → Kafka route: `queue` of broker `r` to
+/// `topic` of cluster `k`.
+pub fn amqp_to_kafka(name: &str, queue: &str, topic: &str) -> String {
+    format!(
+        r#"name = "{name}"
+from = {{ amqp = "r", queue = "{queue}" }}
+to = {{ kafka = "k", topic = "{topic}" }}"#
+    )
+}
+
 /// A free TCP port on 127.0.0.1 (for the relay's HTTP endpoint).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
