@@ -4,7 +4,8 @@
 //! Reading happens in three steps, each reporting every problem it finds
 //! with the file, line and key: `${VAR}` / `${VAR:-default}` expansion in
 //! the text (so secrets live in the environment, never in the file), TOML
-//! parsing into the `*Spec` structs (unknown keys and bad values rejected),
+//! parsing into the `*Spec` structs (unknown keys and bad values rejected,
+//! all of them: see `read_spec`),
 //! and validation into [`RelayConfig`] (broker references resolved, each
 //! route's shape checked).
 
@@ -53,11 +54,11 @@ struct FileSpec {
     #[serde(default)]
     relay: RelaySpec,
     #[serde(default)]
-    kafka: BTreeMap<String, KafkaSpec>,
+    kafka: BTreeMap<String, Spanned<KafkaSpec>>,
     #[serde(default)]
-    amqp: BTreeMap<String, AmqpSpec>,
+    amqp: BTreeMap<String, Spanned<AmqpSpec>>,
     #[serde(default)]
-    route: Vec<RouteSpec>,
+    route: Vec<Spanned<RouteSpec>>,
 }
 
 /// `[relay]`.
@@ -546,11 +547,166 @@ impl RelayConfig {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigErrors> {
         let expanded = expand_env(text, origin, env)?;
-        let spec: FileSpec = toml::from_str(&expanded).map_err(|e| ConfigErrors {
-            problems: vec![toml_error(origin, &expanded, &e)],
-        })?;
-        validate(spec, origin, &expanded)
+        let (spec, problems) = read_spec(origin, &expanded);
+        match spec {
+            Some(spec) => validate(spec, origin, &expanded, problems),
+            None => Err(ConfigErrors { problems }),
+        }
     }
+}
+
+/// At most this many key or type problems are reported from one file.
+const MAX_PARSE_PROBLEMS: usize = 50;
+
+/// Parses the expanded text into the file's structs, reporting every key
+/// and value they reject, not only the first (serde stops at one): each
+/// rejected line is blanked out and the text parsed again.
+///
+/// The structs come back only when they are whole — no table had to be
+/// blanked for a missing key — so that validation never reports a problem
+/// the blanking made up. A syntax error stops the reading: what follows it
+/// cannot be trusted.
+fn read_spec(origin: &str, expanded: &str) -> (Option<FileSpec>, Vec<String>) {
+    let mut text = expanded.to_owned();
+    let mut problems = Problems::default();
+    // (the table it was in, the key) of each line blanked so far.
+    let mut blanked: Vec<(usize, String)> = Vec::new();
+    let mut whole = true;
+    while problems.len() < MAX_PARSE_PROBLEMS {
+        if let Err(err) = toml::from_str::<toml::Table>(&text) {
+            // Only the first round's syntax error is the user's own; a
+            // later one comes from blanking part of a multi-line value.
+            if blanked.is_empty() {
+                problems.add(origin, &text, &err);
+            }
+            return (None, problems.by_line());
+        }
+        let err = match toml::from_str::<FileSpec>(&text) {
+            Ok(spec) => return (whole.then_some(spec), problems.by_line()),
+            Err(err) => err,
+        };
+        let Some(span) = err.span() else {
+            problems.add(origin, &text, &err);
+            return (None, problems.by_line());
+        };
+        let missing_key = err
+            .message()
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next());
+        // A key blanked out for its bad value is missing next round: that
+        // is the same problem, already reported.
+        let follows_earlier = missing_key.is_some_and(|key| {
+            let table = table_start(&text, span.start);
+            blanked.iter().any(|(t, k)| *t == table && k == key)
+        });
+        if !follows_earlier {
+            problems.add(origin, &text, &err);
+        }
+        whole &= missing_key.is_none();
+        let table = table_start(&text, span.start);
+        // A table without a key it needs goes whole: blanking its header
+        // alone would hand its keys to the table above.
+        let span = match missing_key {
+            Some(_) => table..table_end(&text, table),
+            None => span,
+        };
+        let Some(key) = blank_lines(&mut text, span) else {
+            return (None, problems.by_line());
+        };
+        blanked.push((table, key));
+    }
+    (None, problems.by_line())
+}
+
+/// Problems found while reading, each with its line, to be listed in the
+/// file's order (the reading finds them in the structs' order).
+#[derive(Default)]
+struct Problems(Vec<(usize, String)>);
+
+impl Problems {
+    fn add(&mut self, origin: &str, text: &str, err: &toml::de::Error) {
+        let line = err.span().map_or(0, |s| line_of(text, s.start));
+        self.0.push((line, toml_error(origin, text, err)));
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn by_line(mut self) -> Vec<String> {
+        self.0.sort_by_key(|(line, _)| *line);
+        self.0.into_iter().map(|(_, problem)| problem).collect()
+    }
+}
+
+/// Where the table whose header starts at `table` ends: the newline before
+/// the next header, or the end of the text.
+fn table_end(text: &str, table: usize) -> usize {
+    let mut line_start = table;
+    for (index, line) in text[table..].split_inclusive('\n').enumerate() {
+        if index > 0 && line.trim_start().starts_with('[') {
+            return line_start - 1;
+        }
+        line_start += line.len();
+    }
+    text.len()
+}
+
+/// Where the `[table]` or `[[table]]` header before `offset` starts (0 for
+/// the top level).
+fn table_start(text: &str, offset: usize) -> usize {
+    let mut start = 0;
+    let mut line_start = 0;
+    for line in text.split_inclusive('\n') {
+        if line_start > offset {
+            break;
+        }
+        if line.trim_start().starts_with('[') {
+            start = line_start;
+        }
+        line_start += line.len();
+    }
+    start
+}
+
+/// Replaces every character on the lines that `span` touches with spaces
+/// (newlines kept, one space per byte, so every later line keeps its number
+/// and offset). Returns the key the first of them held, `None` when they
+/// held nothing to blank.
+fn blank_lines(text: &mut String, span: std::ops::Range<usize>) -> Option<String> {
+    let end = span.end.min(text.len());
+    let start = span.start.min(end);
+    // Bytes, not str slices: a span need not fall on a char boundary, a
+    // newline always does.
+    let bytes = text.as_bytes();
+    let first = bytes[..start]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let last = bytes[end..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(text.len(), |i| end + i);
+    let lines = &text[first..last];
+    if lines.trim().is_empty() {
+        return None;
+    }
+    let key = lines
+        .split('=')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .trim_matches(['"', '\''])
+        .to_owned();
+    let blank: String = lines
+        .chars()
+        .flat_map(|c| {
+            let fill = if c == '\n' { '\n' } else { ' ' };
+            std::iter::repeat_n(fill, c.len_utf8())
+        })
+        .collect();
+    text.replace_range(first..last, &blank);
+    Some(key)
 }
 
 /// `${VAR}` and `${VAR:-default}`; `$$` is a literal `$`. Comments (from
@@ -640,7 +796,8 @@ fn expand_line(
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    before.iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 fn toml_error(origin: &str, text: &str, err: &toml::de::Error) -> String {
@@ -649,42 +806,46 @@ fn toml_error(origin: &str, text: &str, err: &toml::de::Error) -> String {
     format!("{origin}:{line}: {message}")
 }
 
-fn validate(spec: FileSpec, origin: &str, text: &str) -> Result<RelayConfig, ConfigErrors> {
-    let mut problems = Vec::new();
-    let kafka: BTreeMap<String, KafkaBroker> = spec
-        .kafka
-        .into_iter()
-        .map(|(name, k)| {
-            let broker = KafkaBroker {
-                name: name.clone(),
-                bootstrap_servers: k.bootstrap_servers,
-                properties: k.properties,
-            };
-            (name, broker)
-        })
-        .collect();
-    let amqp: BTreeMap<String, AmqpBroker> = spec
-        .amqp
-        .into_iter()
-        .map(|(name, a)| {
-            let broker = AmqpBroker {
-                name: name.clone(),
-                url: a.url,
-            };
-            (name, broker)
-        })
-        .collect();
-    for broker in kafka.values() {
-        kafka_guards(origin, broker, &mut problems);
+/// Resolves broker references and checks each route's shape, adding to the
+/// `problems` reading found.
+fn validate(
+    spec: FileSpec,
+    origin: &str,
+    text: &str,
+    mut problems: Vec<String>,
+) -> Result<RelayConfig, ConfigErrors> {
+    let mut kafka: BTreeMap<String, KafkaBroker> = BTreeMap::new();
+    for (name, section) in spec.kafka {
+        let at = format!(
+            "{origin}:{}: kafka.{name}",
+            line_of(text, section.span().start)
+        );
+        let section = section.into_inner();
+        let broker = KafkaBroker {
+            name: name.clone(),
+            bootstrap_servers: section.bootstrap_servers,
+            properties: section.properties,
+        };
+        kafka_guards(&at, &broker, &mut problems);
+        kafka.insert(name, broker);
     }
-    for broker in amqp.values() {
+    let mut amqp: BTreeMap<String, AmqpBroker> = BTreeMap::new();
+    for (name, section) in spec.amqp {
+        let at = format!(
+            "{origin}:{}: amqp.{name}",
+            line_of(text, section.span().start)
+        );
+        let broker = AmqpBroker {
+            name: name.clone(),
+            url: section.into_inner().url,
+        };
         if !broker.url.starts_with("amqp://") && !broker.url.starts_with("amqps://") {
             problems.push(format!(
-                "{origin}: amqp.{}.url: `{}` is not an amqp:// or amqps:// URL",
-                broker.name,
+                "{at}.url: `{}` is not an amqp:// or amqps:// URL",
                 broker.redacted_url()
             ));
         }
+        amqp.insert(name, broker);
     }
     if spec.relay.max_in_flight == 0 {
         problems.push(format!("{origin}: relay.max_in_flight: must be at least 1"));
@@ -696,7 +857,10 @@ fn validate(spec: FileSpec, origin: &str, text: &str) -> Result<RelayConfig, Con
     let mut routes = Vec::new();
     let mut names = std::collections::BTreeSet::new();
     for (index, route) in spec.route.into_iter().enumerate() {
-        let at = format!("{origin}: route[{index}] ({})", route.name);
+        let line = line_of(text, route.span().start);
+        let route = route.into_inner();
+        let label = format!("route[{index}] ({})", route.name);
+        let at = format!("{origin}:{line}: {label}");
         if !names.insert(route.name.clone()) {
             problems.push(format!(
                 "{at}: name: another route is already called `{}`",
@@ -708,6 +872,7 @@ fn validate(spec: FileSpec, origin: &str, text: &str) -> Result<RelayConfig, Con
             amqp: &amqp,
             origin,
             text,
+            label: &label,
         };
         let source = resolver.source(&at, &route.name, route.from, &mut problems);
         let sink = resolver.sink(&at, "to", route.to, &mut problems);
@@ -820,6 +985,8 @@ struct Resolver<'a> {
     amqp: &'a BTreeMap<String, AmqpBroker>,
     origin: &'a str,
     text: &'a str,
+    /// `route[INDEX] (NAME)`, for problems reported at another line.
+    label: &'a str,
 }
 
 enum Broker {
@@ -835,8 +1002,8 @@ impl Resolver<'_> {
         spec: &EndpointSpec,
         problems: &mut Vec<String>,
     ) -> Option<Broker> {
-        // With a line number the origin goes in front of it, once.
-        let here = at.strip_prefix(&format!("{}: ", self.origin)).unwrap_or(at);
+        // An unknown name is reported at its own line.
+        let here = self.label;
         match (&spec.kafka, &spec.amqp) {
             (Some(name), None) => match self.kafka.get(name.get_ref()) {
                 Some(b) => Some(Broker::Kafka(b.clone())),
@@ -1042,8 +1209,7 @@ fn key_source(
 /// would break its at-least-once promise: rejected with the reason. The
 /// same properties go to a cluster's consumers and producers, so each is
 /// checked whatever role the cluster plays.
-fn kafka_guards(origin: &str, broker: &KafkaBroker, problems: &mut Vec<String>) {
-    let at = format!("{origin}: kafka.{}", broker.name);
+fn kafka_guards(at: &str, broker: &KafkaBroker, problems: &mut Vec<String>) {
     if broker.bootstrap_servers.trim().is_empty() {
         problems.push(format!("{at}.bootstrap_servers: is empty"));
     }
@@ -1078,18 +1244,18 @@ fn kafka_guards(origin: &str, broker: &KafkaBroker, problems: &mut Vec<String>) 
             problems.push(format!("{at}.properties.\"{key}\": {reason}"));
         }
     }
-    // librdkafka's own check of every name and value, without connecting.
-    let mut config = rdkafka::ClientConfig::new();
-    config.set("bootstrap.servers", &broker.bootstrap_servers);
+    // librdkafka's own check of every name and value, without connecting:
+    // one property at a time, because it stops at the first it rejects.
+    let secrets = broker.secrets();
     for (key, value) in &broker.properties {
+        let mut config = rdkafka::ClientConfig::new();
         config.set(key, value);
-    }
-    if let Err(err) = config.create_native_config() {
-        let secrets = broker.secrets();
-        problems.push(format!(
-            "{at}.properties: librdkafka rejects them: {}",
-            crate::redact::redact_secrets(&err.to_string(), &secrets)
-        ));
+        if let Err(err) = config.create_native_config() {
+            problems.push(format!(
+                "{at}.properties.\"{key}\": librdkafka rejects it: {}",
+                crate::redact::redact_secrets(&err.to_string(), &secrets)
+            ));
+        }
     }
 }
 

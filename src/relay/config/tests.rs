@@ -156,6 +156,76 @@ fn a_bad_duration_is_rejected_with_its_line() {
 }
 
 #[test]
+fn unknown_keys_and_bad_values_are_all_reported_each_with_its_line() {
+    let text = FULL
+        .replace("max_in_flight = 256", "max_in_flite = 256")
+        .replace(r#"backoff = "50ms""#, r#"backoff = "fifty""#)
+        .replace(r#"key_mapping = "message_id""#, "key_mapping = 7")
+        .replace(r#"url = "amqp://"#, r#"uri = "amqp://"#);
+    let problems = problems(&text);
+    let expect = [
+        "relay.toml:4: unknown field `max_in_flite`",
+        "relay.toml:19: ",
+        "relay.toml:26: ",
+        "relay.toml:12: unknown field `uri`",
+    ];
+    for needle in expect {
+        assert!(
+            problems.iter().any(|p| p.starts_with(needle)),
+            "missing {needle:?} in {problems:#?}"
+        );
+    }
+    assert!(
+        problems.iter().any(|p| p.contains("fifty")),
+        "{problems:#?}"
+    );
+    // The blanked `url` leaves [amqp.rabbit] without one: that is reported
+    // once, as missing, and nothing is made up about the routes using it.
+    assert!(
+        problems.iter().any(|p| p.contains("missing field `url`")),
+        "{problems:#?}"
+    );
+    assert_eq!(problems.len(), 5, "{problems:#?}");
+}
+
+#[test]
+fn a_bad_value_in_a_required_key_is_reported_once() {
+    let text = FULL.replace(r#"name = "a2k""#, "name = 5");
+    let problems = problems(&text);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(problems[0].starts_with("relay.toml:23: "), "{problems:#?}");
+}
+
+#[test]
+fn a_syntax_error_stops_reading_at_its_line() {
+    let text = FULL.replace("max_in_flight = 256", "max_in_flight = = 256");
+    let problems = problems(&text);
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(problems[0].starts_with("relay.toml:4:"), "{problems:#?}");
+}
+
+#[test]
+fn every_librdkafka_property_it_rejects_is_named() {
+    let text = FULL.replace(
+        r#""security.protocol" = "PLAINTEXT""#,
+        r#""security.protocol" = "carrier-pigeon", "no.such.property" = "1", "linger.ms" = "soon""#,
+    );
+    let problems = problems(&text);
+    for key in ["security.protocol", "no.such.property", "linger.ms"] {
+        let needle =
+            format!("relay.toml:7: kafka.main.properties.\"{key}\": librdkafka rejects it");
+        assert!(
+            problems.iter().any(|p| p.starts_with(&needle)),
+            "missing {needle:?} in {problems:#?}"
+        );
+    }
+    assert!(
+        !problems.iter().any(|p| p.contains("hunter2")),
+        "{problems:#?}"
+    );
+}
+
+#[test]
 fn a_missing_broker_reference_is_reported_where_it_is_used() {
     let text = FULL.replace(
         r#"to = { kafka = "main", topic = "billing" }"#,
