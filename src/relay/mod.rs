@@ -193,37 +193,40 @@ async fn start_route(
     // Ready from here: the loop sets it false when it ends.
     stats.set_running(true);
     watch_sinks(&hop, shutdown.clone());
-    let task = match &route.source {
+    // The first opening of the source fails the start, loudly; a reopening
+    // after the loop died is retried by `supervised`.
+    let (first, reopen): (RouteLoop, Reopen) = match &route.source {
         Source::Kafka {
             broker,
             topic,
             group,
         } => {
-            let mut config = kafka_config(broker);
-            config
-                .set("group.id", group)
-                .set("enable.auto.commit", "false")
-                .set("auto.offset.reset", "earliest");
-            apply_properties(&mut config, broker);
-            let consumer: StreamConsumer = config
-                .create()
-                .map_err(|e| connect_error(&route, &broker.bootstrap_servers, e))?;
-            consumer
-                .subscribe(&[topic])
-                .map_err(|e| connect_error(&route, &broker.bootstrap_servers, e))?;
-            supervised(
-                &stats,
-                &route.name,
-                source::run_kafka(
-                    hop,
-                    consumer,
-                    topic.clone(),
-                    group.clone(),
-                    window,
-                    stats.clone(),
-                    shutdown,
-                ),
-            )
+            let open = {
+                let (route, broker, topic, group) =
+                    (route.clone(), broker.clone(), topic.clone(), group.clone());
+                move || open_kafka_source(&route, &broker, &topic, &group)
+            };
+            let run = {
+                let (hop, stats, shutdown) = (hop.clone(), stats.clone(), shutdown.clone());
+                let (topic, group) = (topic.clone(), group.clone());
+                move |consumer| -> RouteLoop {
+                    Box::pin(source::run_kafka(
+                        hop.clone(),
+                        consumer,
+                        topic.clone(),
+                        group.clone(),
+                        window,
+                        stats.clone(),
+                        shutdown.clone(),
+                    ))
+                }
+            };
+            let first = run(open()?);
+            let reopen: Reopen = Box::new(move || {
+                let opened = open().map(&run).map_err(|e| e.to_string());
+                Box::pin(std::future::ready(opened))
+            });
+            (first, reopen)
         }
         Source::Amqp { broker, queue } => {
             let subscription = source::AmqpSubscription {
@@ -233,19 +236,34 @@ async fn start_route(
                 // Prefetch = window: the broker never sends more than we hold.
                 prefetch: u16::try_from(window).unwrap_or(u16::MAX),
             };
-            // The first connection fails the start, loudly; later losses
-            // are reconnected by the loop.
             let opened = subscription
                 .open()
                 .await
                 .map_err(|e| connect_error(&route, &broker.redacted_url(), e))?;
-            supervised(
-                &stats,
-                &route.name,
-                source::run_amqp(hop, subscription, opened, stats.clone(), shutdown),
-            )
+            let run = {
+                let (hop, stats, shutdown) = (hop.clone(), stats.clone(), shutdown.clone());
+                move |subscription, opened| -> RouteLoop {
+                    Box::pin(source::run_amqp(
+                        hop.clone(),
+                        subscription,
+                        opened,
+                        stats.clone(),
+                        shutdown.clone(),
+                    ))
+                }
+            };
+            let first = run(subscription.clone(), opened);
+            let reopen: Reopen = Box::new(move || {
+                let (subscription, run) = (subscription.clone(), run.clone());
+                Box::pin(async move {
+                    let opened = subscription.open().await.map_err(|e| e.to_string())?;
+                    Ok(run(subscription, opened))
+                })
+            });
+            (first, reopen)
         }
     };
+    let task = supervised(&stats, &route.name, first, reopen, shutdown);
     tracing::info!(route = %route.name, "route started");
     Ok(RunningRoute {
         name: route.name,
@@ -254,32 +272,98 @@ async fn start_route(
     })
 }
 
-/// Runs a route's loop as a task; if it panics anyway (no input should make
-/// it), the route is reported dead — logged, and `/readyz` 503 naming it
-/// and the panic — never left dead behind a green `/readyz`.
+/// A route's read loop, ready to run.
+type RouteLoop = futures::future::BoxFuture<'static, ()>;
+/// Opens the route's source again and gives its loop (after the loop died).
+type Reopen =
+    Box<dyn FnMut() -> futures::future::BoxFuture<'static, Result<RouteLoop, String>> + Send>;
+
+/// A restarted loop that runs this long without dying again was a one-off:
+/// the next restart waits the shortest time again.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// Runs a route's loop as a task and, if it panics anyway (no input should
+/// make it), restarts it from a reopened source, with backoff: the messages
+/// it held are redelivered (at-least-once). While it is down the route is
+/// reported — logged, `/readyz` 503 naming it and the panic — and every
+/// restart is counted (`relay_route_restarts_total`).
 fn supervised(
     stats: &Arc<RouteStats>,
     route: &str,
-    route_loop: impl std::future::Future<Output = ()> + Send + 'static,
+    first: RouteLoop,
+    mut reopen: Reopen,
+    mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     use futures::FutureExt as _;
     let (stats, route) = (stats.clone(), route.to_owned());
     tokio::spawn(async move {
-        if let Err(panic) = std::panic::AssertUnwindSafe(route_loop)
-            .catch_unwind()
-            .await
-        {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic without a message".to_owned());
-            tracing::error!(route = %route, stage = "route", error = %message,
-                "the route's loop died; restart the relay (the route is reported not ready)");
+        let mut route_loop = first;
+        let mut backoff = backoff::Backoff::default();
+        loop {
+            let started = std::time::Instant::now();
+            let Err(panic) = std::panic::AssertUnwindSafe(route_loop)
+                .catch_unwind()
+                .await
+            else {
+                return;
+            };
+            if started.elapsed() >= STABLE_AFTER {
+                backoff.recovered(std::time::Instant::now());
+            }
+            let mut why = panic_message(panic.as_ref());
             stats.set_running(false);
-            stats.set_died(message);
+            stats.set_died(Some(why.clone()));
+            route_loop = loop {
+                let wait = backoff.failed(std::time::Instant::now());
+                tracing::error!(route = %route, stage = "route", error = %why,
+                    restart_in_ms = wait.as_millis() as u64,
+                    "the route's loop died; restarting it (reported not ready until then)");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
+                match reopen().await {
+                    Ok(route_loop) => break route_loop,
+                    Err(err) => why = format!("reopening its source failed: {err}"),
+                }
+            };
+            stats.restarts.inc();
+            stats.set_died(None);
+            tracing::warn!(route = %route, restarts = stats.restarts.get(), "route restarted");
         }
     })
+}
+
+/// A panic's message, as far as it has one.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// Creates a route's Kafka consumer and subscribes it: manual commits, from
+/// the earliest offset when the group has none.
+fn open_kafka_source(
+    route: &Route,
+    broker: &KafkaBroker,
+    topic: &str,
+    group: &str,
+) -> Result<StreamConsumer, Error> {
+    let mut config = kafka_config(broker);
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest");
+    apply_properties(&mut config, broker);
+    let consumer: StreamConsumer = config
+        .create()
+        .map_err(|e| connect_error(route, &broker.bootstrap_servers, e))?;
+    consumer
+        .subscribe(&[topic])
+        .map_err(|e| connect_error(route, &broker.bootstrap_servers, e))?;
+    Ok(consumer)
 }
 
 /// Checks the route's AMQP sink connections every second, so `/readyz`
@@ -492,5 +576,56 @@ pub mod fuzzing {
             out.iter()
                 .all(|h| !h.key.eq_ignore_ascii_case("traceparent"))
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A loop that panics is reported down, restarted from a reopened
+    /// source, counted, and reported up again; a shutdown during the wait
+    /// before a restart ends the task at once.
+    #[tokio::test]
+    async fn a_route_loop_that_panics_is_restarted_and_reported() {
+        let metrics = RelayMetrics::new().expect("registry");
+        let stats = metrics.route("r");
+        let (stop, shutdown) = watch::channel(false);
+        let (reopened, mut reopens) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (release, released) = watch::channel(false);
+        let first: RouteLoop = Box::pin(async { panic!("boom at offset 7") });
+        let reopen: Reopen = Box::new(move || {
+            let (reopened, mut released) = (reopened.clone(), released.clone());
+            Box::pin(async move {
+                let _ = reopened.send(());
+                // The restarted loop runs until the test lets it end.
+                Ok(Box::pin(async move {
+                    let _ = released.wait_for(|go| *go).await;
+                }) as RouteLoop)
+            })
+        });
+        let task = supervised(&stats, "r", first, reopen, shutdown.clone());
+
+        reopens.recv().await.expect("the source is reopened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(stats.restarts.get(), 1);
+        assert_eq!(stats.died(), None, "up again after the restart");
+        let _ = release.send(true);
+        task.await.expect("the task ends when its loop ends");
+
+        // Dies again, and the relay stops while it waits to restart.
+        let reopen: Reopen = Box::new(|| Box::pin(async { Err("unreachable".to_owned()) }));
+        let first: RouteLoop = Box::pin(async { panic!("boom again") });
+        let task = supervised(&stats, "r", first, reopen, shutdown);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!stats.is_ready());
+        let died = stats.died().expect("reported while down");
+        assert!(died.contains("boom again"), "{died}");
+        let _ = stop.send(true);
+        tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .expect("a shutdown does not wait for the restart")
+            .expect("no panic escapes");
+        assert_eq!(stats.restarts.get(), 1, "never restarted");
     }
 }

@@ -262,6 +262,7 @@ fn count_outcome(hop: &Hop, stats: &RouteStats, inbound: &Inbound, outcome: &Out
 }
 
 /// How to (re)open an AMQP source.
+#[derive(Clone)]
 pub(crate) struct AmqpSubscription {
     pub(crate) route: String,
     pub(crate) broker: AmqpBroker,

@@ -29,6 +29,7 @@ pub struct RelayMetrics {
     failed: IntCounterVec,
     consume_errors: IntCounterVec,
     reconnects: IntCounterVec,
+    restarts: IntCounterVec,
     in_flight: IntGaugeVec,
     poisoned: IntGaugeVec,
     hop_seconds: HistogramVec,
@@ -150,6 +151,10 @@ impl RelayMetrics {
                 "relay_reconnect_attempts_total",
                 "Attempts to reopen a lost AMQP connection (source or sink), paced by backoff",
             )?,
+            restarts: counter(
+                "relay_route_restarts_total",
+                "Times the route's loop died (a panic) and was started again",
+            )?,
             in_flight,
             poisoned,
             hop_seconds: histogram(
@@ -175,6 +180,7 @@ impl RelayMetrics {
             failed: self.failed.with_label_values(l),
             consume_errors: self.consume_errors.with_label_values(l),
             reconnects: self.reconnects.with_label_values(l),
+            restarts: self.restarts.with_label_values(l),
             in_flight: self.in_flight.with_label_values(l),
             hop_seconds: self.hop_seconds.with_label_values(l),
             queue_seconds: self.queue_seconds.with_label_values(l),
@@ -265,6 +271,8 @@ pub struct RouteStats {
     pub consume_errors: IntCounter,
     /// Attempts to reopen a lost AMQP connection.
     pub reconnects: IntCounter,
+    /// Times the route's loop died and was started again.
+    pub restarts: IntCounter,
     in_flight: IntGauge,
     /// Read → settled, seconds.
     pub hop_seconds: Histogram,
@@ -281,7 +289,7 @@ pub struct RouteStats {
     /// no dead-letter destination.
     poisoned: std::sync::Mutex<Option<String>>,
     poisoned_gauge: IntGauge,
-    /// Why the route's loop died, if it did.
+    /// Why the route's loop died, while it is down (until its restart).
     died: std::sync::Mutex<Option<String>>,
     /// What correlation by request id did.
     pub correlation: CorrelationStats,
@@ -375,13 +383,14 @@ impl RouteStats {
         }
     }
 
-    pub(crate) fn set_died(&self, why: String) {
+    /// The route's loop died (`Some(why)`) or was started again (`None`).
+    pub(crate) fn set_died(&self, why: Option<String>) {
         if let Ok(mut died) = self.died.lock() {
-            *died = Some(why);
+            *died = why;
         }
     }
 
-    /// Why the route's loop died (a panic), if it did.
+    /// Why the route's loop died (a panic), while it is down.
     pub fn died(&self) -> Option<String> {
         self.died.lock().ok().and_then(|d| d.clone())
     }
