@@ -270,16 +270,15 @@ impl Instrumentation {
 
     /// Records how long a message waited in the broker: on the span as
     /// [`QUEUE_TIME_ATTRIBUTE`] and in the [`QUEUE_TIME_METRIC`] histogram.
-    /// Timestamps in the future (clock skew) count as zero.
+    /// Timestamps in the future (clock skew) count as zero. Returns the
+    /// wait, for callers that record it elsewhere too.
     pub fn record_queue_time(
         &self,
         cx: &Context,
         produced_at: Option<SystemTime>,
         metric_attributes: &[KeyValue],
-    ) {
-        let Some(produced_at) = produced_at else {
-            return;
-        };
+    ) -> Option<Duration> {
+        let produced_at = produced_at?;
         let waited = SystemTime::now()
             .duration_since(produced_at)
             .unwrap_or(Duration::ZERO);
@@ -289,6 +288,7 @@ impl Instrumentation {
         ));
         self.queue_time
             .record(waited.as_secs_f64(), metric_attributes);
+        Some(waited)
     }
 }
 

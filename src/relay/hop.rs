@@ -1,31 +1,27 @@
-//! The hop: what the relay does with one message, top to bottom.
+//! The hop: what the relay does with one message, top to bottom, whatever
+//! the brokers on either side.
 //!
 //! extract the message's own creation context → CONSUMER `process` span
 //! (child of that context in `join` mode, a new linked trace in `link`
-//! mode) → PRODUCER span for the sink, its context injected into the
-//! outgoing headers (trace headers replaced, every other header copied) →
-//! publish and wait for the sink's confirm → retry with backoff → dead
-//! letter with the reason → only then may the source be acknowledged.
+//! mode) → [`Sink::send`], whose PRODUCER span's context goes into the
+//! outgoing headers → retry transient failures with backoff → dead letter
+//! with the reason → the [`Outcome`] says whether the source may be
+//! acknowledged. The sinks (`kafka/sink.rs`, `amqp/sink.rs`) hold every
+//! broker's wire code; this file imports neither rdkafka nor lapin.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::BasicProperties;
-use lapin::options::BasicPublishOptions;
-use lapin::types::{AMQPValue, LongString, ShortString};
+use futures::future::BoxFuture;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, KeyValue};
-use rdkafka::message::Header;
-use rdkafka::producer::FutureRecord;
 
-use super::config::{KeyMapping, Mode, RoutingKey};
-use super::message::{
-    AMQP_SHORT_STRING_MAX, Inbound, Origin, amqp_headers_from, encoded_table_size,
-    kafka_headers_from, prefix,
-};
+use super::config::Mode;
+use super::message::{Inbound, Origin};
+use super::stats::RouteStats;
 use crate::correlate::{self, Correlator, RequestId};
 use crate::instrument::{self, Instrumentation};
-use crate::kafka::TracedProducer;
-use crate::propagation::{ExtractedContext, Propagation, Transport};
+use crate::propagation::{ExtractedContext, Propagation};
 use crate::semconv::{Destination, MessagingAttributes, Operation};
 
 /// Header names on dead letters.
@@ -37,24 +33,35 @@ pub const DEAD_LETTER_ROUTE: &str = "x-tracebridge-route";
 pub const DEAD_LETTER_SOURCE: &str = "x-tracebridge-source";
 /// How many attempts were made.
 pub const DEAD_LETTER_ATTEMPTS: &str = "x-tracebridge-attempts";
+/// The header naming what a dead letter had to leave out of the original.
+pub const DEAD_LETTER_LEFT_OUT: &str = "x-tracebridge-left-out";
+/// The span attribute naming the relay route.
+pub const ROUTE_ATTRIBUTE: &str = "tracebridge.route";
 
-/// A connected sink: where a route's messages (or dead letters) go.
-pub(crate) enum SinkClient {
-    Kafka {
-        producer: TracedProducer,
-        topic: String,
-        key: RoutingKey,
-    },
-    Amqp {
-        publisher: super::publisher::ReconnectingPublisher,
-        exchange: String,
-        routing_key: RoutingKey,
-    },
+/// Where a route's messages (or its dead letters) go: one implementation
+/// per broker, and a scripted one in this module's tests.
+pub(crate) trait Sink: Send + Sync {
+    /// Sends `message`, dressed as `dress`, with a PRODUCER span under
+    /// `parent` whose context travels in the outgoing headers, and waits
+    /// for the broker's confirm.
+    fn send<'a>(
+        &'a self,
+        parent: &'a Context,
+        message: &'a Inbound,
+        dress: Dress<'a>,
+    ) -> BoxFuture<'a, Result<(), SendError>>;
+
+    /// Checks the connection (reopening it when lost), so readiness is
+    /// true while no message flows. Most sinks have nothing to check.
+    fn check(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// Why a send did not succeed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SendError {
+    /// The span's `error.type`.
     pub(crate) error_type: String,
     pub(crate) message: String,
     /// The message itself cannot be sent (too large, unrepresentable in the
@@ -65,11 +72,21 @@ pub(crate) struct SendError {
 }
 
 impl SendError {
-    fn permanent(error_type: &str, message: String) -> Self {
+    /// A failure of this one message that no retry can fix.
+    pub(crate) fn permanent(error_type: &str, message: String) -> Self {
         Self {
             error_type: error_type.to_owned(),
             message,
             permanent: true,
+        }
+    }
+
+    /// A failure a later attempt may not meet (broker down, timeout).
+    pub(crate) fn transient(error_type: &str, message: String) -> Self {
+        Self {
+            error_type: error_type.to_owned(),
+            message,
+            permanent: false,
         }
     }
 }
@@ -77,8 +94,8 @@ impl SendError {
 /// How a send is dressed: the message itself, or a dead letter carrying
 /// the reason headers (`minimal`: with none of the original headers, when
 /// even the full dead letter could not be sent).
-#[derive(Clone, Copy)]
-enum Dress<'a> {
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Dress<'a> {
     Message,
     DeadLetter {
         reason: &'a [(&'static str, String)],
@@ -86,8 +103,20 @@ enum Dress<'a> {
     },
 }
 
-/// The header naming what a dead letter had to leave out of the original.
-pub const DEAD_LETTER_LEFT_OUT: &str = "x-tracebridge-left-out";
+impl<'a> Dress<'a> {
+    /// The reason headers to add (none for the message itself).
+    pub(crate) fn reason(self) -> &'a [(&'static str, String)] {
+        match self {
+            Dress::Message => &[],
+            Dress::DeadLetter { reason, .. } => reason,
+        }
+    }
+
+    /// Whether the original headers are left out.
+    pub(crate) fn is_minimal(self) -> bool {
+        matches!(self, Dress::DeadLetter { minimal: true, .. })
+    }
+}
 
 /// The end of one message's hop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,38 +137,18 @@ pub(crate) enum Outcome {
 /// Everything a route's hops share.
 pub(crate) struct Hop {
     /// Shared so each span's route attribute is a reference count, not a copy.
-    pub(crate) route: std::sync::Arc<str>,
+    pub(crate) route: Arc<str>,
     pub(crate) mode: Mode,
     pub(crate) propagation: Propagation,
     pub(crate) attempts: u32,
     pub(crate) backoff: Duration,
-    pub(crate) key_mapping: KeyMapping,
-    pub(crate) sink: SinkClient,
-    pub(crate) dead_letter: Option<SinkClient>,
+    pub(crate) sink: Arc<dyn Sink>,
+    pub(crate) dead_letter: Option<Arc<dyn Sink>>,
     pub(crate) instrumentation: Instrumentation,
-    /// Every header name of the route's read and written formats, on both
-    /// transports: computed once, checked for every header of every message.
-    pub(crate) trace_headers: Vec<&'static str>,
     /// Correlation by request id, when the route configures it.
     pub(crate) correlation: Option<Correlator>,
-    /// The route's counters (correlation outcomes).
-    pub(crate) stats: std::sync::Arc<super::RouteStats>,
-}
-
-/// The trace header names of `propagation`'s formats (see
-/// [`Hop::trace_headers`]).
-pub(crate) fn trace_header_names(propagation: &Propagation) -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = propagation
-        .extract_formats()
-        .iter()
-        .chain(propagation.inject_formats())
-        .flat_map(|f| [Transport::Kafka, Transport::Amqp].map(|t| f.fields(t)))
-        .flatten()
-        .copied()
-        .collect();
-    names.sort_unstable();
-    names.dedup();
-    names
+    /// The route's counters (correlation outcomes, queue time).
+    pub(crate) stats: Arc<RouteStats>,
 }
 
 impl Hop {
@@ -155,7 +164,7 @@ impl Hop {
                 tokio::time::sleep(self.backoff_before(attempt)).await;
             }
             attempts = attempt;
-            match self.send(&self.sink, &cx, message, Dress::Message).await {
+            match self.sink.send(&cx, message, Dress::Message).await {
                 Ok(()) => {
                     cx.span().end();
                     return Outcome::Delivered { attempts: attempt };
@@ -192,7 +201,7 @@ impl Hop {
             None if permanent => Outcome::Poisoned { error },
             None => Outcome::Failed { error },
             Some(dead_letter) => {
-                self.dead_letter(dead_letter, &cx, message, attempts, error)
+                self.dead_letter(dead_letter.as_ref(), &cx, message, attempts, error)
                     .await
             }
         };
@@ -218,7 +227,7 @@ impl Hop {
     /// reason headers alone.
     async fn dead_letter(
         &self,
-        sink: &SinkClient,
+        sink: &dyn Sink,
         cx: &Context,
         message: &Inbound,
         attempts: u32,
@@ -234,14 +243,14 @@ impl Hop {
             reason: &reason,
             minimal: false,
         };
-        let failure = match self.send(sink, cx, message, full).await {
+        let failure = match sink.send(cx, message, full).await {
             Ok(()) => return Outcome::DeadLettered { attempts, error },
             Err(failure) if failure.permanent => {
                 let minimal = Dress::DeadLetter {
                     reason: &reason,
                     minimal: true,
                 };
-                match self.send(sink, cx, message, minimal).await {
+                match sink.send(cx, message, minimal).await {
                     Ok(()) => return Outcome::DeadLettered { attempts, error },
                     Err(again) => again,
                 }
@@ -341,11 +350,14 @@ impl Hop {
             .timestamp_ms
             .and_then(|ms| u64::try_from(ms).ok())
             .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms));
-        self.instrumentation.record_queue_time(
+        // Measured once, recorded in both the OTel and the Prometheus histogram.
+        if let Some(waited) = self.instrumentation.record_queue_time(
             &cx,
             produced_at,
             &[KeyValue::new(ROUTE_ATTRIBUTE, self.route_value())],
-        );
+        ) {
+            self.stats.queue_seconds.observe(waited.as_secs_f64());
+        }
         cx
     }
 
@@ -384,315 +396,6 @@ impl Hop {
     fn route_value(&self) -> opentelemetry::StringValue {
         self.route.clone().into()
     }
-
-    /// Whether `name` is a trace header of this route (read or written):
-    /// such headers are never copied, so no stale context travels on.
-    fn is_trace_header(&self, name: &str) -> bool {
-        self.trace_headers
-            .iter()
-            .any(|field| field.eq_ignore_ascii_case(name))
-    }
-
-    async fn send(
-        &self,
-        sink: &SinkClient,
-        parent: &Context,
-        message: &Inbound,
-        dress: Dress<'_>,
-    ) -> Result<(), SendError> {
-        let (reason, minimal): (&[(&str, String)], bool) = match dress {
-            Dress::Message => (&[], false),
-            Dress::DeadLetter { reason, minimal } => (reason, minimal),
-        };
-        match sink {
-            SinkClient::Kafka {
-                producer,
-                topic,
-                key,
-            } => {
-                let record_key = self.record_key(key, message)?;
-                let mut headers = if minimal {
-                    rdkafka::message::OwnedHeaders::new()
-                } else {
-                    kafka_headers_from(&message.headers, &|n| self.is_trace_header(n))
-                };
-                for (name, value) in reason {
-                    headers = headers.insert(Header {
-                        key: name,
-                        value: Some(value.as_bytes()),
-                    });
-                }
-                let mut record: FutureRecord<'_, [u8], [u8]> =
-                    FutureRecord::to(topic).headers(headers);
-                if let Some(payload) = &message.payload {
-                    record = record.payload(payload.as_slice());
-                }
-                if let Some(key) = &record_key {
-                    record = record.key(key);
-                }
-                if let Some(ts) = message.timestamp_ms {
-                    record = record.timestamp(ts);
-                }
-                producer
-                    .send_with_parent(parent, record, Duration::from_secs(30))
-                    .await
-                    .map(drop)
-                    .map_err(|(err, _)| SendError {
-                        error_type: crate::kafka::error_type(&err),
-                        message: err.to_string(),
-                        permanent: kafka_error_is_permanent(&err),
-                    })
-            }
-            SinkClient::Amqp {
-                publisher,
-                exchange,
-                routing_key,
-            } => {
-                let (mut headers, left_out) = if minimal {
-                    (lapin::types::FieldTable::default(), Vec::new())
-                } else {
-                    amqp_headers_from(&message.headers, &|n| self.is_trace_header(n))
-                };
-                if !left_out.is_empty() && matches!(dress, Dress::Message) {
-                    return Err(SendError::permanent(
-                        "unrepresentable",
-                        format!("AMQP cannot carry this message: {}", left_out.join("; ")),
-                    ));
-                }
-                let mut left_out = left_out;
-                if minimal {
-                    left_out.push(
-                        "every original header (the full dead letter could not be sent)".into(),
-                    );
-                }
-                for (name, value) in reason {
-                    headers.insert(
-                        (*name).into(),
-                        AMQPValue::LongString(LongString::from(value.as_str())),
-                    );
-                }
-                if !left_out.is_empty() {
-                    headers.insert(
-                        DEAD_LETTER_LEFT_OUT.into(),
-                        AMQPValue::LongString(LongString::from(prefix(&left_out.join("; "), 1024))),
-                    );
-                }
-                let routing_key = self.routing_key(routing_key, message)?;
-                if routing_key.len() > AMQP_SHORT_STRING_MAX {
-                    return Err(SendError::permanent(
-                        "unrepresentable",
-                        format!(
-                            "routing key of {} bytes (AMQP allows {AMQP_SHORT_STRING_MAX})",
-                            routing_key.len()
-                        ),
-                    ));
-                }
-                let properties = self.amqp_properties(message, matches!(dress, Dress::Message))?;
-                let open = publisher.get().await;
-                // A content header over the broker's frame_max makes
-                // RabbitMQ close the whole connection (every neighbour's
-                // confirm with it): such a message never reaches the wire.
-                let frame_max = open.frame_max();
-                let header_frame = CONTENT_HEADER_OVERHEAD + encoded_table_size(&headers);
-                if frame_max > 0 && header_frame > frame_max as usize {
-                    return Err(SendError::permanent(
-                        "message_too_large",
-                        format!(
-                            "its headers take {header_frame} bytes, over the broker's frame_max of {frame_max}"
-                        ),
-                    ));
-                }
-                let options = BasicPublishOptions {
-                    // Unroutable messages come back as errors: never lost silently.
-                    mandatory: true,
-                    ..Default::default()
-                };
-                let published = match open
-                    .publisher
-                    .publish_with_headers(
-                        parent,
-                        exchange,
-                        routing_key,
-                        options,
-                        properties,
-                        headers,
-                        message.payload.as_deref().unwrap_or_default(),
-                    )
-                    .await
-                {
-                    // A confirm that never comes (seen with lapin under
-                    // load) must not hold the hop forever: after the limit
-                    // the message is sent again (a duplicate at worst).
-                    Ok(pending) => match tokio::time::timeout(CONFIRM_LIMIT, pending.confirmed())
-                        .await
-                    {
-                        Ok(confirmed) => confirmed,
-                        Err(_) => {
-                            return Err(SendError {
-                                error_type: "confirm_timeout".into(),
-                                message: format!("no publisher confirm within {CONFIRM_LIMIT:?}"),
-                                permanent: false,
-                            });
-                        }
-                    },
-                    Err(err) => Err(err),
-                };
-                if published.is_err() {
-                    publisher.recover(&open).await;
-                }
-                published.map_err(send_error)
-            }
-        }
-    }
-
-    /// The Kafka record key: the source's key by default (absent stays
-    /// absent), or a fixed value, or a header (missing = an error).
-    /// Borrowed: each attempt reads it again, nothing is copied.
-    fn record_key<'m>(
-        &'m self,
-        key: &'m RoutingKey,
-        message: &'m Inbound,
-    ) -> Result<Option<&'m [u8]>, SendError> {
-        match key {
-            RoutingKey::SourceKey => Ok(message.source_key(self.key_mapping)),
-            RoutingKey::Fixed(fixed) => Ok(Some(fixed.as_bytes())),
-            RoutingKey::Header(name) => {
-                use crate::propagation::HeaderReader;
-                message.headers.header_bytes(name).map(Some).ok_or_else(|| {
-                    SendError::permanent(
-                        "key_missing",
-                        format!("header {name} is missing (it is the Kafka key)"),
-                    )
-                })
-            }
-        }
-    }
-
-    fn routing_key<'m>(
-        &self,
-        routing_key: &'m RoutingKey,
-        message: &'m Inbound,
-    ) -> Result<&'m str, SendError> {
-        let missing = |what: String| SendError::permanent("routing_key_missing", what);
-        match routing_key {
-            RoutingKey::Fixed(key) => Ok(key),
-            RoutingKey::SourceKey => match &message.origin {
-                Origin::Amqp { routing_key, .. } => Ok(routing_key.as_str()),
-                Origin::Kafka { .. } => message
-                    .kafka_key
-                    .as_deref()
-                    .and_then(|k| std::str::from_utf8(k).ok())
-                    .ok_or_else(|| missing("the Kafka key is missing or not UTF-8".into())),
-            },
-            RoutingKey::Header(name) => {
-                use crate::propagation::HeaderReader;
-                message
-                    .headers
-                    .header_bytes(name)
-                    .and_then(|v| std::str::from_utf8(v).ok())
-                    .ok_or_else(|| missing(format!("header {name} is missing or not UTF-8")))
-            }
-        }
-    }
-
-    /// The outgoing AMQP properties. A `correlation_id` or `message_id`
-    /// over AMQP's 255 bytes makes the message unrepresentable (`strict`),
-    /// or is left out (a dead letter, which must go through).
-    fn amqp_properties(
-        &self,
-        message: &Inbound,
-        strict: bool,
-    ) -> Result<BasicProperties, SendError> {
-        let mut properties = BasicProperties::default().with_delivery_mode(2);
-        // AMQP → AMQP keeps the properties; Kafka → AMQP maps the key.
-        let (mut correlation_id, mut message_id) = (message.correlation_id(), message.message_id());
-        if let Some(key) = message
-            .kafka_key
-            .as_deref()
-            .and_then(|k| std::str::from_utf8(k).ok())
-        {
-            match self.key_mapping {
-                KeyMapping::CorrelationId => correlation_id = Some(key),
-                KeyMapping::MessageId => message_id = Some(key),
-                KeyMapping::None => {}
-            }
-        }
-        let short = |what: &str, value: &str| match ShortString::try_new(value) {
-            Ok(short) => Ok(Some(short)),
-            Err(_) if strict => Err(SendError::permanent(
-                "unrepresentable",
-                format!(
-                    "{what} of {} bytes (AMQP allows {AMQP_SHORT_STRING_MAX})",
-                    value.len()
-                ),
-            )),
-            Err(_) => Ok(None),
-        };
-        if let Some(id) = correlation_id
-            .map(|id| short("correlation_id", id))
-            .transpose()?
-            .flatten()
-        {
-            properties = properties.with_correlation_id(id);
-        }
-        if let Some(id) = message_id
-            .map(|id| short("message_id", id))
-            .transpose()?
-            .flatten()
-        {
-            properties = properties.with_message_id(id);
-        }
-        if let Some(ms) = message.timestamp_ms.and_then(|ms| u64::try_from(ms).ok()) {
-            properties = properties.with_timestamp(ms / 1000);
-        }
-        Ok(properties)
-    }
-}
-
-/// An AMQP content header frame's bytes besides its header table: frame
-/// header and end (8), class, weight, body size and flags (14), and the
-/// largest properties the relay sets (delivery mode, timestamp, two short
-/// strings of at most 256 bytes each).
-const CONTENT_HEADER_OVERHEAD: usize = 8 + 14 + 1 + 8 + 2 * 256;
-
-/// How long an AMQP publisher confirm may take before the send counts as
-/// failed (and is retried).
-const CONFIRM_LIMIT: Duration = Duration::from_secs(30);
-
-/// Kafka errors that say the record itself can never be written.
-fn kafka_error_is_permanent(err: &rdkafka::error::KafkaError) -> bool {
-    use rdkafka::types::RDKafkaErrorCode as Code;
-    matches!(
-        err.rdkafka_error_code(),
-        Some(
-            Code::MessageSizeTooLarge
-                | Code::InvalidMessageSize
-                | Code::InvalidMessage
-                | Code::InvalidRecord
-                | Code::BadMessage
-        )
-    )
-}
-
-/// The span attribute naming the relay route.
-pub const ROUTE_ATTRIBUTE: &str = "tracebridge.route";
-
-fn send_error(err: crate::Error) -> SendError {
-    let (error_type, permanent) = match &err {
-        // No queue is bound for it: the message itself is unroutable.
-        crate::Error::Refused {
-            refusal: refusal @ crate::error::Refusal::Returned { .. },
-            ..
-        } => (refusal.error_type().to_owned(), true),
-        crate::Error::Refused { refusal, .. } => (refusal.error_type().to_owned(), false),
-        crate::Error::Publish { .. } => ("publish_failed".to_owned(), false),
-        _ => ("error".to_owned(), false),
-    };
-    SendError {
-        error_type,
-        message: error_chain(&err),
-        permanent,
-    }
 }
 
 /// An error and its sources on one line.
@@ -706,3 +409,6 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests;

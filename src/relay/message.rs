@@ -1,15 +1,16 @@
 //! A message as the relay holds it between source and sink, whichever
-//! broker it came from, and the header translation between brokers.
+//! broker it came from. Each sink translates it into its own broker's
+//! model (`kafka/headers.rs`, `amqp/headers.rs`).
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
 use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use rdkafka::message::OwnedHeaders;
 
 use super::config::KeyMapping;
-use crate::propagation::HeaderReader;
+use crate::propagation::{HeaderReader, Propagation, Transport};
 
 /// A source message's headers, as its broker gave them.
 #[derive(Debug, Clone)]
@@ -23,7 +24,7 @@ pub(crate) enum InboundHeaders {
 }
 
 impl InboundHeaders {
-    fn amqp_table(properties: &BasicProperties) -> Option<&FieldTable> {
+    pub(crate) fn amqp_table(properties: &BasicProperties) -> Option<&FieldTable> {
         properties.headers().as_ref()
     }
 }
@@ -45,6 +46,44 @@ impl HeaderReader for InboundHeaders {
                 .map(|t| t.inner().keys().map(|k| k.as_str()).collect())
                 .unwrap_or_default(),
         }
+    }
+}
+
+/// How a route carries a message's headers and key to the other side:
+/// which header names are trace headers (never copied, so no stale
+/// context travels on) and which AMQP property stands for the Kafka key.
+#[derive(Debug, Clone)]
+pub(crate) struct Translation {
+    /// Every header name of the route's read and written formats, on both
+    /// transports: computed once, checked for every header of every message.
+    trace_headers: Arc<[&'static str]>,
+    pub(crate) key_mapping: KeyMapping,
+}
+
+impl Translation {
+    /// The translation for a route propagating `propagation`.
+    pub(crate) fn new(propagation: &Propagation, key_mapping: KeyMapping) -> Self {
+        let mut names: Vec<&'static str> = propagation
+            .extract_formats()
+            .iter()
+            .chain(propagation.inject_formats())
+            .flat_map(|f| [Transport::Kafka, Transport::Amqp].map(|t| f.fields(t)))
+            .flatten()
+            .copied()
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        Self {
+            trace_headers: names.into(),
+            key_mapping,
+        }
+    }
+
+    /// Whether `name` is a trace header of this route (read or written).
+    pub(crate) fn is_trace_header(&self, name: &str) -> bool {
+        self.trace_headers
+            .iter()
+            .any(|field| field.eq_ignore_ascii_case(name))
     }
 }
 
@@ -159,101 +198,6 @@ impl crate::correlate::MessageFields for Inbound {
     }
 }
 
-/// Copies Kafka headers except `skip`ped names (case-insensitive), names
-/// and values unchanged.
-pub(crate) fn kafka_headers_from(
-    headers: &InboundHeaders,
-    skip: &dyn Fn(&str) -> bool,
-) -> OwnedHeaders {
-    let mut out = OwnedHeaders::new();
-    match headers {
-        InboundHeaders::Kafka(h) => {
-            for header in h.iter().filter(|h| !skip(h.key)) {
-                out = out.insert(header);
-            }
-        }
-        InboundHeaders::Amqp(properties) => {
-            let table = InboundHeaders::amqp_table(properties).map(FieldTable::inner);
-            let entries = table.into_iter().flatten();
-            for (name, value) in entries.filter(|(n, _)| !skip(n.as_str())) {
-                // Kafka headers are bytes: strings and byte arrays go as they
-                // are, scalars as their text, nested tables and arrays cannot
-                // be represented and are left out (and logged).
-                match amqp_value_bytes(value) {
-                    Some(bytes) => {
-                        out = out.insert(Header {
-                            key: name.as_str(),
-                            value: Some(bytes.as_ref()),
-                        })
-                    }
-                    None if matches!(value, AMQPValue::Void) => {
-                        out = out.insert::<[u8]>(Header {
-                            key: name.as_str(),
-                            value: None,
-                        })
-                    }
-                    None => tracing::warn!(
-                        header = name.as_str(),
-                        "an AMQP table or array header cannot be carried to Kafka; left out"
-                    ),
-                }
-            }
-        }
-    }
-    out
-}
-
-/// The longest AMQP short string (header names, routing keys,
-/// `correlation_id`, `message_id`): its length is one byte on the wire.
-pub(crate) const AMQP_SHORT_STRING_MAX: usize = 255;
-
-/// Copies headers into an AMQP table except `skip`ped names. Kafka values
-/// become long strings (byte-exact); null values become `Void`. When a
-/// Kafka name repeats, the last value wins (a table holds one per name).
-/// A Kafka header name AMQP cannot carry (over 255 bytes) is left out and
-/// described in the second value: the caller decides whether that makes
-/// the message unrepresentable (the sink) or is noted (a dead letter).
-pub(crate) fn amqp_headers_from(
-    headers: &InboundHeaders,
-    skip: &dyn Fn(&str) -> bool,
-) -> (FieldTable, Vec<String>) {
-    match headers {
-        InboundHeaders::Kafka(h) => {
-            let mut table = FieldTable::default();
-            let mut left_out = Vec::new();
-            for header in h.iter().filter(|h| !skip(h.key)) {
-                let Ok(name) = ShortString::try_new(header.key) else {
-                    left_out.push(format!(
-                        "header name of {} bytes (AMQP allows {AMQP_SHORT_STRING_MAX}) starting {:?}",
-                        header.key.len(),
-                        prefix(header.key, 32)
-                    ));
-                    continue;
-                };
-                let value = match header.value {
-                    Some(bytes) => AMQPValue::LongString(LongString::from(bytes.to_vec())),
-                    None => AMQPValue::Void,
-                };
-                table.insert(name, value);
-            }
-            (table, left_out)
-        }
-        // A copy is needed: the outgoing publish consumes its table.
-        InboundHeaders::Amqp(properties) => (
-            FieldTable::from(
-                InboundHeaders::amqp_table(properties)
-                    .map(FieldTable::inner)
-                    .into_iter()
-                    .flatten()
-                    .filter(|(name, _)| !skip(name.as_str()))
-                    .map(|(name, value)| (name.clone(), value.clone()))
-                    .collect::<std::collections::BTreeMap<_, _>>(),
-            ),
-            Vec::new(),
-        ),
-    }
-}
-
 /// At most `max` bytes of `text`, cut at a character boundary.
 pub(crate) fn prefix(text: &str, max: usize) -> &str {
     let mut end = text.len().min(max);
@@ -263,41 +207,9 @@ pub(crate) fn prefix(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-/// The bytes `table` takes on the wire (AMQP 0-9-1 field table encoding,
-/// the 4-byte length included).
-pub(crate) fn encoded_table_size(table: &FieldTable) -> usize {
-    4 + table
-        .inner()
-        .iter()
-        .map(|(name, value)| 1 + name.as_str().len() + 1 + encoded_value_size(value))
-        .sum::<usize>()
-}
-
-fn encoded_value_size(value: &AMQPValue) -> usize {
-    match value {
-        AMQPValue::Boolean(_) | AMQPValue::ShortShortInt(_) | AMQPValue::ShortShortUInt(_) => 1,
-        AMQPValue::ShortInt(_) | AMQPValue::ShortUInt(_) => 2,
-        AMQPValue::LongInt(_) | AMQPValue::LongUInt(_) | AMQPValue::Float(_) => 4,
-        AMQPValue::LongLongInt(_) | AMQPValue::Double(_) | AMQPValue::Timestamp(_) => 8,
-        AMQPValue::DecimalValue(_) => 5,
-        AMQPValue::ShortString(s) => 1 + s.as_str().len(),
-        AMQPValue::LongString(s) => 4 + s.as_bytes().len(),
-        AMQPValue::ByteArray(b) => 4 + b.as_slice().len(),
-        AMQPValue::FieldArray(a) => {
-            4 + a
-                .as_slice()
-                .iter()
-                .map(|v| 1 + encoded_value_size(v))
-                .sum::<usize>()
-        }
-        AMQPValue::FieldTable(t) => encoded_table_size(t),
-        AMQPValue::Void => 0,
-    }
-}
-
 /// A header value as Kafka bytes: strings and byte arrays borrowed as they
 /// are, scalars as their text.
-fn amqp_value_bytes(value: &AMQPValue) -> Option<Cow<'_, [u8]>> {
+pub(crate) fn amqp_value_bytes(value: &AMQPValue) -> Option<Cow<'_, [u8]>> {
     let text = match value {
         AMQPValue::LongString(s) => return Some(Cow::Borrowed(s.as_bytes())),
         AMQPValue::ShortString(s) => return Some(Cow::Borrowed(s.as_str().as_bytes())),
@@ -321,7 +233,10 @@ fn amqp_value_bytes(value: &AMQPValue) -> Option<Cow<'_, [u8]>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::relay::amqp::headers::{amqp_headers_from, encoded_table_size};
+    use crate::relay::kafka::headers::kafka_headers_from;
     use lapin::types::ByteArray;
+    use rdkafka::message::{Header, Headers};
 
     fn kafka(pairs: &[(&str, Option<&[u8]>)]) -> InboundHeaders {
         InboundHeaders::Kafka(pairs.iter().fold(OwnedHeaders::new(), |h, (key, value)| {

@@ -1,14 +1,23 @@
 //! The relay: routes that move messages between Kafka and RabbitMQ, in
 //! any direction, keeping every message in its trace, at-least-once.
 //!
-//! * [`config`]: the TOML file, `${VAR}` expansion, validation with
-//!   locations ([`RelayConfig::load`]).
-//! * `hop`: one message, top to bottom — extract, process span, send span,
-//!   inject, publish, confirm, retry, dead letter.
-//! * `source`: the read loops — a bounded window of messages in flight with
-//!   pipelined confirms; Kafka offsets committed only up to the highest
-//!   contiguous confirmed offset per partition; AMQP deliveries acked after
-//!   the sink's confirm.
+//! One message's way, one room per broker:
+//!
+//! * `kafka/source.rs` or `amqp/source.rs` reads it (a bounded window of
+//!   messages in flight) into a `message::Inbound`;
+//! * `hop.rs`, which knows no broker, extracts its context, starts the
+//!   process span and hands it to the route's `hop::Sink` — retrying,
+//!   dead-lettering — until an `Outcome`;
+//! * `kafka/sink.rs` or `amqp/sink.rs` translates it (`*/headers.rs`) and
+//!   writes it, confirmed;
+//! * `settle.rs` counts the outcome, and the source commits the Kafka
+//!   offset (`kafka/offsets.rs`: only up to the highest contiguous settled
+//!   offset per partition) or acks the AMQP delivery.
+//!
+//! Around them: [`config`] (the TOML file, [`RelayConfig::load`]), `stats`
+//! (metrics and readiness state), `http` (`/healthz`, `/readyz`,
+//! `/metrics`), `backoff` (reconnect pacing) and, here, the wiring of each
+//! route and the task that restarts a route's loop if it dies.
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
@@ -19,21 +28,19 @@
 //! # Ok(()) }
 //! ```
 
+mod amqp;
 mod backoff;
 pub mod config;
 mod hop;
 mod http;
+mod kafka;
 mod message;
-mod offsets;
-mod publisher;
-mod source;
+mod settle;
 mod stats;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -47,9 +54,9 @@ pub use stats::{CorrelationStats, RelayMetrics, RouteStats};
 use crate::Error;
 use crate::Instrumentation;
 use crate::correlate::{Correlator, MemoryStore, RedisStore, Store};
-use crate::kafka::TracedProducer;
-use config::{Correlation, KafkaBroker, Sink, Source, StoreSpec};
-use hop::{Hop, SinkClient};
+use config::{Correlation, Sink, Source, StoreSpec};
+use hop::Hop;
+use message::Translation;
 
 /// A running relay: one task per route.
 pub struct Relay {
@@ -171,9 +178,10 @@ async fn start_route(
     correlation: Option<Correlator>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<RunningRoute, Error> {
-    let sink = connect_sink(&route, &route.sink, instrumentation, &stats).await?;
+    let translation = Translation::new(&route.propagation, route.key_mapping);
+    let sink = connect_sink(&route, &route.sink, &translation, instrumentation, &stats).await?;
     let dead_letter = match &route.dead_letter {
-        Some(dl) => Some(connect_sink(&route, dl, instrumentation, &stats).await?),
+        Some(dl) => Some(connect_sink(&route, dl, &translation, instrumentation, &stats).await?),
         None => None,
     };
     let hop = Arc::new(Hop {
@@ -182,11 +190,9 @@ async fn start_route(
         propagation: route.propagation.clone(),
         attempts: route.attempts,
         backoff: route.backoff,
-        key_mapping: route.key_mapping,
         sink,
         dead_letter,
         instrumentation: instrumentation.clone(),
-        trace_headers: hop::trace_header_names(&route.propagation),
         correlation,
         stats: stats.clone(),
     });
@@ -202,15 +208,19 @@ async fn start_route(
             group,
         } => {
             let open = {
-                let (route, broker, topic, group) =
-                    (route.clone(), broker.clone(), topic.clone(), group.clone());
-                move || open_kafka_source(&route, &broker, &topic, &group)
+                let (route, broker, topic, group) = (
+                    route.name.clone(),
+                    broker.clone(),
+                    topic.clone(),
+                    group.clone(),
+                );
+                move || kafka::source::open(&route, &broker, &topic, &group)
             };
             let run = {
                 let (hop, stats, shutdown) = (hop.clone(), stats.clone(), shutdown.clone());
                 let (topic, group) = (topic.clone(), group.clone());
                 move |consumer| -> RouteLoop {
-                    Box::pin(source::run_kafka(
+                    Box::pin(kafka::source::run(
                         hop.clone(),
                         consumer,
                         topic.clone(),
@@ -229,7 +239,7 @@ async fn start_route(
             (first, reopen)
         }
         Source::Amqp { broker, queue } => {
-            let subscription = source::AmqpSubscription {
+            let subscription = amqp::source::AmqpSubscription {
                 route: route.name.clone(),
                 broker: broker.clone(),
                 queue: queue.clone(),
@@ -239,11 +249,11 @@ async fn start_route(
             let opened = subscription
                 .open()
                 .await
-                .map_err(|e| connect_error(&route, &broker.redacted_url(), e))?;
+                .map_err(|e| connect_error(&route.name, &broker.redacted_url(), e))?;
             let run = {
                 let (hop, stats, shutdown) = (hop.clone(), stats.clone(), shutdown.clone());
                 move |subscription, opened| -> RouteLoop {
-                    Box::pin(source::run_amqp(
+                    Box::pin(amqp::source::run(
                         hop.clone(),
                         subscription,
                         opened,
@@ -343,29 +353,6 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
-/// Creates a route's Kafka consumer and subscribes it: manual commits, from
-/// the earliest offset when the group has none.
-fn open_kafka_source(
-    route: &Route,
-    broker: &KafkaBroker,
-    topic: &str,
-    group: &str,
-) -> Result<StreamConsumer, Error> {
-    let mut config = kafka_config(broker);
-    config
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest");
-    apply_properties(&mut config, broker);
-    let consumer: StreamConsumer = config
-        .create()
-        .map_err(|e| connect_error(route, &broker.bootstrap_servers, e))?;
-    consumer
-        .subscribe(&[topic])
-        .map_err(|e| connect_error(route, &broker.bootstrap_servers, e))?;
-    Ok(consumer)
-}
-
 /// Checks the route's AMQP sink connections every second, so `/readyz`
 /// tells the truth while no message flows (an idle route would otherwise
 /// learn of an outage only from its next publish), and reopens them.
@@ -379,9 +366,7 @@ fn watch_sinks(hop: &Arc<Hop>, mut shutdown: watch::Receiver<bool>) {
                 _ = shutdown.wait_for(|stop| *stop) => return,
             }
             for sink in std::iter::once(&hop.sink).chain(hop.dead_letter.as_ref()) {
-                if let SinkClient::Amqp { publisher, .. } = sink {
-                    publisher.check().await;
-                }
+                sink.check().await;
             }
         }
     });
@@ -393,30 +378,25 @@ const SINK_CHECK: Duration = Duration::from_secs(1);
 async fn connect_sink(
     route: &Route,
     sink: &Sink,
+    translation: &Translation,
     instrumentation: &Instrumentation,
     stats: &Arc<RouteStats>,
-) -> Result<SinkClient, Error> {
+) -> Result<Arc<dyn hop::Sink>, Error> {
     match sink {
-        Sink::Kafka { broker, topic, key } => {
-            let mut config = kafka_config(broker);
-            // Delivery reports only after the broker really has the record.
-            config.set("acks", "all");
-            apply_properties(&mut config, broker);
-            let producer = TracedProducer::from_config(&config)?
-                .with_propagation(route.propagation.clone())
-                .with_instrumentation(instrumentation.clone());
-            Ok(SinkClient::Kafka {
-                producer,
-                topic: topic.clone(),
-                key: key.clone(),
-            })
-        }
+        Sink::Kafka { broker, topic, key } => Ok(Arc::new(kafka::connect_sink(
+            broker,
+            topic,
+            key,
+            &route.propagation,
+            translation.clone(),
+            instrumentation,
+        )?)),
         Sink::Amqp {
             broker,
             exchange,
             routing_key,
         } => {
-            let publisher = publisher::ReconnectingPublisher::connect(
+            let channel = amqp::channel::ReconnectingPublisher::connect(
                 &route.name,
                 broker,
                 route.propagation.clone(),
@@ -431,11 +411,12 @@ async fn connect_sink(
                 },
                 other => other,
             })?;
-            Ok(SinkClient::Amqp {
-                publisher,
+            Ok(Arc::new(amqp::AmqpSink {
+                channel,
                 exchange: exchange.clone(),
                 routing_key: routing_key.clone(),
-            })
+                translation: translation.clone(),
+            }))
         }
     }
 }
@@ -487,28 +468,14 @@ impl Stores {
     }
 }
 
-fn kafka_config(broker: &KafkaBroker) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &broker.bootstrap_servers)
-        .set("client.id", "tracebridge");
-    config
-}
-
-/// The operator's librdkafka properties, applied last.
-fn apply_properties(config: &mut ClientConfig, broker: &KafkaBroker) {
-    for (key, value) in &broker.properties {
-        config.set(key, value);
-    }
-}
-
+/// A source or sink that cannot be reached, naming the route.
 fn connect_error(
-    route: &Route,
+    route: &str,
     target: &str,
     source: impl std::error::Error + Send + Sync + 'static,
 ) -> Error {
     Error::Connect {
-        target: format!("{target} (route {})", route.name),
+        target: format!("{target} (route {route})"),
         source: Box::new(source),
     }
 }
@@ -522,10 +489,9 @@ pub mod fuzzing {
     use lapin::types::FieldTable;
     use rdkafka::message::{Header, Headers, OwnedHeaders};
 
-    use super::message::{
-        AMQP_SHORT_STRING_MAX, InboundHeaders, amqp_headers_from, encoded_table_size,
-        kafka_headers_from,
-    };
+    use super::amqp::headers::{AMQP_SHORT_STRING_MAX, amqp_headers_from, encoded_table_size};
+    use super::kafka::headers::kafka_headers_from;
+    use super::message::InboundHeaders;
 
     /// Kafka headers → AMQP table → Kafka headers. Panics only when an
     /// invariant breaks: every AMQP name fits a short string, and every

@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use tokio::sync::RwLock;
 
-use super::config::AmqpBroker;
 use crate::amqp::TracedPublisher;
 use crate::instrument::Instrumentation;
 use crate::propagation::Propagation;
+use crate::relay::backoff::Backoff;
+use crate::relay::config::AmqpBroker;
+use crate::relay::stats::RouteStats;
 
 /// A connection and the traced publisher on one of its channels.
 pub(crate) struct Open {
@@ -41,9 +43,9 @@ pub(crate) struct ReconnectingPublisher {
     current: RwLock<Arc<Open>>,
     /// Pacing of reconnect attempts (read and written under `current`'s
     /// write lock, so one attempt at a time).
-    backoff: std::sync::Mutex<super::backoff::Backoff>,
+    backoff: std::sync::Mutex<Backoff>,
     /// The route's readiness: not ready while this sink is reconnecting.
-    stats: Arc<super::RouteStats>,
+    stats: Arc<RouteStats>,
 }
 
 impl ReconnectingPublisher {
@@ -53,7 +55,7 @@ impl ReconnectingPublisher {
         broker: &AmqpBroker,
         propagation: Propagation,
         instrumentation: Instrumentation,
-        stats: Arc<super::RouteStats>,
+        stats: Arc<RouteStats>,
     ) -> Result<Self, crate::Error> {
         let open = open(broker, &propagation, &instrumentation).await?;
         Ok(Self {
@@ -124,7 +126,7 @@ impl ReconnectingPublisher {
             Err(err) => {
                 let retry_in = backoff.failed(now);
                 tracing::debug!(route = %self.route, stage = "connect", url = %self.broker.redacted_url(),
-                    error = %super::hop::error_chain(&err), ?retry_in, "AMQP sink reconnect failed");
+                    error = %crate::relay::hop::error_chain(&err), ?retry_in, "AMQP sink reconnect failed");
             }
         }
     }

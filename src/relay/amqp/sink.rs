@@ -1,0 +1,241 @@
+//! The AMQP side of a route's output: a publish per message (or dead
+//! letter) on the reconnecting channel, confirmed by the broker. Whatever
+//! AMQP cannot carry is found here, before the wire: a content header over
+//! `frame_max` makes RabbitMQ close the whole connection, and every
+//! neighbour's confirm with it.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use lapin::BasicProperties;
+use lapin::options::BasicPublishOptions;
+use lapin::types::{AMQPValue, LongString, ShortString};
+use opentelemetry::Context;
+
+use super::channel::ReconnectingPublisher;
+use super::headers::{AMQP_SHORT_STRING_MAX, amqp_headers_from, encoded_table_size};
+use crate::relay::config::{KeyMapping, RoutingKey};
+use crate::relay::hop::{DEAD_LETTER_LEFT_OUT, Dress, SendError, Sink};
+use crate::relay::message::{Inbound, Origin, Translation, prefix};
+
+/// A route's AMQP destination.
+pub(crate) struct AmqpSink {
+    pub(crate) channel: ReconnectingPublisher,
+    pub(crate) exchange: String,
+    pub(crate) routing_key: RoutingKey,
+    pub(crate) translation: Translation,
+}
+
+impl Sink for AmqpSink {
+    fn send<'a>(
+        &'a self,
+        parent: &'a Context,
+        message: &'a Inbound,
+        dress: Dress<'a>,
+    ) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(async move {
+            let (mut headers, left_out) = if dress.is_minimal() {
+                (lapin::types::FieldTable::default(), Vec::new())
+            } else {
+                amqp_headers_from(&message.headers, &|n| self.translation.is_trace_header(n))
+            };
+            if !left_out.is_empty() && matches!(dress, Dress::Message) {
+                return Err(SendError::permanent(
+                    "unrepresentable",
+                    format!("AMQP cannot carry this message: {}", left_out.join("; ")),
+                ));
+            }
+            let mut left_out = left_out;
+            if dress.is_minimal() {
+                left_out
+                    .push("every original header (the full dead letter could not be sent)".into());
+            }
+            for (name, value) in dress.reason() {
+                headers.insert(
+                    (*name).into(),
+                    AMQPValue::LongString(LongString::from(value.as_str())),
+                );
+            }
+            if !left_out.is_empty() {
+                headers.insert(
+                    DEAD_LETTER_LEFT_OUT.into(),
+                    AMQPValue::LongString(LongString::from(prefix(&left_out.join("; "), 1024))),
+                );
+            }
+            let routing_key = self.routing_key(message)?;
+            if routing_key.len() > AMQP_SHORT_STRING_MAX {
+                return Err(SendError::permanent(
+                    "unrepresentable",
+                    format!(
+                        "routing key of {} bytes (AMQP allows {AMQP_SHORT_STRING_MAX})",
+                        routing_key.len()
+                    ),
+                ));
+            }
+            let properties = self.amqp_properties(message, matches!(dress, Dress::Message))?;
+            let open = self.channel.get().await;
+            // A content header over the broker's frame_max makes
+            // RabbitMQ close the whole connection (every neighbour's
+            // confirm with it): such a message never reaches the wire.
+            let frame_max = open.frame_max();
+            let header_frame = CONTENT_HEADER_OVERHEAD + encoded_table_size(&headers);
+            if frame_max > 0 && header_frame > frame_max as usize {
+                return Err(SendError::permanent(
+                    "message_too_large",
+                    format!(
+                        "its headers take {header_frame} bytes, over the broker's frame_max of {frame_max}"
+                    ),
+                ));
+            }
+            let options = BasicPublishOptions {
+                // Unroutable messages come back as errors: never lost silently.
+                mandatory: true,
+                ..Default::default()
+            };
+            let published = match open
+                .publisher
+                .publish_with_headers(
+                    parent,
+                    &self.exchange,
+                    routing_key,
+                    options,
+                    properties,
+                    headers,
+                    message.payload.as_deref().unwrap_or_default(),
+                )
+                .await
+            {
+                // A confirm that never comes (seen with lapin under
+                // load) must not hold the hop forever: after the limit
+                // the message is sent again (a duplicate at worst).
+                Ok(pending) => match tokio::time::timeout(CONFIRM_LIMIT, pending.confirmed()).await
+                {
+                    Ok(confirmed) => confirmed,
+                    Err(_) => {
+                        return Err(SendError::transient(
+                            "confirm_timeout",
+                            format!("no publisher confirm within {CONFIRM_LIMIT:?}"),
+                        ));
+                    }
+                },
+                Err(err) => Err(err),
+            };
+            if published.is_err() {
+                self.channel.recover(&open).await;
+            }
+            published.map_err(send_error)
+        })
+    }
+
+    fn check(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.channel.check())
+    }
+}
+
+impl AmqpSink {
+    /// The routing key: fixed, the source's (an AMQP source's routing key,
+    /// a Kafka source's key), or a header's value.
+    fn routing_key<'m>(&'m self, message: &'m Inbound) -> Result<&'m str, SendError> {
+        let missing = |what: String| SendError::permanent("routing_key_missing", what);
+        match &self.routing_key {
+            RoutingKey::Fixed(key) => Ok(key),
+            RoutingKey::SourceKey => match &message.origin {
+                Origin::Amqp { routing_key, .. } => Ok(routing_key.as_str()),
+                Origin::Kafka { .. } => message
+                    .kafka_key
+                    .as_deref()
+                    .and_then(|k| std::str::from_utf8(k).ok())
+                    .ok_or_else(|| missing("the Kafka key is missing or not UTF-8".into())),
+            },
+            RoutingKey::Header(name) => {
+                use crate::propagation::HeaderReader;
+                message
+                    .headers
+                    .header_bytes(name)
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .ok_or_else(|| missing(format!("header {name} is missing or not UTF-8")))
+            }
+        }
+    }
+
+    /// The outgoing AMQP properties. A `correlation_id` or `message_id`
+    /// over AMQP's 255 bytes makes the message unrepresentable (`strict`),
+    /// or is left out (a dead letter, which must go through).
+    fn amqp_properties(
+        &self,
+        message: &Inbound,
+        strict: bool,
+    ) -> Result<BasicProperties, SendError> {
+        let mut properties = BasicProperties::default().with_delivery_mode(2);
+        // AMQP → AMQP keeps the properties; Kafka → AMQP maps the key.
+        let (mut correlation_id, mut message_id) = (message.correlation_id(), message.message_id());
+        if let Some(key) = message
+            .kafka_key
+            .as_deref()
+            .and_then(|k| std::str::from_utf8(k).ok())
+        {
+            match self.translation.key_mapping {
+                KeyMapping::CorrelationId => correlation_id = Some(key),
+                KeyMapping::MessageId => message_id = Some(key),
+                KeyMapping::None => {}
+            }
+        }
+        let short = |what: &str, value: &str| match ShortString::try_new(value) {
+            Ok(short) => Ok(Some(short)),
+            Err(_) if strict => Err(SendError::permanent(
+                "unrepresentable",
+                format!(
+                    "{what} of {} bytes (AMQP allows {AMQP_SHORT_STRING_MAX})",
+                    value.len()
+                ),
+            )),
+            Err(_) => Ok(None),
+        };
+        if let Some(id) = correlation_id
+            .map(|id| short("correlation_id", id))
+            .transpose()?
+            .flatten()
+        {
+            properties = properties.with_correlation_id(id);
+        }
+        if let Some(id) = message_id
+            .map(|id| short("message_id", id))
+            .transpose()?
+            .flatten()
+        {
+            properties = properties.with_message_id(id);
+        }
+        if let Some(ms) = message.timestamp_ms.and_then(|ms| u64::try_from(ms).ok()) {
+            properties = properties.with_timestamp(ms / 1000);
+        }
+        Ok(properties)
+    }
+}
+
+/// An AMQP content header frame's bytes besides its header table: frame
+/// header and end (8), class, weight, body size and flags (14), and the
+/// largest properties the relay sets (delivery mode, timestamp, two short
+/// strings of at most 256 bytes each).
+const CONTENT_HEADER_OVERHEAD: usize = 8 + 14 + 1 + 8 + 2 * 256;
+
+/// How long an AMQP publisher confirm may take before the send counts as
+/// failed (and is retried).
+const CONFIRM_LIMIT: Duration = Duration::from_secs(30);
+
+fn send_error(err: crate::Error) -> SendError {
+    let (error_type, permanent) = match &err {
+        // No queue is bound for it: the message itself is unroutable.
+        crate::Error::Refused {
+            refusal: refusal @ crate::error::Refusal::Returned { .. },
+            ..
+        } => (refusal.error_type().to_owned(), true),
+        crate::Error::Refused { refusal, .. } => (refusal.error_type().to_owned(), false),
+        crate::Error::Publish { .. } => ("publish_failed".to_owned(), false),
+        _ => ("error".to_owned(), false),
+    };
+    SendError {
+        error_type,
+        message: crate::relay::hop::error_chain(&err),
+        permanent,
+    }
+}

@@ -1,0 +1,358 @@
+//! The hop against scripted sinks, no broker: each way a message's hop can
+//! end, with the sends it made, the waits between them, its span and the
+//! route's counters.
+
+use std::sync::Mutex;
+
+use opentelemetry::trace::{SpanKind, Status};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use rdkafka::message::{Header, OwnedHeaders};
+use tokio::time::Instant;
+
+use super::*;
+use crate::relay::message::InboundHeaders;
+use crate::relay::settle::count_outcome;
+use crate::relay::stats::RelayMetrics;
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_ID: &str = "00f067aa0ba902b7";
+
+/// One send a scripted sink was asked to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Sent {
+    dead_letter: bool,
+    minimal: bool,
+    reason: Vec<(&'static str, String)>,
+    at: Instant,
+}
+
+/// A sink that answers each send with the next scripted result (the last
+/// one repeats) and records what it was asked.
+struct ScriptedSink {
+    script: Mutex<Vec<Result<(), SendError>>>,
+    sent: Mutex<Vec<Sent>>,
+}
+
+impl ScriptedSink {
+    fn new(script: Vec<Result<(), SendError>>) -> Arc<Self> {
+        Arc::new(Self {
+            script: Mutex::new(script),
+            sent: Mutex::default(),
+        })
+    }
+
+    fn sent(&self) -> Vec<Sent> {
+        self.sent.lock().expect("sent").clone()
+    }
+}
+
+impl Sink for ScriptedSink {
+    fn send<'a>(
+        &'a self,
+        _parent: &'a Context,
+        _message: &'a Inbound,
+        dress: Dress<'a>,
+    ) -> BoxFuture<'a, Result<(), SendError>> {
+        self.sent.lock().expect("sent").push(Sent {
+            dead_letter: matches!(dress, Dress::DeadLetter { .. }),
+            minimal: dress.is_minimal(),
+            reason: dress.reason().to_vec(),
+            at: Instant::now(),
+        });
+        let mut script = self.script.lock().expect("script");
+        let answer = if script.len() > 1 {
+            script.remove(0)
+        } else {
+            script[0].clone()
+        };
+        Box::pin(std::future::ready(answer))
+    }
+}
+
+fn transient() -> Result<(), SendError> {
+    Err(SendError::transient(
+        "broker_down",
+        "connection refused".into(),
+    ))
+}
+
+fn permanent() -> Result<(), SendError> {
+    Err(SendError::permanent(
+        "message_too_large",
+        "its headers take 200000 bytes".into(),
+    ))
+}
+
+/// A Kafka record carrying a sampled W3C context.
+fn message() -> Inbound {
+    let traceparent = format!("00-{TRACE_ID}-{PARENT_ID}-01");
+    Inbound {
+        headers: InboundHeaders::Kafka(OwnedHeaders::new().insert(Header {
+            key: "traceparent",
+            value: Some(traceparent.as_bytes()),
+        })),
+        payload: Some(b"{}".to_vec()),
+        kafka_key: Some(b"m1".to_vec()),
+        timestamp_ms: None,
+        origin: Origin::Kafka {
+            topic: "orders".into(),
+            partition: 2,
+            offset: 41,
+            group: "g".into(),
+        },
+    }
+}
+
+struct Case {
+    name: &'static str,
+    attempts: u32,
+    sink: Vec<Result<(), SendError>>,
+    /// None: the route has no dead-letter destination.
+    dead_letter: Option<Vec<Result<(), SendError>>>,
+    outcome: Outcome,
+    /// Sends to the sink, then to the dead-letter destination.
+    sink_sends: usize,
+    dead_letter_sends: Vec<(bool, bool)>,
+    /// The span's `error.type`, when it records a failure.
+    error_type: Option<&'static str>,
+    /// published, retried, dead_lettered, failed.
+    counters: [u64; 4],
+    poisoned: bool,
+}
+
+fn cases() -> Vec<Case> {
+    let gone = "connection refused".to_owned();
+    let too_large = "its headers take 200000 bytes".to_owned();
+    vec![
+        Case {
+            name: "delivered at the first attempt",
+            attempts: 3,
+            sink: vec![Ok(())],
+            dead_letter: None,
+            outcome: Outcome::Delivered { attempts: 1 },
+            sink_sends: 1,
+            dead_letter_sends: vec![],
+            error_type: None,
+            counters: [1, 0, 0, 0],
+            poisoned: false,
+        },
+        Case {
+            name: "delivered after two transient failures",
+            attempts: 3,
+            sink: vec![transient(), transient(), Ok(())],
+            dead_letter: Some(vec![Ok(())]),
+            outcome: Outcome::Delivered { attempts: 3 },
+            sink_sends: 3,
+            dead_letter_sends: vec![],
+            error_type: None,
+            counters: [1, 2, 0, 0],
+            poisoned: false,
+        },
+        Case {
+            name: "dead-lettered when every attempt failed",
+            attempts: 3,
+            sink: vec![transient()],
+            dead_letter: Some(vec![Ok(())]),
+            outcome: Outcome::DeadLettered {
+                attempts: 3,
+                error: gone.clone(),
+            },
+            sink_sends: 3,
+            dead_letter_sends: vec![(true, false)],
+            error_type: Some("broker_down"),
+            counters: [0, 2, 1, 0],
+            poisoned: false,
+        },
+        Case {
+            name: "dead-lettered at once when the message can never be sent",
+            attempts: 3,
+            sink: vec![permanent()],
+            dead_letter: Some(vec![Ok(())]),
+            outcome: Outcome::DeadLettered {
+                attempts: 1,
+                error: too_large.clone(),
+            },
+            sink_sends: 1,
+            dead_letter_sends: vec![(true, false)],
+            error_type: Some("message_too_large"),
+            counters: [0, 0, 1, 0],
+            poisoned: false,
+        },
+        Case {
+            name: "a minimal dead letter when the full one cannot be carried",
+            attempts: 1,
+            sink: vec![permanent()],
+            dead_letter: Some(vec![permanent(), Ok(())]),
+            outcome: Outcome::DeadLettered {
+                attempts: 1,
+                error: too_large.clone(),
+            },
+            sink_sends: 1,
+            dead_letter_sends: vec![(true, false), (true, true)],
+            error_type: Some("message_too_large"),
+            counters: [0, 0, 1, 0],
+            poisoned: false,
+        },
+        Case {
+            name: "failed when the dead-letter destination fails too",
+            attempts: 2,
+            sink: vec![transient()],
+            dead_letter: Some(vec![transient()]),
+            outcome: Outcome::Failed {
+                error: format!("{gone}; dead-lettering failed too: {gone}"),
+            },
+            sink_sends: 2,
+            dead_letter_sends: vec![(true, false)],
+            error_type: Some("broker_down"),
+            counters: [0, 0, 0, 1],
+            poisoned: false,
+        },
+        Case {
+            name: "failed (to be retried) without a dead-letter destination",
+            attempts: 2,
+            sink: vec![transient()],
+            dead_letter: None,
+            outcome: Outcome::Failed {
+                error: gone.clone(),
+            },
+            sink_sends: 2,
+            dead_letter_sends: vec![],
+            error_type: Some("broker_down"),
+            counters: [0, 0, 0, 1],
+            poisoned: false,
+        },
+        Case {
+            name: "poisoned: never sendable and no dead-letter destination",
+            attempts: 3,
+            sink: vec![permanent()],
+            dead_letter: None,
+            outcome: Outcome::Poisoned {
+                error: too_large.clone(),
+            },
+            sink_sends: 1,
+            dead_letter_sends: vec![],
+            error_type: Some("message_too_large"),
+            counters: [0, 0, 0, 0],
+            poisoned: true,
+        },
+    ]
+}
+
+fn attribute<'s>(span: &'s SpanData, key: &str) -> Option<&'s opentelemetry::Value> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| &kv.value)
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_way_a_hop_ends() {
+    const BACKOFF: Duration = Duration::from_millis(100);
+    for case in cases() {
+        let name = case.name;
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let metrics = RelayMetrics::new().expect("registry");
+        let stats = metrics.route("r");
+        let sink = ScriptedSink::new(case.sink);
+        let dead_letter = case.dead_letter.map(ScriptedSink::new);
+        let hop = Hop {
+            route: "r".into(),
+            mode: Mode::Join,
+            propagation: Propagation::default(),
+            attempts: case.attempts,
+            backoff: BACKOFF,
+            sink: sink.clone(),
+            dead_letter: dead_letter.clone().map(|d| d as Arc<dyn Sink>),
+            instrumentation: Instrumentation::from_sdk(&provider, None),
+            correlation: None,
+            stats: stats.clone(),
+        };
+        let message = message();
+
+        let outcome = hop.relay(&message).await;
+        count_outcome(&hop, &stats, &message, &outcome);
+
+        assert_eq!(outcome, case.outcome, "{name}");
+        // Sends and the waits between them: backoff, then twice as long.
+        let sent = sink.sent();
+        assert_eq!(sent.len(), case.sink_sends, "{name}: sends to the sink");
+        for (i, pair) in sent.windows(2).enumerate() {
+            let waited = pair[1].at - pair[0].at;
+            assert_eq!(
+                waited,
+                BACKOFF * (1 << i),
+                "{name}: wait before attempt {}",
+                i + 2
+            );
+        }
+        let dead_letters = dead_letter.as_ref().map(|d| d.sent()).unwrap_or_default();
+        let dressed: Vec<(bool, bool)> = dead_letters
+            .iter()
+            .map(|s| (s.dead_letter, s.minimal))
+            .collect();
+        assert_eq!(
+            dressed, case.dead_letter_sends,
+            "{name}: dead letters (dressed, minimal)"
+        );
+        for letter in &dead_letters {
+            let reason: std::collections::BTreeMap<_, _> = letter.reason.iter().cloned().collect();
+            assert_eq!(
+                reason.get(DEAD_LETTER_ROUTE).map(String::as_str),
+                Some("r"),
+                "{name}"
+            );
+            assert_eq!(
+                reason.get(DEAD_LETTER_SOURCE).map(String::as_str),
+                Some("kafka orders[2]@41"),
+                "{name}"
+            );
+            assert_eq!(
+                reason.get(DEAD_LETTER_ATTEMPTS),
+                Some(&sent.len().to_string()),
+                "{name}"
+            );
+            assert!(reason.contains_key(DEAD_LETTER_ERROR), "{name}");
+        }
+
+        // One CONSUMER span, in the message's trace, child of its context.
+        provider.force_flush().expect("flush");
+        let spans = exporter.get_finished_spans().expect("spans");
+        assert_eq!(spans.len(), 1, "{name}: {spans:#?}");
+        let span = &spans[0];
+        assert_eq!(span.span_kind, SpanKind::Consumer, "{name}");
+        assert_eq!(span.name, "process orders", "{name}");
+        assert_eq!(span.span_context.trace_id().to_string(), TRACE_ID, "{name}");
+        assert_eq!(span.parent_span_id.to_string(), PARENT_ID, "{name}");
+        assert_eq!(
+            attribute(span, ROUTE_ATTRIBUTE).map(|v| v.as_str().into_owned()),
+            Some("r".to_owned()),
+            "{name}"
+        );
+        match case.error_type {
+            None => assert_eq!(span.status, Status::Unset, "{name}"),
+            Some(error_type) => {
+                assert!(matches!(span.status, Status::Error { .. }), "{name}");
+                assert_eq!(
+                    attribute(span, "error.type").map(|v| v.as_str().into_owned()),
+                    Some(error_type.to_owned()),
+                    "{name}"
+                );
+            }
+        }
+
+        let counters = [
+            stats.published.get(),
+            stats.retried.get(),
+            stats.dead_lettered.get(),
+            stats.failed.get(),
+        ];
+        assert_eq!(
+            counters, case.counters,
+            "{name}: published, retried, dead_lettered, failed"
+        );
+        assert_eq!(stats.is_poisoned(), case.poisoned, "{name}");
+    }
+}

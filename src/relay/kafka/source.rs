@@ -1,0 +1,203 @@
+//! The Kafka side of a route's input: read a topic with a window of
+//! messages in flight, relay each through the hop, and commit offsets only
+//! up to the highest contiguous settled one per partition.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use super::offsets::OffsetTracker;
+use crate::Error;
+use crate::relay::config::KafkaBroker;
+use crate::relay::hop::Hop;
+use crate::relay::message::{Inbound, InboundHeaders, Origin};
+use crate::relay::settle::{Settled, relay_until_settled};
+use crate::relay::stats::RouteStats;
+
+/// Creates a route's consumer and subscribes it to `topic`: manual
+/// commits, from the earliest offset when the group has none.
+pub(crate) fn open(
+    route: &str,
+    broker: &KafkaBroker,
+    topic: &str,
+    group: &str,
+) -> Result<StreamConsumer, Error> {
+    let mut config = super::client_config(broker);
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest");
+    super::apply_properties(&mut config, broker);
+    let connect_error = |e| crate::relay::connect_error(route, &broker.bootstrap_servers, e);
+    let consumer: StreamConsumer = config.create().map_err(connect_error)?;
+    consumer.subscribe(&[topic]).map_err(connect_error)?;
+    Ok(consumer)
+}
+
+/// Reads a Kafka topic through `consumer` until `shutdown`, then drains.
+///
+/// Offsets are committed one synchronous commit at a time on a blocking
+/// thread, each covering everything confirmed since the last; a message
+/// counts against `window` until a commit covering it is acknowledged, so
+/// a crash re-sends at most `window` messages.
+pub(crate) async fn run(
+    hop: Arc<Hop>,
+    consumer: StreamConsumer,
+    topic: String,
+    group: String,
+    window: usize,
+    stats: Arc<RouteStats>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let consumer = Arc::new(consumer);
+    let mut offsets = OffsetTracker::default();
+    let mut committing: Option<tokio::task::JoinHandle<CommitResult>> = None;
+    let mut commit_failures: u32 = 0;
+    // One allocation per route, shared by every message's origin.
+    let (shared_topic, shared_group): (Arc<str>, Arc<str>) = (topic.as_str().into(), group.into());
+    let mut in_flight = FuturesUnordered::new();
+    let mut stopping = *shutdown.borrow();
+    stats.set_running(true);
+    // Consuming means holding partitions: checked, not assumed.
+    let mut assignment_check = tokio::time::interval(Duration::from_millis(500));
+    while !stopping || !in_flight.is_empty() {
+        tokio::select! {
+            changed = shutdown.changed(), if !stopping => {
+                stopping = changed.is_err() || *shutdown.borrow();
+                if stopping {
+                    tracing::info!(route = %hop.route, in_flight = in_flight.len(), "stopping: draining messages in flight");
+                }
+            }
+            _ = assignment_check.tick() => {
+                let held = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+                stats.set_partitions_held(held);
+                if committing.is_none() {
+                    committing = start_commit(&consumer, &topic, &mut offsets);
+                }
+            }
+            Some((partition, offset, settled)) = in_flight.next(), if !in_flight.is_empty() => {
+                // A poison message stays "in flight" for the offsets: the
+                // commit stops below it, so no restart skips it.
+                if settled == Settled::Done {
+                    offsets.done(partition, offset);
+                }
+                if committing.is_none() {
+                    committing = start_commit(&consumer, &topic, &mut offsets);
+                }
+                stats.set_in_flight(offsets.in_flight());
+            }
+            finished = async { committing.as_mut().expect("guarded").await }, if committing.is_some() => {
+                committing = None;
+                match finished {
+                    Ok((list, Ok(()))) => {
+                        for (partition, next) in list {
+                            offsets.acknowledged(partition, next);
+                        }
+                        commit_failures = 0;
+                        committing = start_commit(&consumer, &topic, &mut offsets);
+                    }
+                    Ok((list, Err(err))) => {
+                        // Asked again at the next tick. A partition revoked
+                        // by a rebalance is forgotten: its new owner reads it
+                        // from the last commit (duplicates, never loss).
+                        commit_failures += 1;
+                        if commit_failures == 1 {
+                            tracing::warn!(route = %hop.route, stage = "commit", error = %err,
+                                "offset commit failed; retrying (reading pauses once the window is unsettled)");
+                        }
+                        for (partition, _) in list {
+                            offsets.commit_failed(partition);
+                        }
+                        if let Ok(assignment) = consumer.assignment() {
+                            let held: Vec<i32> = assignment.elements().iter().map(|e| e.partition()).collect();
+                            offsets.retain(|p| held.contains(&p));
+                        }
+                    }
+                    Err(err) => tracing::error!(route = %hop.route, stage = "commit", error = %err, "commit task failed"),
+                }
+            }
+            received = consumer.recv(), if !stopping && offsets.unsettled() < window && !stats.is_poisoned() => {
+                let message = match received {
+                    Ok(message) => message,
+                    Err(err) => {
+                        stats.consume_errors.inc();
+                        tracing::warn!(route = %hop.route, stage = "consume", error = %err, "Kafka consume error");
+                        continue;
+                    }
+                };
+                let inbound = Inbound {
+                    headers: InboundHeaders::Kafka(message.headers().map(|h| h.detach()).unwrap_or_default()),
+                    payload: message.payload().map(<[u8]>::to_vec),
+                    kafka_key: message.key().map(<[u8]>::to_vec),
+                    timestamp_ms: message.timestamp().to_millis(),
+                    origin: Origin::Kafka {
+                        topic: shared_topic.clone(),
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        group: shared_group.clone(),
+                    },
+                };
+                let (partition, offset) = (message.partition(), message.offset());
+                if stats.partitions_held() == 0 {
+                    // A message proves an assignment the last check missed.
+                    stats.set_partitions_held(consumer.assignment().map(|a| a.count()).unwrap_or(1).max(1));
+                }
+                offsets.received(partition, offset);
+                stats.consumed.inc();
+                stats.set_in_flight(offsets.in_flight());
+                let hop = hop.clone();
+                let stats = stats.clone();
+                in_flight.push(async move {
+                    let read_at = std::time::Instant::now();
+                    let settled = relay_until_settled(&hop, &inbound, &stats).await;
+                    stats.hop_seconds.observe(read_at.elapsed().as_secs_f64());
+                    (partition, offset, settled)
+                });
+            }
+        }
+    }
+    // The final commit must land before the process exits, and must be
+    // OUR offsets: librdkafka's own "consumer state" counts every message it
+    // handed over, relayed or not.
+    if let Some(pending) = committing.take() {
+        let _ = pending.await;
+    }
+    offsets.recommit_all();
+    if let Some(last) = start_commit(&consumer, &topic, &mut offsets)
+        && let Ok((_, Err(err))) = last.await
+    {
+        tracing::warn!(route = %hop.route, stage = "commit", error = %err, "the final offset commit failed");
+    }
+}
+
+/// The partitions and offsets a commit covered, and how it ended.
+type CommitResult = (Vec<(i32, i64)>, rdkafka::error::KafkaResult<()>);
+
+/// Starts a synchronous commit of what may be committed now, on a
+/// blocking thread; `None` when there is nothing new.
+fn start_commit(
+    consumer: &Arc<StreamConsumer>,
+    topic: &str,
+    offsets: &mut OffsetTracker,
+) -> Option<tokio::task::JoinHandle<CommitResult>> {
+    let ready = offsets.committable();
+    if ready.is_empty() {
+        return None;
+    }
+    let mut list = TopicPartitionList::new();
+    for &(partition, next) in &ready {
+        // Only fails for an offset type the list cannot hold; ours is plain.
+        let _ = list.add_partition_offset(topic, partition, Offset::Offset(next));
+    }
+    let consumer = consumer.clone();
+    Some(tokio::task::spawn_blocking(move || {
+        let result = consumer.commit(&list, CommitMode::Sync);
+        (ready, result)
+    }))
+}
