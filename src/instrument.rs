@@ -33,6 +33,19 @@ pub const QUEUE_TIME_ATTRIBUTE: &str = "tracebridge.queue_time_ms";
 /// The histogram of broker wait times, in seconds.
 pub const QUEUE_TIME_METRIC: &str = "tracebridge.messaging.queue_time";
 
+/// One received message as its span describes it: name, attributes, when
+/// it was produced and the queue-time metric's attributes. Each transport
+/// builds it in one function (`kafka::span::received`,
+/// `amqp::span::received`) that its library consumer and the relay both
+/// call, so their spans cannot drift apart.
+#[derive(Debug, Clone)]
+pub(crate) struct Received {
+    pub(crate) name: String,
+    pub(crate) attributes: Vec<KeyValue>,
+    pub(crate) produced_at: Option<SystemTime>,
+    pub(crate) metric_attributes: Vec<KeyValue>,
+}
+
 /// Where a process span hangs in the trace.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ParentPolicy {

@@ -3,16 +3,14 @@
 
 use std::fmt::Display;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
 
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicRejectOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Consumer};
+use lapin::{Channel, Consumer};
+use opentelemetry::Context;
 use opentelemetry::trace::{FutureExt as _, SpanKind, TraceContextExt};
-use opentelemetry::{Context, KeyValue};
-use opentelemetry_semantic_conventions::attribute as attr;
 
 use super::{AmqpHeaderExtractor, error_type};
 use crate::Error;
@@ -289,21 +287,23 @@ impl Tracing {
         let empty = FieldTable::default();
         let headers = delivery.properties.headers().as_ref().unwrap_or(&empty);
         let extracted = self.propagation.extract(&AmqpHeaderExtractor(headers));
-        let destination = self.destination(&delivery);
-        let properties: &BasicProperties = &delivery.properties;
-        let mut attributes =
-            MessagingAttributes::new(operation, &destination, self.instrumentation.stability())
-                .delivery_tag(delivery.delivery_tag)
-                .message_id(properties.message_id().as_ref().map(|id| id.as_str()))
-                .conversation_id(properties.correlation_id().as_ref().map(|id| id.as_str()));
-        if self.record_body_size {
-            attributes = attributes.body_size(delivery.data.len());
-        }
-        let mut attributes = self.endpoint.apply(attributes).into_vec();
-        if delivery.redelivered {
-            attributes.push(KeyValue::new(REDELIVERED_ATTRIBUTE, true));
-        }
-        let name = operation.span_name(&destination);
+        let received = super::span::received(
+            &super::span::Delivered {
+                exchange: delivery.exchange.as_str(),
+                routing_key: delivery.routing_key.as_str(),
+                queue: self.queue.as_str(),
+                delivery_tag: delivery.delivery_tag,
+                redelivered: delivery.redelivered,
+                properties: &delivery.properties,
+                body_len: delivery.data.len(),
+            },
+            operation,
+            &self.endpoint,
+            self.instrumentation.stability(),
+            self.record_body_size,
+            None,
+        );
+        let (name, attributes) = (received.name, received.attributes);
         let cx = match operation {
             Operation::Receive => {
                 let links = instrument::link_to(&extracted, Vec::new());
@@ -319,16 +319,10 @@ impl Tracing {
                 .instrumentation
                 .start_process_span(name, self.policy, &extracted, attributes),
         };
-        let metric_attributes = [
-            KeyValue::new(attr::MESSAGING_SYSTEM, System::RabbitMq.as_str()),
-            KeyValue::new(attr::MESSAGING_DESTINATION_NAME, destination.name()),
-        ];
         self.instrumentation.record_queue_time(
             &cx,
-            properties
-                .timestamp()
-                .map(|ts| UNIX_EPOCH + Duration::from_millis(super::timestamp_ms(ts))),
-            &metric_attributes,
+            received.produced_at,
+            &received.metric_attributes,
         );
         TracedDelivery {
             delivery,

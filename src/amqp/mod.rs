@@ -13,6 +13,7 @@
 pub(crate) mod carrier;
 mod consumer;
 mod publisher;
+pub(crate) mod span;
 
 use std::str::FromStr;
 

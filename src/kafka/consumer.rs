@@ -2,11 +2,11 @@
 //! their creation context and a CONSUMER process span.
 
 use std::fmt::Display;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::Stream;
+use opentelemetry::Context;
 use opentelemetry::trace::{FutureExt as _, Link, SpanKind, TraceContextExt};
-use opentelemetry::{Context, KeyValue};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -396,46 +396,33 @@ impl TracedConsumer {
 
     fn trace<'a>(&self, message: BorrowedMessage<'a>) -> TracedMessage<'a> {
         let extracted = self.extract(&message);
-        let destination = Destination::kafka(message.topic());
-        let mut attributes = MessagingAttributes::new(
-            Operation::Process,
-            &destination,
+        let record = super::span::Record {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key(),
+            payload_len: message.payload().map(<[u8]>::len),
+            timestamp_ms: message.timestamp().to_millis(),
+            group: self.group.as_deref(),
+        };
+        let received = super::span::received(
+            &record,
+            &self.endpoint,
             self.instrumentation.stability(),
-        )
-        .partition(message.partition())
-        .kafka_offset(message.offset())
-        .kafka_key(message.key())
-        .tombstone(message.payload().is_none());
-        if let Some(group) = &self.group {
-            attributes = attributes.consumer_group(group);
-        }
-        if self.record_body_size {
-            attributes = attributes.body_size(message.payload_len());
-        }
-        let attributes = self.endpoint.apply(attributes).into_vec();
+            self.record_body_size,
+            None,
+        );
         let cx = self.instrumentation.start_process_span(
-            Operation::Process.span_name(&destination),
+            received.name,
             self.policy,
             &extracted,
-            attributes,
+            received.attributes,
         );
-        let produced_at = message
-            .timestamp()
-            .to_millis()
-            .and_then(|ms| u64::try_from(ms).ok())
-            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
-        let mut metric_attributes = vec![
-            KeyValue::new(attr::MESSAGING_SYSTEM, System::Kafka.as_str()),
-            KeyValue::new(attr::MESSAGING_DESTINATION_NAME, message.topic().to_owned()),
-        ];
-        if let Some(group) = &self.group {
-            metric_attributes.push(KeyValue::new(
-                attr::MESSAGING_CONSUMER_GROUP_NAME,
-                group.clone(),
-            ));
-        }
-        self.instrumentation
-            .record_queue_time(&cx, produced_at, &metric_attributes);
+        self.instrumentation.record_queue_time(
+            &cx,
+            received.produced_at,
+            &received.metric_attributes,
+        );
         TracedMessage {
             message,
             extracted,

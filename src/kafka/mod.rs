@@ -12,6 +12,7 @@
 pub(crate) mod carrier;
 mod consumer;
 mod producer;
+pub(crate) mod span;
 
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;

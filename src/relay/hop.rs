@@ -17,12 +17,12 @@ use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, KeyValue};
 
 use super::config::Mode;
-use super::message::{Inbound, Origin};
+use super::message::Inbound;
 use super::stats::RouteStats;
 use crate::correlate::{self, Correlator, RequestId};
 use crate::instrument::{self, Instrumentation};
 use crate::propagation::{ExtractedContext, Propagation};
-use crate::semconv::{Destination, MessagingAttributes, Operation};
+use crate::semconv::Endpoint;
 
 /// Header names on dead letters.
 pub const DEAD_LETTER_ERROR: &str = "x-tracebridge-error";
@@ -142,6 +142,8 @@ pub(crate) struct Hop {
     pub(crate) propagation: Propagation,
     pub(crate) attempts: u32,
     pub(crate) backoff: Duration,
+    /// The source broker's `server.address`/`server.port`, on process spans.
+    pub(crate) source_endpoint: Endpoint,
     pub(crate) sink: Arc<dyn Sink>,
     pub(crate) dead_letter: Option<Arc<dyn Sink>>,
     pub(crate) instrumentation: Instrumentation,
@@ -273,53 +275,14 @@ impl Hop {
             .correlation
             .as_ref()
             .and_then(|c| c.extractor.extract(message));
-        let stability = self.instrumentation.stability();
-        let (destination, attributes) = match &message.origin {
-            Origin::Kafka {
-                topic,
-                partition,
-                offset,
-                group,
-            } => {
-                let destination = Destination::kafka(&**topic);
-                let attributes =
-                    MessagingAttributes::new(Operation::Process, &destination, stability)
-                        .consumer_group(group)
-                        .partition(*partition)
-                        .kafka_offset(*offset)
-                        .kafka_key(message.kafka_key.as_deref())
-                        .conversation_id(request_id.as_ref().map(RequestId::as_str))
-                        .tombstone(message.payload.is_none());
-                (destination, attributes)
-            }
-            Origin::Amqp {
-                exchange,
-                routing_key,
-                queue,
-                delivery_tag,
-                redelivered,
-            } => {
-                let destination =
-                    Destination::rabbitmq_queue(exchange.as_str(), routing_key.as_str(), &**queue);
-                let mut attributes =
-                    MessagingAttributes::new(Operation::Process, &destination, stability)
-                        .delivery_tag(*delivery_tag)
-                        .message_id(message.message_id())
-                        .conversation_id(
-                            request_id
-                                .as_ref()
-                                .map(RequestId::as_str)
-                                .or(message.correlation_id()),
-                        );
-                if *redelivered {
-                    attributes = attributes.flag(crate::amqp::REDELIVERED_ATTRIBUTE);
-                }
-                (destination, attributes)
-            }
-        };
-        let mut attributes = attributes.into_vec();
+        let received = message.received(
+            &self.source_endpoint,
+            self.instrumentation.stability(),
+            request_id.as_ref().map(RequestId::as_str),
+        );
+        let mut attributes = received.attributes;
         attributes.push(KeyValue::new(ROUTE_ATTRIBUTE, self.route_value()));
-        let name = Operation::Process.span_name(&destination);
+        let name = received.name;
         let resolution = match (&self.correlation, &request_id) {
             (Some(correlator), Some(id)) => {
                 Some(correlator.resolve(id, extracted.span_context()).await)
@@ -346,16 +309,13 @@ impl Hop {
                 attributes,
             ),
         };
-        let produced_at = message
-            .timestamp_ms
-            .and_then(|ms| u64::try_from(ms).ok())
-            .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms));
         // Measured once, recorded in both the OTel and the Prometheus histogram.
-        if let Some(waited) = self.instrumentation.record_queue_time(
-            &cx,
-            produced_at,
-            &[KeyValue::new(ROUTE_ATTRIBUTE, self.route_value())],
-        ) {
+        let mut metric_attributes = received.metric_attributes;
+        metric_attributes.push(KeyValue::new(ROUTE_ATTRIBUTE, self.route_value()));
+        if let Some(waited) =
+            self.instrumentation
+                .record_queue_time(&cx, received.produced_at, &metric_attributes)
+        {
             self.stats.queue_seconds.observe(waited.as_secs_f64());
         }
         cx

@@ -10,7 +10,9 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use rdkafka::message::OwnedHeaders;
 
 use super::config::KeyMapping;
+use crate::instrument::Received;
 use crate::propagation::{HeaderReader, Propagation, Transport};
+use crate::semconv::{Endpoint, Operation, Stability};
 
 /// A source message's headers, as its broker gave them.
 #[derive(Debug, Clone)]
@@ -160,6 +162,61 @@ impl Inbound {
             .message_id()
             .as_ref()
             .map(ShortString::as_str)
+    }
+
+    /// What its process span says of it: the same model, built by the same
+    /// function, as the library consumer of its transport.
+    pub(crate) fn received(
+        &self,
+        endpoint: &Endpoint,
+        stability: Stability,
+        conversation_id: Option<&str>,
+    ) -> Received {
+        match &self.origin {
+            Origin::Kafka {
+                topic,
+                partition,
+                offset,
+                group,
+            } => {
+                let record = crate::kafka::span::Record {
+                    topic,
+                    partition: *partition,
+                    offset: *offset,
+                    key: self.kafka_key.as_deref(),
+                    payload_len: self.payload.as_ref().map(Vec::len),
+                    timestamp_ms: self.timestamp_ms,
+                    group: Some(group),
+                };
+                crate::kafka::span::received(&record, endpoint, stability, false, conversation_id)
+            }
+            Origin::Amqp {
+                exchange,
+                routing_key,
+                queue,
+                delivery_tag,
+                redelivered,
+            } => {
+                let none = BasicProperties::default();
+                let delivered = crate::amqp::span::Delivered {
+                    exchange: exchange.as_str(),
+                    routing_key: routing_key.as_str(),
+                    queue,
+                    delivery_tag: *delivery_tag,
+                    redelivered: *redelivered,
+                    properties: self.properties().unwrap_or(&none),
+                    body_len: self.payload.as_ref().map_or(0, Vec::len),
+                };
+                crate::amqp::span::received(
+                    &delivered,
+                    Operation::Process,
+                    endpoint,
+                    stability,
+                    false,
+                    conversation_id,
+                )
+            }
+        }
     }
 
     /// The source's key: the Kafka key, or the AMQP property `mapping`

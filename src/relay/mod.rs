@@ -58,6 +58,9 @@ use config::{Correlation, Sink, Source, StoreSpec};
 use hop::Hop;
 use message::Translation;
 
+/// The relay's Kafka `client.id` (and `messaging.client.id` on its spans).
+const CLIENT_ID: &str = "tracebridge";
+
 /// A running relay: one task per route.
 pub struct Relay {
     routes: Vec<RunningRoute>,
@@ -190,6 +193,12 @@ async fn start_route(
         propagation: route.propagation.clone(),
         attempts: route.attempts,
         backoff: route.backoff,
+        source_endpoint: match &route.source {
+            Source::Kafka { broker, .. } => {
+                crate::semconv::Endpoint::from_servers(&broker.bootstrap_servers, Some(CLIENT_ID))
+            }
+            Source::Amqp { broker, .. } => crate::amqp::endpoint(&broker.url),
+        },
         sink,
         dead_letter,
         instrumentation: instrumentation.clone(),

@@ -10,7 +10,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use tokio::time::Instant;
 
 use super::*;
-use crate::relay::message::InboundHeaders;
+use crate::relay::message::{InboundHeaders, Origin};
 use crate::relay::settle::count_outcome;
 use crate::relay::stats::RelayMetrics;
 
@@ -264,6 +264,7 @@ async fn every_way_a_hop_ends() {
             propagation: Propagation::default(),
             attempts: case.attempts,
             backoff: BACKOFF,
+            source_endpoint: Endpoint::from_servers("broker-1:9092", Some("tracebridge")),
             sink: sink.clone(),
             dead_letter: dead_letter.clone().map(|d| d as Arc<dyn Sink>),
             instrumentation: Instrumentation::from_sdk(&provider, None),
@@ -329,6 +330,22 @@ async fn every_way_a_hop_ends() {
         assert_eq!(
             attribute(span, ROUTE_ATTRIBUTE).map(|v| v.as_str().into_owned()),
             Some("r".to_owned()),
+            "{name}"
+        );
+        // The library consumer's attributes, built by the same function.
+        for (key, value) in [
+            ("server.address", "broker-1"),
+            ("messaging.client.id", "tracebridge"),
+        ] {
+            assert_eq!(
+                attribute(span, key).map(|v| v.as_str().into_owned()),
+                Some(value.to_owned()),
+                "{name}: {key}"
+            );
+        }
+        assert_eq!(
+            attribute(span, "server.port"),
+            Some(&opentelemetry::Value::I64(9092)),
             "{name}"
         );
         match case.error_type {

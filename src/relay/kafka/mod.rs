@@ -21,7 +21,7 @@ fn client_config(broker: &KafkaBroker) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &broker.bootstrap_servers)
-        .set("client.id", "tracebridge");
+        .set("client.id", crate::relay::CLIENT_ID);
     config
 }
 

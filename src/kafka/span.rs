@@ -1,0 +1,69 @@
+//! What a Kafka process span says of one consumed record: built here once,
+//! for [`super::TracedConsumer`] and for the relay's Kafka source alike.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use opentelemetry::KeyValue;
+use opentelemetry_semantic_conventions::attribute as attr;
+
+use crate::instrument::Received;
+use crate::semconv::{Destination, Endpoint, MessagingAttributes, Operation, Stability, System};
+
+/// A consumed record, as far as its span is concerned.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Record<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) key: Option<&'a [u8]>,
+    /// `None` for a tombstone (no payload at all).
+    pub(crate) payload_len: Option<usize>,
+    /// Producer (or log-append) timestamp, ms since the epoch.
+    pub(crate) timestamp_ms: Option<i64>,
+    pub(crate) group: Option<&'a str>,
+}
+
+/// The process span of `record`: `process {topic}` with the consumer
+/// group, partition, offset, key, tombstone flag and the client's
+/// endpoint; the body size when `body_size`; `conversation_id` when the
+/// caller knows one (the relay's correlation).
+pub(crate) fn received(
+    record: &Record<'_>,
+    endpoint: &Endpoint,
+    stability: Stability,
+    body_size: bool,
+    conversation_id: Option<&str>,
+) -> Received {
+    let destination = Destination::kafka(record.topic);
+    let mut attributes = MessagingAttributes::new(Operation::Process, &destination, stability)
+        .partition(record.partition)
+        .kafka_offset(record.offset)
+        .kafka_key(record.key)
+        .conversation_id(conversation_id)
+        .tombstone(record.payload_len.is_none());
+    if let Some(group) = record.group {
+        attributes = attributes.consumer_group(group);
+    }
+    if body_size {
+        attributes = attributes.body_size(record.payload_len.unwrap_or(0));
+    }
+    let mut metric_attributes = vec![
+        KeyValue::new(attr::MESSAGING_SYSTEM, System::Kafka.as_str()),
+        KeyValue::new(attr::MESSAGING_DESTINATION_NAME, record.topic.to_owned()),
+    ];
+    if let Some(group) = record.group {
+        metric_attributes.push(KeyValue::new(
+            attr::MESSAGING_CONSUMER_GROUP_NAME,
+            group.to_owned(),
+        ));
+    }
+    Received {
+        name: Operation::Process.span_name(&destination),
+        attributes: endpoint.apply(attributes).into_vec(),
+        produced_at: record
+            .timestamp_ms
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
+        metric_attributes,
+    }
+}
