@@ -548,3 +548,50 @@ async fn commit_settle_spans_are_children_of_the_process_span() {
     );
     assert_eq!(attr(&commit, "messaging.kafka.offset"), Some(0i64.into()));
 }
+
+/// A worker's own consumer context (here: one that counts rebalances) keeps
+/// working under the wrapper, and its messages are traced like any other.
+#[tokio::test]
+async fn a_consumer_with_its_own_context_is_wrapped_and_its_callbacks_still_run() {
+    use rdkafka::client::ClientContext;
+    use rdkafka::consumer::{ConsumerContext, Rebalance};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct CountingContext(Arc<AtomicUsize>);
+    impl ClientContext for CountingContext {}
+    impl ConsumerContext for CountingContext {
+        fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+            if matches!(rebalance, Rebalance::Assign(_)) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    let cap = spans::capture();
+    let topic = topic_with_one_traced_message("own-context", &cap).await;
+    let mut config = common::kafka::config();
+    config
+        .set("group.id", common::unique("grp"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false");
+    let assignments = Arc::new(AtomicUsize::new(0));
+    let consumer: TracedConsumer<CountingContext> =
+        TracedConsumer::from_config_and_context(&config, CountingContext(assignments.clone()))
+            .expect("consumer")
+            .with_instrumentation(cap.instrumentation());
+    consumer.get_ref().subscribe(&[&topic]).expect("subscribe");
+    let traced = within("a message", consumer.recv()).await.expect("received");
+    let process_trace = traced.context().span().span_context().trace_id();
+    traced.end();
+
+    assert!(
+        assignments.load(Ordering::SeqCst) >= 1,
+        "the context's rebalance callback ran"
+    );
+    let finished = cap.spans();
+    let send = finished
+        .iter()
+        .find(|s| s.span_kind == SpanKind::Producer)
+        .expect("the send span");
+    assert_eq!(process_trace, send.span_context.trace_id(), "one trace");
+}

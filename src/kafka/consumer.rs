@@ -8,7 +8,9 @@ use futures::Stream;
 use opentelemetry::Context;
 use opentelemetry::trace::{FutureExt as _, Link, SpanKind, TraceContextExt};
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::config::FromClientConfigAndContext;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, DefaultConsumerContext, StreamConsumer};
+use rdkafka::util::{AsyncRuntime, DefaultRuntime};
 use rdkafka::message::{BorrowedMessage, Message};
 
 use super::KafkaHeaderExtractor;
@@ -45,8 +47,16 @@ use opentelemetry_semantic_conventions::attribute as attr;
 ///     .await
 /// # }
 /// ```
-pub struct TracedConsumer {
-    inner: StreamConsumer,
+///
+/// A consumer with your own [`ConsumerContext`] (rebalance or commit
+/// callbacks) is wrapped the same way:
+/// `TracedConsumer::from_config_and_context(&config, MyContext)` or
+/// `TracedConsumer::new(my_stream_consumer, group, endpoint)`.
+pub struct TracedConsumer<C = DefaultConsumerContext, R = DefaultRuntime>
+where
+    C: ConsumerContext + 'static,
+{
+    inner: StreamConsumer<C, R>,
     group: Option<String>,
     endpoint: Endpoint,
     propagation: Propagation,
@@ -62,6 +72,31 @@ pub struct TracedMessage<'a> {
     message: BorrowedMessage<'a>,
     extracted: ExtractedContext,
     cx: Context,
+}
+
+/// A traced message reads as the rdkafka message it wraps (`&traced`
+/// where a `&BorrowedMessage` is expected), so existing handlers take it
+/// unchanged.
+impl<'a> std::ops::Deref for TracedMessage<'a> {
+    type Target = BorrowedMessage<'a>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.message
+    }
+}
+
+/// The wrapper reads as the consumer it wraps (`subscribe`, `assign`,
+/// `seek`, … unchanged); its own `recv`, `stream` and `commit` take
+/// precedence and trace.
+impl<C, R> std::ops::Deref for TracedConsumer<C, R>
+where
+    C: ConsumerContext + 'static,
+{
+    type Target = StreamConsumer<C, R>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
 }
 
 impl<'a> TracedMessage<'a> {
@@ -131,8 +166,19 @@ impl TracedConsumer {
     /// Creates the consumer from a config the application already has; the
     /// consumer group is its `group.id`.
     pub fn from_config(config: &ClientConfig) -> Result<Self, crate::Error> {
-        let inner: StreamConsumer = config
-            .create()
+        Self::from_config_and_context(config, DefaultConsumerContext)
+    }
+}
+
+impl<C, R> TracedConsumer<C, R>
+where
+    C: ConsumerContext + 'static,
+    R: AsyncRuntime,
+{
+    /// Creates the consumer from a config and your own consumer context
+    /// (rebalance and commit callbacks keep working as they did).
+    pub fn from_config_and_context(config: &ClientConfig, context: C) -> Result<Self, crate::Error> {
+        let inner = StreamConsumer::from_config_and_context(config, context)
             .map_err(|source| super::client_error(config, source))?;
         Ok(Self::new(
             inner,
@@ -142,7 +188,7 @@ impl TracedConsumer {
     }
 
     /// Wraps an existing consumer.
-    pub fn new(inner: StreamConsumer, group: Option<String>, endpoint: Endpoint) -> Self {
+    pub fn new(inner: StreamConsumer<C, R>, group: Option<String>, endpoint: Endpoint) -> Self {
         Self {
             inner,
             group,
@@ -431,17 +477,17 @@ impl TracedConsumer {
     }
 
     /// The wrapped consumer (subscribe, assign, seek, … through it).
-    pub fn get_ref(&self) -> &StreamConsumer {
+    pub fn get_ref(&self) -> &StreamConsumer<C, R> {
         &self.inner
     }
 
     /// The wrapped consumer, mutably.
-    pub fn get_mut(&mut self) -> &mut StreamConsumer {
+    pub fn get_mut(&mut self) -> &mut StreamConsumer<C, R> {
         &mut self.inner
     }
 
     /// Unwraps the consumer.
-    pub fn into_inner(self) -> StreamConsumer {
+    pub fn into_inner(self) -> StreamConsumer<C, R> {
         self.inner
     }
 }

@@ -6,7 +6,10 @@ use std::time::Duration;
 use opentelemetry::Context;
 use opentelemetry::trace::{SpanKind, TraceContextExt};
 use rdkafka::ClientConfig;
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::message::ToBytes;
+use rdkafka::util::{AsyncRuntime, DefaultRuntime};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -39,8 +42,14 @@ use crate::semconv::{Destination, Endpoint, MessagingAttributes, Operation};
 ///     .ok();
 /// # Ok(()) }
 /// ```
-pub struct TracedProducer {
-    inner: FutureProducer,
+///
+/// A producer with your own [`ClientContext`] is wrapped the same way:
+/// `TracedProducer::from_config_and_context(&config, MyContext)`.
+pub struct TracedProducer<C = DefaultClientContext, R = DefaultRuntime>
+where
+    C: ClientContext + 'static,
+{
+    inner: FutureProducer<C, R>,
     endpoint: Endpoint,
     propagation: Propagation,
     instrumentation: Instrumentation,
@@ -49,15 +58,25 @@ pub struct TracedProducer {
 impl TracedProducer {
     /// Creates the producer from a config the application already has.
     pub fn from_config(config: &ClientConfig) -> Result<Self, crate::Error> {
-        let inner: FutureProducer = config
-            .create()
+        Self::from_config_and_context(config, DefaultClientContext)
+    }
+}
+
+impl<C, R> TracedProducer<C, R>
+where
+    C: ClientContext + 'static,
+    R: AsyncRuntime,
+{
+    /// Creates the producer from a config and your own client context.
+    pub fn from_config_and_context(config: &ClientConfig, context: C) -> Result<Self, crate::Error> {
+        let inner = FutureProducer::from_config_and_context(config, context)
             .map_err(|source| super::client_error(config, source))?;
         Ok(Self::new(inner, super::endpoint(config)))
     }
 
     /// Wraps an existing producer; `endpoint` supplies `server.*` and
     /// `messaging.client.id`.
-    pub fn new(inner: FutureProducer, endpoint: Endpoint) -> Self {
+    pub fn new(inner: FutureProducer<C, R>, endpoint: Endpoint) -> Self {
         Self {
             inner,
             endpoint,
@@ -145,17 +164,17 @@ impl TracedProducer {
     }
 
     /// The wrapped producer.
-    pub fn get_ref(&self) -> &FutureProducer {
+    pub fn get_ref(&self) -> &FutureProducer<C, R> {
         &self.inner
     }
 
     /// The wrapped producer, mutably.
-    pub fn get_mut(&mut self) -> &mut FutureProducer {
+    pub fn get_mut(&mut self) -> &mut FutureProducer<C, R> {
         &mut self.inner
     }
 
     /// Unwraps the producer.
-    pub fn into_inner(self) -> FutureProducer {
+    pub fn into_inner(self) -> FutureProducer<C, R> {
         self.inner
     }
 }
