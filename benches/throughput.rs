@@ -7,7 +7,7 @@
 //!
 //! Each round: plain rdkafka and `TracedProducer` each send N messages
 //! (100-byte payload, 1000 sends in flight) to a fresh topic; then a plain
-//! `StreamConsumer` and a `TracedConsumer` each read the traced topic (timed
+//! `StreamConsumer` and a `TracedStreamConsumer` each read the traced topic (timed
 //! from `assign` to the Nth message, so fetching from the broker counts), in
 //! alternating order. The best of three rounds is reported, with the ratio
 //! traced / plain (1.0 = no cost). Spans go to a real SDK provider with a
@@ -31,7 +31,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tracebridge::Instrumentation;
 use tracebridge::amqp::TracedPublisher;
-use tracebridge::kafka::{TracedConsumer, TracedProducer};
+use tracebridge::kafka::{TracedProducer, TracedStreamConsumer};
 
 const IN_FLIGHT: usize = 1000;
 const ROUNDS: usize = 3;
@@ -145,7 +145,7 @@ async fn traced_consume(
     group: &str,
     instrumentation: &Instrumentation,
 ) -> f64 {
-    let consumer = TracedConsumer::from_config(&consumer_config(group))
+    let consumer = TracedStreamConsumer::from_config(&consumer_config(group))
         .expect("consumer")
         .with_instrumentation(instrumentation.clone());
     let started = Instant::now();

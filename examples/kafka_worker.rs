@@ -19,7 +19,7 @@ use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
-use tracebridge::kafka::{TracedConsumer, TracedProducer};
+use tracebridge::kafka::{TracedProducer, TracedStreamConsumer};
 
 #[derive(Parser)]
 #[command(about = "A traced Kafka worker (tracebridge example)")]
@@ -99,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
                 .set("group.id", &group)
                 .set("auto.offset.reset", "earliest")
                 .set("enable.auto.commit", "false");
-            let consumer = TracedConsumer::from_config(&config)?.with_settle_spans(true);
+            let consumer = TracedStreamConsumer::from_config(&config)?.with_settle_spans(true);
             consumer.get_ref().subscribe(&[&args.topic])?;
             for _ in 0..count {
                 let message =

@@ -46,8 +46,11 @@ pub(crate) struct Received {
     pub(crate) metric_attributes: Vec<KeyValue>,
 }
 
-/// Where a process span hangs in the trace.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Where a process span hangs in the trace: the one join/link choice of
+/// the library consumers and of the relay's `propagation.mode` (written
+/// in lowercase there).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ParentPolicy {
     /// Child of the message's creation context, plus a link to it: the
     /// asynchronous hop joins the producer's trace. The default.
@@ -59,6 +62,17 @@ pub enum ParentPolicy {
     /// (a `tracing` span or an OpenTelemetry context), linked to the
     /// creation context; a new trace when there is none.
     Ambient,
+}
+
+impl ParentPolicy {
+    /// The word for it in configuration files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParentPolicy::Join => "join",
+            ParentPolicy::Link => "link",
+            ParentPolicy::Ambient => "ambient",
+        }
+    }
 }
 
 /// The tracer and instruments tracebridge's clients record with.

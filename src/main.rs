@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use tracebridge::relay::config::{RoutingKey, Sink, Source};
+use tracebridge::relay::config::{KeySource, Sink, Source};
 use tracebridge::relay::{Relay, RelayConfig};
 
 mod demo;
@@ -186,10 +186,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         writeln!(
             out,
             "    propagation = {{ mode = \"{}\", extract = {}, inject = {} }}",
-            match route.mode {
-                tracebridge::relay::config::Mode::Join => "join",
-                tracebridge::relay::config::Mode::Link => "link",
-            },
+            route.mode.as_str(),
             formats(route.propagation.extract_formats()),
             formats(route.propagation.inject_formats()),
         )?;
@@ -290,14 +287,14 @@ fn describe_source(source: &Source) -> String {
 }
 
 /// `key = "…"`, `key_from = "…"`, or nothing for the default.
-fn describe_key(name: &str, key: &RoutingKey, default: &RoutingKey) -> String {
+fn describe_key(name: &str, key: &KeySource, default: &KeySource) -> String {
     if key == default {
         return String::new();
     }
     match key {
-        RoutingKey::Fixed(fixed) => format!(", {name} = \"{fixed}\""),
-        RoutingKey::SourceKey => format!(", {name}_from = \"source_key\""),
-        RoutingKey::Header(header) => format!(", {name}_from = \"header:{header}\""),
+        KeySource::Fixed(fixed) => format!(", {name} = \"{fixed}\""),
+        KeySource::SourceKey => format!(", {name}_from = \"source_key\""),
+        KeySource::Header(header) => format!(", {name}_from = \"header:{header}\""),
     }
 }
 
@@ -306,7 +303,7 @@ fn describe_sink(sink: &Sink) -> String {
         Sink::Kafka { broker, topic, key } => format!(
             "{{ kafka = \"{}\", topic = \"{topic}\"{} }}",
             broker.name,
-            describe_key("key", key, &RoutingKey::SourceKey)
+            describe_key("key", key, &KeySource::SourceKey)
         ),
         Sink::Amqp {
             broker,
@@ -315,11 +312,7 @@ fn describe_sink(sink: &Sink) -> String {
         } => format!(
             "{{ amqp = \"{}\", exchange = \"{exchange}\"{} }}",
             broker.name,
-            describe_key(
-                "routing_key",
-                routing_key,
-                &RoutingKey::Fixed(String::new())
-            )
+            describe_key("routing_key", routing_key, &KeySource::Fixed(String::new()))
         ),
     }
 }

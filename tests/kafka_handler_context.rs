@@ -11,7 +11,7 @@ use std::time::Duration;
 use opentelemetry::trace::Tracer;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
-use tracebridge::kafka::{TracedConsumer, TracedProducer};
+use tracebridge::kafka::{TracedProducer, TracedStreamConsumer};
 
 #[tokio::test]
 async fn spans_and_logs_in_the_handler_belong_to_the_process_span() {
@@ -40,7 +40,7 @@ async fn spans_and_logs_in_the_handler_belong_to_the_process_span() {
     config
         .set("group.id", common::unique("grp"))
         .set("auto.offset.reset", "earliest");
-    let consumer = TracedConsumer::from_config(&config).expect("consumer");
+    let consumer = TracedStreamConsumer::from_config(&config).expect("consumer");
     consumer.get_ref().subscribe(&[&topic]).expect("subscribe");
     tokio::time::timeout(
         Duration::from_secs(30),

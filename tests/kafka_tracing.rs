@@ -1,4 +1,4 @@
-//! TracedProducer and TracedConsumer against a real Kafka-protocol broker:
+//! TracedProducer and TracedStreamConsumer against a real Kafka-protocol broker:
 //! trace ids, parents, links, kinds, names and attributes asserted by value.
 #![cfg(feature = "kafka")]
 
@@ -16,7 +16,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use tracebridge::ParentPolicy;
-use tracebridge::kafka::{TracedConsumer, TracedProducer};
+use tracebridge::kafka::{TracedProducer, TracedStreamConsumer};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -30,7 +30,7 @@ fn producer(cap: &spans::Capture) -> TracedProducer {
         .with_instrumentation(cap.instrumentation())
 }
 
-fn consumer(cap: &spans::Capture, group: &str, topic: &str) -> TracedConsumer {
+fn consumer(cap: &spans::Capture, group: &str, topic: &str) -> TracedStreamConsumer {
     let mut config = common::kafka::config();
     config
         .set("group.id", group)
@@ -38,7 +38,7 @@ fn consumer(cap: &spans::Capture, group: &str, topic: &str) -> TracedConsumer {
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .set("session.timeout.ms", "6000");
-    let consumer = TracedConsumer::from_config(&config)
+    let consumer = TracedStreamConsumer::from_config(&config)
         .expect("consumer")
         .with_instrumentation(cap.instrumentation());
     consumer.get_ref().subscribe(&[topic]).expect("subscribe");
@@ -344,7 +344,7 @@ async fn two_consumers_in_a_group_over_three_partitions_keep_every_message_in_it
     }
 
     let seen: Arc<Mutex<HashSet<(i32, i64)>>> = Arc::default();
-    let drain = |consumer: TracedConsumer, seen: Arc<Mutex<HashSet<(i32, i64)>>>| async move {
+    let drain = |consumer: TracedStreamConsumer, seen: Arc<Mutex<HashSet<(i32, i64)>>>| async move {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while (seen.lock().unwrap().len() as i64) < MESSAGES
             && tokio::time::Instant::now() < deadline
@@ -560,7 +560,11 @@ async fn a_consumer_with_its_own_context_is_wrapped_and_its_callbacks_still_run(
     struct CountingContext(Arc<AtomicUsize>);
     impl ClientContext for CountingContext {}
     impl ConsumerContext for CountingContext {
-        fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        fn post_rebalance(
+            &self,
+            _: &rdkafka::consumer::BaseConsumer<Self>,
+            rebalance: &Rebalance<'_>,
+        ) {
             if matches!(rebalance, Rebalance::Assign(_)) {
                 self.0.fetch_add(1, Ordering::SeqCst);
             }
@@ -575,12 +579,17 @@ async fn a_consumer_with_its_own_context_is_wrapped_and_its_callbacks_still_run(
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false");
     let assignments = Arc::new(AtomicUsize::new(0));
-    let consumer: TracedConsumer<CountingContext> =
-        TracedConsumer::from_config_and_context(&config, CountingContext(assignments.clone()))
-            .expect("consumer")
-            .with_instrumentation(cap.instrumentation());
+    let consumer: TracedStreamConsumer<CountingContext> =
+        TracedStreamConsumer::from_config_and_context(
+            &config,
+            CountingContext(assignments.clone()),
+        )
+        .expect("consumer")
+        .with_instrumentation(cap.instrumentation());
     consumer.get_ref().subscribe(&[&topic]).expect("subscribe");
-    let traced = within("a message", consumer.recv()).await.expect("received");
+    let traced = within("a message", consumer.recv())
+        .await
+        .expect("received");
     let process_trace = traced.context().span().span_context().trace_id();
     traced.end();
 

@@ -5,33 +5,22 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::amqp::{ROUTING_KEY, Rabbit};
 use common::spans::{self, trace_id};
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
-use tracebridge::kafka::{TracedConsumer as KafkaConsumer, TracedProducer};
+use tracebridge::kafka::{TracedProducer, TracedStreamConsumer};
 use tracebridge::relay::{Relay, RelayConfig};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn close_all_amqp_connections() {
-    let status = Command::new("rabbitmqctl")
-        .args(["close_all_connections", "tracebridge reconnect test"])
-        .status()
-        .expect("rabbitmqctl (the local RabbitMQ's CLI) runs; see scripts/brokers.sh");
-    assert!(status.success(), "rabbitmqctl close_all_connections failed");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_reconnects_its_amqp_source_and_sink_after_the_broker_drops_them() {
-    if std::env::var("AMQP_URL").is_ok_and(|v| !v.is_empty()) {
-        // Closing connections needs the broker's own CLI on this machine.
-        eprintln!("relay_reconnect: AMQP_URL points elsewhere; this test needs the local RabbitMQ");
-        return;
-    }
+    // Closing connections needs the broker's own CLI on this machine: a
+    // test that cannot run fails, it never passes without running.
+    common::flow::require_local_rabbitmq("relay_reconnect");
     let topic_in = common::unique("rc-in");
     let topic_out = common::unique("rc-out");
     common::kafka::create_topic(&topic_in, 1).await;
@@ -78,14 +67,14 @@ to = {{ kafka = "k", topic = "{topic_out}" }}
     config
         .set("group.id", common::unique("rc"))
         .set("auto.offset.reset", "earliest");
-    let out = KafkaConsumer::from_config(&config)
+    let out = TracedStreamConsumer::from_config(&config)
         .expect("consumer")
         .with_instrumentation(cap.instrumentation());
     out.get_ref().subscribe(&[&topic_out]).expect("subscribe");
 
     for round in ["before", "after"] {
         if round == "after" {
-            close_all_amqp_connections();
+            common::flow::rabbitmqctl(&["close_all_connections", "tracebridge reconnect test"]);
         }
         producer
             .send(

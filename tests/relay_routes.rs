@@ -18,7 +18,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use tracebridge::amqp::{TracedConsumer, TracedPublisher};
-use tracebridge::kafka::{TracedConsumer as KafkaConsumer, TracedProducer};
+use tracebridge::kafka::{TracedProducer, TracedStreamConsumer};
 use tracebridge::relay::Relay;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -29,12 +29,12 @@ async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("{what} did not happen within {WAIT:?}"))
 }
 
-fn kafka_consumer(cap: &spans::Capture, topic: &str) -> KafkaConsumer {
+fn kafka_consumer(cap: &spans::Capture, topic: &str) -> TracedStreamConsumer {
     let mut config = common::kafka::config();
     config
         .set("group.id", common::unique("final"))
         .set("auto.offset.reset", "earliest");
-    let consumer = KafkaConsumer::from_config(&config)
+    let consumer = TracedStreamConsumer::from_config(&config)
         .expect("consumer")
         .with_instrumentation(cap.instrumentation());
     consumer.get_ref().subscribe(&[topic]).expect("subscribe");

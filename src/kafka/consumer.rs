@@ -1,4 +1,4 @@
-//! [`TracedConsumer`]: rdkafka's `StreamConsumer` whose messages arrive with
+//! [`TracedStreamConsumer`]: rdkafka's `StreamConsumer` whose messages arrive with
 //! their creation context and a CONSUMER process span.
 
 use std::fmt::Display;
@@ -9,9 +9,11 @@ use opentelemetry::Context;
 use opentelemetry::trace::{FutureExt as _, Link, SpanKind, TraceContextExt};
 use rdkafka::ClientConfig;
 use rdkafka::config::FromClientConfigAndContext;
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, DefaultConsumerContext, StreamConsumer};
-use rdkafka::util::{AsyncRuntime, DefaultRuntime};
+use rdkafka::consumer::{
+    CommitMode, Consumer, ConsumerContext, DefaultConsumerContext, StreamConsumer,
+};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::util::{AsyncRuntime, DefaultRuntime};
 
 use super::KafkaHeaderExtractor;
 use crate::instrument::{self, Instrumentation, ParentPolicy};
@@ -36,7 +38,7 @@ use opentelemetry_semantic_conventions::attribute as attr;
 /// use rdkafka::consumer::Consumer;
 /// let mut config = rdkafka::ClientConfig::new();
 /// config.set("bootstrap.servers", "127.0.0.1:9092").set("group.id", "billing");
-/// let consumer = tracebridge::kafka::TracedConsumer::from_config(&config)?;
+/// let consumer = tracebridge::kafka::TracedStreamConsumer::from_config(&config)?;
 /// consumer.get_ref().subscribe(&["orders"]).expect("subscribe");
 /// consumer
 ///     .process(async |message| {
@@ -50,9 +52,9 @@ use opentelemetry_semantic_conventions::attribute as attr;
 ///
 /// A consumer with your own [`ConsumerContext`] (rebalance or commit
 /// callbacks) is wrapped the same way:
-/// `TracedConsumer::from_config_and_context(&config, MyContext)` or
-/// `TracedConsumer::new(my_stream_consumer, group, endpoint)`.
-pub struct TracedConsumer<C = DefaultConsumerContext, R = DefaultRuntime>
+/// `TracedStreamConsumer::from_config_and_context(&config, MyContext)` or
+/// `TracedStreamConsumer::new(my_stream_consumer, group, endpoint)`.
+pub struct TracedStreamConsumer<C = DefaultConsumerContext, R = DefaultRuntime>
 where
     C: ConsumerContext + 'static,
 {
@@ -88,7 +90,7 @@ impl<'a> std::ops::Deref for TracedMessage<'a> {
 /// The wrapper reads as the consumer it wraps (`subscribe`, `assign`,
 /// `seek`, … unchanged); its own `recv`, `stream` and `commit` take
 /// precedence and trace.
-impl<C, R> std::ops::Deref for TracedConsumer<C, R>
+impl<C, R> std::ops::Deref for TracedStreamConsumer<C, R>
 where
     C: ConsumerContext + 'static,
 {
@@ -162,7 +164,7 @@ impl<'a> TracedBatch<'a> {
     }
 }
 
-impl TracedConsumer {
+impl TracedStreamConsumer {
     /// Creates the consumer from a config the application already has; the
     /// consumer group is its `group.id`.
     pub fn from_config(config: &ClientConfig) -> Result<Self, crate::Error> {
@@ -170,14 +172,17 @@ impl TracedConsumer {
     }
 }
 
-impl<C, R> TracedConsumer<C, R>
+impl<C, R> TracedStreamConsumer<C, R>
 where
     C: ConsumerContext + 'static,
     R: AsyncRuntime,
 {
     /// Creates the consumer from a config and your own consumer context
     /// (rebalance and commit callbacks keep working as they did).
-    pub fn from_config_and_context(config: &ClientConfig, context: C) -> Result<Self, crate::Error> {
+    pub fn from_config_and_context(
+        config: &ClientConfig,
+        context: C,
+    ) -> Result<Self, crate::Error> {
         let inner = StreamConsumer::from_config_and_context(config, context)
             .map_err(|source| super::client_error(config, source))?;
         Ok(Self::new(
@@ -220,7 +225,7 @@ where
         self
     }
 
-    /// Traces [`TracedConsumer::commit`] as CLIENT `commit {topic}` spans.
+    /// Traces [`TracedStreamConsumer::commit`] as CLIENT `commit {topic}` spans.
     /// Default: off.
     pub fn with_settle_spans(mut self, enabled: bool) -> Self {
         self.settle_spans = enabled;
@@ -243,7 +248,7 @@ where
         Ok(self.trace(message))
     }
 
-    /// The messages as a stream (see [`TracedConsumer::recv`]).
+    /// The messages as a stream (see [`TracedStreamConsumer::recv`]).
     pub fn stream(&self) -> impl Stream<Item = Result<TracedMessage<'_>, crate::Error>> + '_ {
         futures::stream::unfold(self, |this| async move { Some((this.recv().await, this)) })
     }

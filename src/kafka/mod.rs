@@ -3,7 +3,7 @@
 //! * [`TracedProducer`]: a `FutureProducer` whose every send is a PRODUCER
 //!   span `send {topic}` with its context injected into the record headers;
 //!   the span ends with the broker's delivery report.
-//! * [`TracedConsumer`]: a `StreamConsumer` whose messages come with their
+//! * [`TracedStreamConsumer`]: a `StreamConsumer` whose messages come with their
 //!   extracted creation context and a CONSUMER span `process {topic}`; a
 //!   batch API makes one CLIENT `poll {topic}` span linked to every message.
 //! * [`KafkaHeaderExtractor`] / [`KafkaHeaderInjector`]: the header
@@ -18,7 +18,7 @@ use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 
 pub use carrier::{KafkaHeaderExtractor, KafkaHeaderInjector};
-pub use consumer::{TracedBatch, TracedConsumer, TracedMessage};
+pub use consumer::{TracedBatch, TracedMessage, TracedStreamConsumer};
 pub use producer::TracedProducer;
 
 use crate::semconv::Endpoint;

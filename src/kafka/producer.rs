@@ -9,9 +9,9 @@ use rdkafka::ClientConfig;
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::message::ToBytes;
-use rdkafka::util::{AsyncRuntime, DefaultRuntime};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::{AsyncRuntime, DefaultRuntime};
 
 use super::KafkaHeaderInjector;
 use super::error_type;
@@ -68,7 +68,10 @@ where
     R: AsyncRuntime,
 {
     /// Creates the producer from a config and your own client context.
-    pub fn from_config_and_context(config: &ClientConfig, context: C) -> Result<Self, crate::Error> {
+    pub fn from_config_and_context(
+        config: &ClientConfig,
+        context: C,
+    ) -> Result<Self, crate::Error> {
         let inner = FutureProducer::from_config_and_context(config, context)
             .map_err(|source| super::client_error(config, source))?;
         Ok(Self::new(inner, super::endpoint(config)))

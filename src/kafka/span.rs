@@ -1,5 +1,5 @@
 //! What a Kafka process span says of one consumed record: built here once,
-//! for [`super::TracedConsumer`] and for the relay's Kafka source alike.
+//! for [`super::TracedStreamConsumer`] and for the relay's Kafka source alike.
 
 use std::time::{Duration, UNIX_EPOCH};
 

@@ -175,7 +175,7 @@ struct EndpointSpec {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 struct PropagationSpec {
-    mode: Mode,
+    mode: ParentPolicy,
     extract: Option<Vec<Format>>,
     inject: Option<Vec<Format>>,
     baggage_allowlist: Option<Vec<String>>,
@@ -194,27 +194,6 @@ impl PropagationSpec {
             p = p.with_baggage_allowlist(keys.iter().cloned());
         }
         p
-    }
-}
-
-/// `propagation.mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// The relay's spans join the incoming trace (child of its context).
-    #[default]
-    Join,
-    /// The relay starts a new trace linked to the incoming context.
-    Link,
-}
-
-impl Mode {
-    /// The process-span policy this mode stands for.
-    pub fn parent_policy(self) -> ParentPolicy {
-        match self {
-            Mode::Join => ParentPolicy::Join,
-            Mode::Link => ParentPolicy::Link,
-        }
     }
 }
 
@@ -405,7 +384,7 @@ pub enum Source {
 /// Where the routing key of an AMQP publish, or the key of a Kafka record,
 /// comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RoutingKey {
+pub enum KeySource {
     /// Always this value.
     Fixed(String),
     /// The source message's Kafka key (or AMQP routing key).
@@ -425,7 +404,7 @@ pub enum Sink {
         topic: String,
         /// Where the record key comes from (default: the source's key —
         /// the Kafka key, or the AMQP property of `key_mapping`).
-        key: RoutingKey,
+        key: KeySource,
     },
     /// An AMQP exchange.
     Amqp {
@@ -434,7 +413,7 @@ pub enum Sink {
         /// The exchange (`""` = the default exchange).
         exchange: String,
         /// The routing key.
-        routing_key: RoutingKey,
+        routing_key: KeySource,
     },
 }
 
@@ -448,7 +427,7 @@ pub struct Route {
     /// Where it writes.
     pub sink: Sink,
     /// `join` or `link`.
-    pub mode: Mode,
+    pub mode: ParentPolicy,
     /// Formats read and written.
     pub propagation: Propagation,
     /// Attempts per message before dead-lettering (at least 1).
@@ -882,6 +861,11 @@ fn validate(
         if route.retry.attempts == 0 {
             problems.push(format!("{at}: retry.attempts: must be at least 1"));
         }
+        if route.propagation.mode == ParentPolicy::Ambient {
+            problems.push(format!(
+                "{at}: propagation.mode: `ambient` means nothing in the relay (no span is current where it reads); write `join` or `link`"
+            ));
+        }
         let correlation = route
             .correlation
             .and_then(|c| correlation(&at, c, &mut problems));
@@ -1119,7 +1103,7 @@ impl Resolver<'_> {
                     &format!("{key}.key"),
                     spec.key,
                     spec.key_from.as_deref(),
-                    RoutingKey::SourceKey,
+                    KeySource::SourceKey,
                     problems,
                 )?;
                 let Some(topic) = spec.topic.filter(|t| !t.trim().is_empty()) else {
@@ -1161,7 +1145,7 @@ impl Resolver<'_> {
                     &format!("{key}.routing_key"),
                     spec.routing_key,
                     spec.routing_key_from.as_deref(),
-                    RoutingKey::Fixed(String::new()),
+                    KeySource::Fixed(String::new()),
                     problems,
                 )?;
                 Some(Sink::Amqp {
@@ -1180,9 +1164,9 @@ fn key_source(
     name: &str,
     fixed: Option<String>,
     from: Option<&str>,
-    default: RoutingKey,
+    default: KeySource,
     problems: &mut Vec<String>,
-) -> Option<RoutingKey> {
+) -> Option<KeySource> {
     match (fixed, from) {
         (Some(_), Some(_)) => {
             problems.push(format!(
@@ -1190,11 +1174,11 @@ fn key_source(
             ));
             None
         }
-        (Some(fixed), None) => Some(RoutingKey::Fixed(fixed)),
+        (Some(fixed), None) => Some(KeySource::Fixed(fixed)),
         (None, None) => Some(default),
-        (None, Some("source_key")) => Some(RoutingKey::SourceKey),
+        (None, Some("source_key")) => Some(KeySource::SourceKey),
         (None, Some(other)) => match other.strip_prefix("header:") {
-            Some(header) if !header.is_empty() => Some(RoutingKey::Header(header.to_owned())),
+            Some(header) if !header.is_empty() => Some(KeySource::Header(header.to_owned())),
             _ => {
                 problems.push(format!(
                     "{at}: {name}_from: `{other}` is not `source_key` or `header:NAME`"
@@ -1276,7 +1260,7 @@ fn endless_loop(at: &str, source: &Source, sink: &Sink, key: &str, problems: &mu
             Sink::Amqp {
                 broker: to,
                 exchange,
-                routing_key: RoutingKey::Fixed(routing_key),
+                routing_key: KeySource::Fixed(routing_key),
             },
         ) => broker.url == to.url && exchange.is_empty() && routing_key == queue,
         _ => false,

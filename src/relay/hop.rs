@@ -3,9 +3,9 @@
 //!
 //! extract the message's own creation context → CONSUMER `process` span
 //! (child of that context in `join` mode, a new linked trace in `link`
-//! mode) → [`Sink::send`], whose PRODUCER span's context goes into the
+//! mode) → [`SinkClient::send`], whose PRODUCER span's context goes into the
 //! outgoing headers → retry transient failures with backoff → dead letter
-//! with the reason → the [`Outcome`] says whether the source may be
+//! with the reason → the [`HopOutcome`] says whether the source may be
 //! acknowledged. The sinks (`kafka/sink.rs`, `amqp/sink.rs`) hold every
 //! broker's wire code; this file imports neither rdkafka nor lapin.
 
@@ -16,11 +16,10 @@ use futures::future::BoxFuture;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, KeyValue};
 
-use super::config::Mode;
 use super::message::Inbound;
 use super::stats::RouteStats;
 use crate::correlate::{self, Correlator, RequestId};
-use crate::instrument::{self, Instrumentation};
+use crate::instrument::{self, Instrumentation, ParentPolicy};
 use crate::propagation::{ExtractedContext, Propagation};
 use crate::semconv::Endpoint;
 
@@ -40,7 +39,7 @@ pub const ROUTE_ATTRIBUTE: &str = "tracebridge.route";
 
 /// Where a route's messages (or its dead letters) go: one implementation
 /// per broker, and a scripted one in this module's tests.
-pub(crate) trait Sink: Send + Sync {
+pub(crate) trait SinkClient: Send + Sync {
     /// Sends `message`, dressed as `dress`, with a PRODUCER span under
     /// `parent` whose context travels in the outgoing headers, and waits
     /// for the broker's confirm.
@@ -120,7 +119,7 @@ impl<'a> Dress<'a> {
 
 /// The end of one message's hop.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Outcome {
+pub(crate) enum HopOutcome {
     /// The sink confirmed the message.
     Delivered { attempts: u32 },
     /// Every attempt failed; the dead-letter destination confirmed it.
@@ -138,14 +137,14 @@ pub(crate) enum Outcome {
 pub(crate) struct Hop {
     /// Shared so each span's route attribute is a reference count, not a copy.
     pub(crate) route: Arc<str>,
-    pub(crate) mode: Mode,
+    pub(crate) mode: ParentPolicy,
     pub(crate) propagation: Propagation,
     pub(crate) attempts: u32,
     pub(crate) backoff: Duration,
     /// The source broker's `server.address`/`server.port`, on process spans.
     pub(crate) source_endpoint: Endpoint,
-    pub(crate) sink: Arc<dyn Sink>,
-    pub(crate) dead_letter: Option<Arc<dyn Sink>>,
+    pub(crate) sink: Arc<dyn SinkClient>,
+    pub(crate) dead_letter: Option<Arc<dyn SinkClient>>,
     pub(crate) instrumentation: Instrumentation,
     /// Correlation by request id, when the route configures it.
     pub(crate) correlation: Option<Correlator>,
@@ -156,7 +155,7 @@ pub(crate) struct Hop {
 impl Hop {
     /// Relays one message. Never panics and never drops it: the outcome
     /// says whether the source may be acknowledged.
-    pub(crate) async fn relay(&self, message: &Inbound) -> Outcome {
+    pub(crate) async fn relay(&self, message: &Inbound) -> HopOutcome {
         let extracted = self.propagation.extract(&message.headers);
         let cx = self.start_process_span(message, &extracted).await;
         let mut last_error: Option<SendError> = None;
@@ -169,7 +168,7 @@ impl Hop {
             match self.sink.send(&cx, message, Dress::Message).await {
                 Ok(()) => {
                     cx.span().end();
-                    return Outcome::Delivered { attempts: attempt };
+                    return HopOutcome::Delivered { attempts: attempt };
                 }
                 Err(err) => {
                     let _attached = cx.clone().attach();
@@ -200,8 +199,8 @@ impl Hop {
             None => (String::new(), false),
         };
         let outcome = match &self.dead_letter {
-            None if permanent => Outcome::Poisoned { error },
-            None => Outcome::Failed { error },
+            None if permanent => HopOutcome::Poisoned { error },
+            None => HopOutcome::Failed { error },
             Some(dead_letter) => {
                 self.dead_letter(dead_letter.as_ref(), &cx, message, attempts, error)
                     .await
@@ -209,16 +208,16 @@ impl Hop {
         };
         let _attached = cx.clone().attach();
         match &outcome {
-            Outcome::DeadLettered { error, attempts } => tracing::error!(
+            HopOutcome::DeadLettered { error, attempts } => tracing::error!(
                 route = %self.route, stage = "dead_letter", source = %message.origin, %error,
                 "message dead-lettered after {attempts} attempt(s)"
             ),
-            Outcome::Poisoned { error } => tracing::error!(
+            HopOutcome::Poisoned { error } => tracing::error!(
                 route = %self.route, stage = "send", source = %message.origin, %error,
                 "the message can never be sent and the route has no dead_letter: the route stops at it"
             ),
             // Logged once per outage by the source loop.
-            Outcome::Failed { .. } | Outcome::Delivered { .. } => {}
+            HopOutcome::Failed { .. } | HopOutcome::Delivered { .. } => {}
         }
         cx.span().end();
         outcome
@@ -229,12 +228,12 @@ impl Hop {
     /// reason headers alone.
     async fn dead_letter(
         &self,
-        sink: &dyn Sink,
+        sink: &dyn SinkClient,
         cx: &Context,
         message: &Inbound,
         attempts: u32,
         error: String,
-    ) -> Outcome {
+    ) -> HopOutcome {
         let reason = [
             (DEAD_LETTER_ERROR, error.clone()),
             (DEAD_LETTER_ROUTE, self.route.to_string()),
@@ -246,20 +245,20 @@ impl Hop {
             minimal: false,
         };
         let failure = match sink.send(cx, message, full).await {
-            Ok(()) => return Outcome::DeadLettered { attempts, error },
+            Ok(()) => return HopOutcome::DeadLettered { attempts, error },
             Err(failure) if failure.permanent => {
                 let minimal = Dress::DeadLetter {
                     reason: &reason,
                     minimal: true,
                 };
                 match sink.send(cx, message, minimal).await {
-                    Ok(()) => return Outcome::DeadLettered { attempts, error },
+                    Ok(()) => return HopOutcome::DeadLettered { attempts, error },
                     Err(again) => again,
                 }
             }
             Err(failure) => failure,
         };
-        Outcome::Failed {
+        HopOutcome::Failed {
             error: format!("{error}; dead-lettering failed too: {}", failure.message),
         }
     }
@@ -302,12 +301,9 @@ impl Hop {
                 placed.link(),
                 attributes,
             ),
-            None => self.instrumentation.start_process_span(
-                name,
-                self.mode.parent_policy(),
-                extracted,
-                attributes,
-            ),
+            None => self
+                .instrumentation
+                .start_process_span(name, self.mode, extracted, attributes),
         };
         // Measured once, recorded in both the OTel and the Prometheus histogram.
         let mut metric_attributes = received.metric_attributes;

@@ -390,7 +390,7 @@ async fn connect_sink(
     translation: &Translation,
     instrumentation: &Instrumentation,
     stats: &Arc<RouteStats>,
-) -> Result<Arc<dyn hop::Sink>, Error> {
+) -> Result<Arc<dyn hop::SinkClient>, Error> {
     match sink {
         Sink::Kafka { broker, topic, key } => Ok(Arc::new(kafka::connect_sink(
             broker,

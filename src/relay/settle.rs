@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::hop::{Hop, Outcome};
+use super::hop::{Hop, HopOutcome};
 use super::message::Inbound;
 use super::stats::RouteStats;
 
@@ -32,30 +32,37 @@ pub(crate) async fn relay_until_settled(
         let outcome = hop.relay(inbound).await;
         count_outcome(hop, stats, inbound, &outcome);
         match outcome {
-            Outcome::Delivered { .. } | Outcome::DeadLettered { .. } => return Settled::Done,
-            Outcome::Poisoned { .. } => return Settled::Poisoned,
-            Outcome::Failed { .. } => tokio::time::sleep(FAILED_RETRY).await,
+            HopOutcome::Delivered { .. } | HopOutcome::DeadLettered { .. } => return Settled::Done,
+            HopOutcome::Poisoned { .. } => return Settled::Poisoned,
+            HopOutcome::Failed { .. } => tokio::time::sleep(FAILED_RETRY).await,
         }
     }
 }
 
 /// Counts a hop's outcome, and logs failures once per streak: during an
 /// outage every message fails, and one line says so, not one per message.
-pub(crate) fn count_outcome(hop: &Hop, stats: &RouteStats, inbound: &Inbound, outcome: &Outcome) {
+pub(crate) fn count_outcome(
+    hop: &Hop,
+    stats: &RouteStats,
+    inbound: &Inbound,
+    outcome: &HopOutcome,
+) {
     match outcome {
-        Outcome::Delivered { attempts } => {
+        HopOutcome::Delivered { attempts } => {
             stats.published.inc();
             stats.retried.inc_by(u64::from(attempts - 1));
         }
-        Outcome::DeadLettered { attempts, .. } => {
+        HopOutcome::DeadLettered { attempts, .. } => {
             stats.dead_lettered.inc();
             stats.retried.inc_by(u64::from(attempts - 1));
         }
-        Outcome::Failed { .. } => stats.failed.inc(),
-        Outcome::Poisoned { error } => stats.set_poisoned(format!("{}: {error}", inbound.origin)),
+        HopOutcome::Failed { .. } => stats.failed.inc(),
+        HopOutcome::Poisoned { error } => {
+            stats.set_poisoned(format!("{}: {error}", inbound.origin))
+        }
     }
     match outcome {
-        Outcome::Failed { error } => {
+        HopOutcome::Failed { error } => {
             if stats.failure_streak_started() {
                 tracing::warn!(
                     route = %hop.route, stage = "send", source = %inbound.origin, %error,

@@ -14,19 +14,19 @@ use opentelemetry::Context;
 
 use super::channel::ReconnectingPublisher;
 use super::headers::{AMQP_SHORT_STRING_MAX, amqp_headers_from, encoded_table_size};
-use crate::relay::config::{KeyMapping, RoutingKey};
-use crate::relay::hop::{DEAD_LETTER_LEFT_OUT, Dress, SendError, Sink};
+use crate::relay::config::{KeyMapping, KeySource};
+use crate::relay::hop::{DEAD_LETTER_LEFT_OUT, Dress, SendError, SinkClient};
 use crate::relay::message::{Inbound, Origin, Translation, prefix};
 
 /// A route's AMQP destination.
 pub(crate) struct AmqpSink {
     pub(crate) channel: ReconnectingPublisher,
     pub(crate) exchange: String,
-    pub(crate) routing_key: RoutingKey,
+    pub(crate) routing_key: KeySource,
     pub(crate) translation: Translation,
 }
 
-impl Sink for AmqpSink {
+impl SinkClient for AmqpSink {
     fn send<'a>(
         &'a self,
         parent: &'a Context,
@@ -138,8 +138,8 @@ impl AmqpSink {
     fn routing_key<'m>(&'m self, message: &'m Inbound) -> Result<&'m str, SendError> {
         let missing = |what: String| SendError::permanent("routing_key_missing", what);
         match &self.routing_key {
-            RoutingKey::Fixed(key) => Ok(key),
-            RoutingKey::SourceKey => match &message.origin {
+            KeySource::Fixed(key) => Ok(key),
+            KeySource::SourceKey => match &message.origin {
                 Origin::Amqp { routing_key, .. } => Ok(routing_key.as_str()),
                 Origin::Kafka { .. } => message
                     .kafka_key
@@ -147,7 +147,7 @@ impl AmqpSink {
                     .and_then(|k| std::str::from_utf8(k).ok())
                     .ok_or_else(|| missing("the Kafka key is missing or not UTF-8".into())),
             },
-            RoutingKey::Header(name) => {
+            KeySource::Header(name) => {
                 use crate::propagation::HeaderReader;
                 message
                     .headers

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::relay::backoff::Backoff;
 use crate::relay::config::AmqpBroker;
-use crate::relay::hop::{Hop, Outcome};
+use crate::relay::hop::{Hop, HopOutcome};
 use crate::relay::message::{Inbound, InboundHeaders, Origin};
 use crate::relay::settle::{FAILED_RETRY, count_outcome};
 use crate::relay::stats::RouteStats;
@@ -185,15 +185,15 @@ pub(crate) async fn run(
                     let outcome = hop.relay(&inbound).await;
                     count_outcome(&hop, &stats, &inbound, &outcome);
                     let settle = match outcome {
-                        Outcome::Delivered { .. } | Outcome::DeadLettered { .. } => {
+                        HopOutcome::Delivered { .. } | HopOutcome::DeadLettered { .. } => {
                             Either::Left(delivery.ack(BasicAckOptions::default()))
                         }
-                        Outcome::Failed { .. } => {
+                        HopOutcome::Failed { .. } => {
                             // Back to the queue: redelivered later, not lost.
                             tokio::time::sleep(FAILED_RETRY).await;
                             Either::Right(delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }))
                         }
-                        Outcome::Poisoned { .. } => {
+                        HopOutcome::Poisoned { .. } => {
                             // Held unacknowledged (the route reads no more):
                             // the broker keeps it for whoever fixes the route.
                             stats.hop_seconds.observe(read_at.elapsed().as_secs_f64());

@@ -67,7 +67,7 @@ fn all_four_directions_parse_with_their_options() {
         matches!(&k2a.source, Source::Kafka { topic, group, .. } if topic == "orders" && group == "tb")
     );
     assert!(
-        matches!(&k2a.sink, Sink::Amqp { exchange, routing_key: RoutingKey::Fixed(rk), .. }
+        matches!(&k2a.sink, Sink::Amqp { exchange, routing_key: KeySource::Fixed(rk), .. }
         if exchange == "fulfillment" && rk == "order.created")
     );
     assert_eq!(
@@ -82,16 +82,16 @@ fn all_four_directions_parse_with_their_options() {
     let a2k = &config.routes[1];
     assert!(matches!(&a2k.source, Source::Amqp { queue, .. } if queue == "billing"));
     assert_eq!(a2k.key_mapping, KeyMapping::MessageId);
-    assert_eq!(a2k.mode, Mode::Join);
+    assert_eq!(a2k.mode, ParentPolicy::Join);
 
     let k2k = &config.routes[2];
-    assert_eq!(k2k.mode, Mode::Link);
-    assert!(matches!(&k2k.sink, Sink::Kafka { key: RoutingKey::Header(h), .. } if h == "x-order"));
+    assert_eq!(k2k.mode, ParentPolicy::Link);
+    assert!(matches!(&k2k.sink, Sink::Kafka { key: KeySource::Header(h), .. } if h == "x-order"));
     assert!(
         matches!(
             &a2k.sink,
             Sink::Kafka {
-                key: RoutingKey::SourceKey,
+                key: KeySource::SourceKey,
                 ..
             }
         ),
@@ -104,7 +104,7 @@ fn all_four_directions_parse_with_their_options() {
 
     let a2a = &config.routes[3];
     assert!(
-        matches!(&a2a.sink, Sink::Amqp { routing_key: RoutingKey::Header(h), .. } if h == "x-route")
+        matches!(&a2a.sink, Sink::Amqp { routing_key: KeySource::Header(h), .. } if h == "x-route")
     );
 }
 
@@ -255,6 +255,7 @@ name = "r"
 from = { kafka = "main" }
 to = { amqp = "rabbit", topic = "t", routing_key = "a", routing_key_from = "source_key" }
 retry = { attempts = 0 }
+propagation = { mode = "ambient" }
 
 [[route]]
 name = "r"
@@ -268,6 +269,7 @@ to = { kafka = "main", topic = "t" }
         "route[0] (r): to.topic: not used by an AMQP destination",
         "route[0] (r): to.routing_key: give `to.routing_key` or `to.routing_key_from`, not both",
         "route[0] (r): retry.attempts: must be at least 1",
+        "route[0] (r): propagation.mode: `ambient` means nothing in the relay",
         "route[1] (r): name: another route is already called `r`",
         "route[1] (r): from: names both `kafka` and `amqp`",
     ];

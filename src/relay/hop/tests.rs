@@ -46,7 +46,7 @@ impl ScriptedSink {
     }
 }
 
-impl Sink for ScriptedSink {
+impl SinkClient for ScriptedSink {
     fn send<'a>(
         &'a self,
         _parent: &'a Context,
@@ -109,7 +109,7 @@ struct Case {
     sink: Vec<Result<(), SendError>>,
     /// None: the route has no dead-letter destination.
     dead_letter: Option<Vec<Result<(), SendError>>>,
-    outcome: Outcome,
+    outcome: HopOutcome,
     /// Sends to the sink, then to the dead-letter destination.
     sink_sends: usize,
     dead_letter_sends: Vec<(bool, bool)>,
@@ -129,7 +129,7 @@ fn cases() -> Vec<Case> {
             attempts: 3,
             sink: vec![Ok(())],
             dead_letter: None,
-            outcome: Outcome::Delivered { attempts: 1 },
+            outcome: HopOutcome::Delivered { attempts: 1 },
             sink_sends: 1,
             dead_letter_sends: vec![],
             error_type: None,
@@ -141,7 +141,7 @@ fn cases() -> Vec<Case> {
             attempts: 3,
             sink: vec![transient(), transient(), Ok(())],
             dead_letter: Some(vec![Ok(())]),
-            outcome: Outcome::Delivered { attempts: 3 },
+            outcome: HopOutcome::Delivered { attempts: 3 },
             sink_sends: 3,
             dead_letter_sends: vec![],
             error_type: None,
@@ -153,7 +153,7 @@ fn cases() -> Vec<Case> {
             attempts: 3,
             sink: vec![transient()],
             dead_letter: Some(vec![Ok(())]),
-            outcome: Outcome::DeadLettered {
+            outcome: HopOutcome::DeadLettered {
                 attempts: 3,
                 error: gone.clone(),
             },
@@ -168,7 +168,7 @@ fn cases() -> Vec<Case> {
             attempts: 3,
             sink: vec![permanent()],
             dead_letter: Some(vec![Ok(())]),
-            outcome: Outcome::DeadLettered {
+            outcome: HopOutcome::DeadLettered {
                 attempts: 1,
                 error: too_large.clone(),
             },
@@ -183,7 +183,7 @@ fn cases() -> Vec<Case> {
             attempts: 1,
             sink: vec![permanent()],
             dead_letter: Some(vec![permanent(), Ok(())]),
-            outcome: Outcome::DeadLettered {
+            outcome: HopOutcome::DeadLettered {
                 attempts: 1,
                 error: too_large.clone(),
             },
@@ -198,7 +198,7 @@ fn cases() -> Vec<Case> {
             attempts: 2,
             sink: vec![transient()],
             dead_letter: Some(vec![transient()]),
-            outcome: Outcome::Failed {
+            outcome: HopOutcome::Failed {
                 error: format!("{gone}; dead-lettering failed too: {gone}"),
             },
             sink_sends: 2,
@@ -212,7 +212,7 @@ fn cases() -> Vec<Case> {
             attempts: 2,
             sink: vec![transient()],
             dead_letter: None,
-            outcome: Outcome::Failed {
+            outcome: HopOutcome::Failed {
                 error: gone.clone(),
             },
             sink_sends: 2,
@@ -226,7 +226,7 @@ fn cases() -> Vec<Case> {
             attempts: 3,
             sink: vec![permanent()],
             dead_letter: None,
-            outcome: Outcome::Poisoned {
+            outcome: HopOutcome::Poisoned {
                 error: too_large.clone(),
             },
             sink_sends: 1,
@@ -260,13 +260,13 @@ async fn every_way_a_hop_ends() {
         let dead_letter = case.dead_letter.map(ScriptedSink::new);
         let hop = Hop {
             route: "r".into(),
-            mode: Mode::Join,
+            mode: ParentPolicy::Join,
             propagation: Propagation::default(),
             attempts: case.attempts,
             backoff: BACKOFF,
             source_endpoint: Endpoint::from_servers("broker-1:9092", Some("tracebridge")),
             sink: sink.clone(),
-            dead_letter: dead_letter.clone().map(|d| d as Arc<dyn Sink>),
+            dead_letter: dead_letter.clone().map(|d| d as Arc<dyn SinkClient>),
             instrumentation: Instrumentation::from_sdk(&provider, None),
             correlation: None,
             stats: stats.clone(),

@@ -9,7 +9,7 @@ pub(crate) mod source;
 
 use rdkafka::ClientConfig;
 
-use super::config::{KafkaBroker, RoutingKey};
+use super::config::{KafkaBroker, KeySource};
 use super::message::Translation;
 use crate::Error;
 use crate::Instrumentation;
@@ -37,7 +37,7 @@ fn apply_properties(config: &mut ClientConfig, broker: &KafkaBroker) {
 pub(crate) fn connect_sink(
     broker: &KafkaBroker,
     topic: &str,
-    key: &RoutingKey,
+    key: &KeySource,
     propagation: &Propagation,
     translation: Translation,
     instrumentation: &Instrumentation,

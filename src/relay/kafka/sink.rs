@@ -10,8 +10,8 @@ use rdkafka::producer::FutureRecord;
 
 use super::headers::kafka_headers_from;
 use crate::kafka::TracedProducer;
-use crate::relay::config::RoutingKey;
-use crate::relay::hop::{Dress, SendError, Sink};
+use crate::relay::config::KeySource;
+use crate::relay::hop::{Dress, SendError, SinkClient};
 use crate::relay::message::{Inbound, Translation};
 
 /// How long librdkafka may take to deliver a record (its own retries
@@ -23,11 +23,11 @@ pub(crate) struct KafkaSink {
     pub(crate) producer: TracedProducer,
     pub(crate) topic: String,
     /// Where the record key comes from.
-    pub(crate) key: RoutingKey,
+    pub(crate) key: KeySource,
     pub(crate) translation: Translation,
 }
 
-impl Sink for KafkaSink {
+impl SinkClient for KafkaSink {
     fn send<'a>(
         &'a self,
         parent: &'a Context,
@@ -77,9 +77,9 @@ impl KafkaSink {
     /// Borrowed: each attempt reads it again, nothing is copied.
     fn record_key<'m>(&'m self, message: &'m Inbound) -> Result<Option<&'m [u8]>, SendError> {
         match &self.key {
-            RoutingKey::SourceKey => Ok(message.source_key(self.translation.key_mapping)),
-            RoutingKey::Fixed(fixed) => Ok(Some(fixed.as_bytes())),
-            RoutingKey::Header(name) => {
+            KeySource::SourceKey => Ok(message.source_key(self.translation.key_mapping)),
+            KeySource::Fixed(fixed) => Ok(Some(fixed.as_bytes())),
+            KeySource::Header(name) => {
                 use crate::propagation::HeaderReader;
                 message.headers.header_bytes(name).map(Some).ok_or_else(|| {
                     SendError::permanent(
