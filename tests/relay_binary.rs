@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use common::amqp::Rabbit;
 use common::flow::{
-    BIN, RelayProcess, Seen, Tally, Until, drain_amqp, free_port, kafka_to_amqp, relay_file,
-    send_kafka,
+    BIN, RelayProcess, RelaySetup, Seen, Tally, Until, drain_amqp, kafka_to_amqp, send_kafka,
 };
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -124,20 +123,15 @@ async fn sigterm_with_messages_in_flight_exits_0_and_a_restart_duplicates_nothin
     common::kafka::create_topic(&topic, 3).await;
     let rabbit = Rabbit::new("term").await;
     let origins = send_kafka(&bootstrap, &topic, 0, MESSAGES).await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = relay_file(
-        dir.path(),
-        port,
+    let setup = RelaySetup::new(
         256,
         &bootstrap,
         &kafka_to_amqp("flow", &topic, &rabbit.exchange),
     );
-    let spans = dir.path().join("spans.jsonl");
     let wait = Duration::from_secs(120);
     let mut seen = Seen::new();
 
-    let relay = RelayProcess::start(&config, port, &spans);
+    let relay = setup.start();
     drain_amqp(
         &rabbit.channel,
         &rabbit.queue,
@@ -161,7 +155,7 @@ async fn sigterm_with_messages_in_flight_exits_0_and_a_restart_duplicates_nothin
 
     // A graceful stop drains and commits what it delivered: the second run
     // starts exactly where the first stopped.
-    let relay = RelayProcess::start(&config, port, &spans);
+    let relay = setup.start();
     drain_amqp(
         &rabbit.channel,
         &rabbit.queue,
@@ -202,20 +196,16 @@ async fn a_collector_that_never_answers_delays_sigterm_a_few_seconds_and_every_l
     common::kafka::create_topic(&topic, 1).await;
     let rabbit = Rabbit::new("hang").await;
     let origins = send_kafka(&bootstrap, &topic, 0, 50).await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = relay_file(
-        dir.path(),
-        port,
+    let setup = RelaySetup::new(
         64,
         &bootstrap,
         &kafka_to_amqp("hang", &topic, &rabbit.exchange),
     );
     let endpoint = format!("http://{collector}");
     let relay = RelayProcess::start_with_env(
-        &config,
-        port,
-        &dir.path().join("spans.jsonl"),
+        &setup.config,
+        setup.port,
+        &setup.spans,
         &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
     );
     let mut seen = Seen::new();

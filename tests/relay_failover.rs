@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::amqp::{ROUTING_KEY, Rabbit};
 use common::flow::{
-    KafkaCluster, RelayProcess, Seen, Tally, Until, amqp_to_kafka, drain_amqp, drain_kafka,
-    free_port, kafka_reader, kafka_to_amqp, relay_file, spawn_amqp_publisher, spawn_kafka_sender,
+    KafkaCluster, RelaySetup, Seen, Tally, Until, amqp_to_kafka, drain_amqp, drain_kafka,
+    kafka_reader, kafka_to_amqp, spawn_amqp_publisher, spawn_kafka_sender,
 };
 
 const WINDOW: usize = 256;
@@ -29,11 +29,12 @@ async fn killing_the_partition_leader_of_the_source_and_of_the_sink_loses_nothin
     let topic = common::unique("fo-src");
     common::kafka::create_topic_at(&cluster.bootstrap, &topic, 1).await;
     let rabbit = Rabbit::new("fo-src").await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let route = kafka_to_amqp("k2a", &topic, &rabbit.exchange);
-    let config = relay_file(dir.path(), port, WINDOW, &cluster.bootstrap, &route);
-    let relay = RelayProcess::start(&config, port, &dir.path().join("spans.jsonl"));
+    let setup = RelaySetup::new(
+        WINDOW,
+        &cluster.bootstrap,
+        &kafka_to_amqp("k2a", &topic, &rabbit.exchange),
+    );
+    let relay = setup.start();
     relay.wait_ready(Duration::from_secs(60)).await;
     let sender = spawn_kafka_sender(&cluster.bootstrap, &topic, CHUNKS, CHUNK, PAUSE);
     let mut seen = Seen::new();
@@ -88,12 +89,13 @@ async fn killing_the_partition_leader_of_the_source_and_of_the_sink_loses_nothin
     let topic = common::unique("fo-sink");
     common::kafka::create_topic_at(&cluster.bootstrap, &topic, 1).await;
     let rabbit = Rabbit::new("fo-sink").await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let route = amqp_to_kafka("a2k", &rabbit.queue, &topic);
-    let config = relay_file(dir.path(), port, WINDOW, &cluster.bootstrap, &route);
+    let setup = RelaySetup::new(
+        WINDOW,
+        &cluster.bootstrap,
+        &amqp_to_kafka("a2k", &rabbit.queue, &topic),
+    );
     let reader = kafka_reader(&cluster.bootstrap, &topic);
-    let relay = RelayProcess::start(&config, port, &dir.path().join("spans.jsonl"));
+    let relay = setup.start();
     relay.wait_ready(Duration::from_secs(60)).await;
     let channel = rabbit.conn.create_channel().await.expect("channel");
     let publisher =

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use common::amqp::{ROUTING_KEY, Rabbit};
 use common::flow::{
-    KafkaCluster, RelayProcess, Seen, Tally, Until, amqp_to_kafka, drain_amqp, drain_kafka,
-    free_port, kafka_reader, kafka_to_amqp, publish_amqp, rabbitmqctl, relay_file,
-    require_local_rabbitmq, spawn_kafka_sender, watch_readiness,
+    KafkaCluster, RelaySetup, Seen, Tally, Until, amqp_to_kafka, drain_amqp, drain_kafka,
+    kafka_reader, kafka_to_amqp, publish_amqp, rabbitmqctl, require_local_rabbitmq,
+    spawn_kafka_sender, watch_readiness,
 };
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -36,11 +36,12 @@ async fn rabbitmq_restart_under_a_kafka_to_amqp_route_loses_nothing() {
     let topic = common::unique("out-k2a");
     common::kafka::create_topic(&topic, 3).await;
     let mut rabbit = Rabbit::durable("out-k2a").await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let route = kafka_to_amqp("k2a", &topic, &rabbit.exchange);
-    let config = relay_file(dir.path(), port, WINDOW, &bootstrap, &route);
-    let relay = RelayProcess::start(&config, port, &dir.path().join("spans.jsonl"));
+    let setup = RelaySetup::new(
+        WINDOW,
+        &bootstrap,
+        &kafka_to_amqp("k2a", &topic, &rabbit.exchange),
+    );
+    let relay = setup.start();
     relay.wait_ready(Duration::from_secs(60)).await;
 
     let sender = spawn_kafka_sender(&bootstrap, &topic, CHUNKS, CHUNK, PAUSE);
@@ -109,11 +110,12 @@ async fn an_idle_route_is_not_ready_while_its_sink_broker_is_down() {
     let topic = common::unique("idle");
     common::kafka::create_topic(&topic, 1).await;
     let mut rabbit = Rabbit::durable("idle").await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let route = kafka_to_amqp("k2a", &topic, &rabbit.exchange);
-    let config = relay_file(dir.path(), port, WINDOW, &bootstrap, &route);
-    let relay = RelayProcess::start(&config, port, &dir.path().join("spans.jsonl"));
+    let setup = RelaySetup::new(
+        WINDOW,
+        &bootstrap,
+        &kafka_to_amqp("k2a", &topic, &rabbit.exchange),
+    );
+    let relay = setup.start();
     relay.wait_ready(Duration::from_secs(60)).await;
 
     // No message flows: only a check of the connection can see the outage.
@@ -158,13 +160,14 @@ async fn rabbitmq_restart_under_an_amqp_to_kafka_route_loses_nothing() {
     let channel = rabbit.conn.create_channel().await.expect("channel");
     // Published before: RabbitMQ's own outage would stop a publisher too.
     let origins = publish_amqp(channel, &rabbit.exchange, ROUTING_KEY, 0, MESSAGES).await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let route = amqp_to_kafka("a2k", &rabbit.queue, &topic);
-    let config = relay_file(dir.path(), port, WINDOW, &bootstrap, &route);
+    let setup = RelaySetup::new(
+        WINDOW,
+        &bootstrap,
+        &amqp_to_kafka("a2k", &rabbit.queue, &topic),
+    );
     let reader = kafka_reader(&bootstrap, &topic);
     let mut seen = Seen::new();
-    let relay = RelayProcess::start(&config, port, &dir.path().join("spans.jsonl"));
+    let relay = setup.start();
     drain_kafka(&reader, &mut seen, 1, Until::Arrived, ARRIVE).await;
     rabbitmqctl(&["stop_app"]);
     let before_outage = seen.len();
@@ -197,11 +200,12 @@ async fn a_kafka_broker_restart_under_a_kafka_to_amqp_route_loses_nothing() {
     let topic = common::unique("out-kafka");
     common::kafka::create_topic_at(&cluster.bootstrap, &topic, 3).await;
     let rabbit = Rabbit::new("out-kafka").await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let route = kafka_to_amqp("k2a", &topic, &rabbit.exchange);
-    let config = relay_file(dir.path(), port, WINDOW, &cluster.bootstrap, &route);
-    let relay = RelayProcess::start(&config, port, &dir.path().join("spans.jsonl"));
+    let setup = RelaySetup::new(
+        WINDOW,
+        &cluster.bootstrap,
+        &kafka_to_amqp("k2a", &topic, &rabbit.exchange),
+    );
+    let relay = setup.start();
     relay.wait_ready(Duration::from_secs(60)).await;
 
     let sender = spawn_kafka_sender(&cluster.bootstrap, &topic, CHUNKS, CHUNK, PAUSE);

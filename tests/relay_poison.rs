@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::amqp::{ROUTING_KEY, Rabbit};
-use common::flow::{RelayProcess, Seen, Until, drain_amqp, free_port, kafka_to_amqp, relay_file};
+use common::flow::{RelaySetup, Seen, Until, drain_amqp, kafka_to_amqp};
 use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -248,19 +248,14 @@ async fn without_a_dead_letter_a_poison_message_stops_the_route_visibly_and_sigt
     let mut records = vec![plain("before-0"), plain("before-1"), long_name("poison")];
     records.extend((0..20).map(|i| plain(&format!("after-{i}"))));
     send(&topic, &records).await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = relay_file(
-        dir.path(),
-        port,
+    let setup = RelaySetup::new(
         WINDOW,
         &bootstrap,
         &kafka_to_amqp("stuck", &topic, &rabbit.exchange),
     );
-    let spans = dir.path().join("spans.jsonl");
     let mut seen = Seen::new();
 
-    let relay = RelayProcess::start(&config, port, &spans);
+    let relay = setup.start();
     let started = Instant::now();
     let (status, body) = loop {
         let (status, body) = relay.readyz().await;
@@ -311,7 +306,7 @@ async fn without_a_dead_letter_a_poison_message_stops_the_route_visibly_and_sigt
     );
 
     // A restart stops at the same message and re-sends at most the window.
-    let relay = RelayProcess::start(&config, port, &spans);
+    let relay = setup.start();
     let started = Instant::now();
     while relay.readyz().await.0 != 503 || !relay.readyz().await.1.contains("never send") {
         assert!(

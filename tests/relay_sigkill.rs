@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::amqp::{ROUTING_KEY, Rabbit};
 use common::flow::{
-    RelayProcess, Seen, Tally, Until, amqp_to_kafka, drain_amqp, drain_kafka, free_port,
-    kafka_reader, kafka_to_amqp, publish_amqp, relay_file, send_kafka,
+    RelaySetup, Seen, Tally, Until, amqp_to_kafka, drain_amqp, drain_kafka, kafka_reader,
+    kafka_to_amqp, publish_amqp, send_kafka,
 };
 
 const MESSAGES: usize = 10_000;
@@ -24,19 +24,14 @@ async fn kafka_to_amqp_sigkill_mid_stream_loses_nothing() {
     common::kafka::create_topic(&topic, 3).await;
     let rabbit = Rabbit::new("kill-k2a").await;
     let origins = send_kafka(&bootstrap, &topic, 0, MESSAGES).await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = relay_file(
-        dir.path(),
-        port,
+    let setup = RelaySetup::new(
         WINDOW,
         &bootstrap,
         &kafka_to_amqp("k2a", &topic, &rabbit.exchange),
     );
-    let spans = dir.path().join("spans.jsonl");
     let mut seen = Seen::new();
 
-    let relay = RelayProcess::start(&config, port, &spans);
+    let relay = setup.start();
     // Killed once a tenth has arrived: well inside the stream.
     drain_amqp(
         &rabbit.channel,
@@ -64,7 +59,7 @@ async fn kafka_to_amqp_sigkill_mid_stream_loses_nothing() {
         "the kill must land mid-stream, but all {MESSAGES} had arrived: the test proved nothing"
     );
 
-    let relay = RelayProcess::start(&config, port, &spans);
+    let relay = setup.start();
     drain_amqp(
         &rabbit.channel,
         &rabbit.queue,
@@ -98,20 +93,15 @@ async fn amqp_to_kafka_sigkill_mid_stream_loses_nothing() {
     let rabbit = Rabbit::new("kill-a2k").await;
     let channel = rabbit.conn.create_channel().await.expect("channel");
     let origins = publish_amqp(channel, &rabbit.exchange, ROUTING_KEY, 0, MESSAGES).await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = relay_file(
-        dir.path(),
-        port,
+    let setup = RelaySetup::new(
         WINDOW,
         &bootstrap,
         &amqp_to_kafka("a2k", &rabbit.queue, &topic),
     );
-    let spans = dir.path().join("spans.jsonl");
     let reader = kafka_reader(&bootstrap, &topic);
     let mut seen = Seen::new();
 
-    let relay = RelayProcess::start(&config, port, &spans);
+    let relay = setup.start();
     drain_kafka(&reader, &mut seen, MESSAGES / 10, Until::Arrived, ARRIVE).await;
     relay.signal("-KILL");
     relay.wait(Duration::from_secs(10));
@@ -122,7 +112,7 @@ async fn amqp_to_kafka_sigkill_mid_stream_loses_nothing() {
         "the kill must land mid-stream, but all {MESSAGES} had arrived: the test proved nothing"
     );
 
-    let relay = RelayProcess::start(&config, port, &spans);
+    let relay = setup.start();
     drain_kafka(&reader, &mut seen, MESSAGES, Until::Arrived, ARRIVE).await;
     relay.stop();
     drain_kafka(&reader, &mut seen, usize::MAX, Until::Empty, ARRIVE).await;

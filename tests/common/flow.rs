@@ -406,6 +406,36 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// One route's relay, ready to start and restart: its config and span file
+/// in a temporary directory, and a free port for its HTTP endpoints.
+pub struct RelaySetup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub port: u16,
+    pub spans: PathBuf,
+}
+
+impl RelaySetup {
+    /// A relay for `route` (see [`relay_file`]) with `window` in flight.
+    pub fn new(window: usize, bootstrap: &str, route: &str) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let port = free_port();
+        let config = relay_file(dir.path(), port, window, bootstrap, route);
+        let spans = dir.path().join("spans.jsonl");
+        Self {
+            dir,
+            config,
+            port,
+            spans,
+        }
+    }
+
+    /// Starts (or restarts) the relay process.
+    pub fn start(&self) -> RelayProcess {
+        RelayProcess::start(&self.config, self.port, &self.spans)
+    }
+}
+
 /// Writes a relay config with one `route` (TOML of the `[[route]]` table),
 /// the cluster `k` at `bootstrap` and the broker `r` at the test AMQP URL.
 pub fn relay_file(
