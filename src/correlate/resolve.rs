@@ -8,6 +8,11 @@ use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceState};
 use super::{CorrelationStore, RequestId, RequestIdExtractor, Store, StoreError, derive_digest};
 
 /// What to do with a message that has a request id but no context.
+///
+/// Not [`crate::ParentPolicy`]: that places a message relative to its *own*
+/// context; this places a message that has none, relative to the context
+/// recorded for its request id — or, with `derive`, in a trace computed
+/// from the id, which has no counterpart there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Policy {

@@ -205,8 +205,6 @@ async fn start_route(
         correlation,
         stats: stats.clone(),
     });
-    // Ready from here: the loop sets it false when it ends.
-    stats.set_running(true);
     watch_sinks(&hop, shutdown.clone());
     // The first opening of the source fails the start, loudly; a reopening
     // after the loop died is retried by `supervised`.
@@ -330,7 +328,6 @@ fn supervised(
                 backoff.recovered(std::time::Instant::now());
             }
             let mut why = panic_message(panic.as_ref());
-            stats.set_running(false);
             stats.set_died(Some(why.clone()));
             route_loop = loop {
                 let wait = backoff.failed(std::time::Instant::now());

@@ -424,10 +424,14 @@ impl RouteStats {
         }
     }
 
-    /// Running, its sinks connected, not stopped at a poison message: what
-    /// `/readyz` reports.
+    /// Running, its sinks connected, not stopped at a poison message, its
+    /// loop not dead: what `/readyz` reports.
+    ///
+    /// Each state has one writer: `running` the source loop (true while it
+    /// reads), `partitions_held` the Kafka loop, `sink_down` the AMQP sink's
+    /// channel, `poisoned` the settling of a hop, `died` the supervisor.
     pub fn is_ready(&self) -> bool {
-        self.is_consuming() && !self.is_sink_down() && !self.is_poisoned()
+        self.is_consuming() && !self.is_sink_down() && !self.is_poisoned() && self.died().is_none()
     }
 }
 

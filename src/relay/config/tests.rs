@@ -1,7 +1,9 @@
 //! Config reading: every accepted shape, and each kind of mistake reported
 //! with its location.
 
+use super::env::expand_env;
 use super::*;
+use crate::propagation::Format;
 
 const FULL: &str = r#"
 [relay]

@@ -162,6 +162,7 @@ pub(crate) async fn run(
             }
         }
     }
+    stats.set_running(false);
     // The final commit must land before the process exits, and must be
     // OUR offsets: librdkafka's own "consumer state" counts every message it
     // handed over, relayed or not.
