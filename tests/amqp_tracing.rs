@@ -17,7 +17,7 @@ use opentelemetry::{Context, Value};
 use tracebridge::amqp::{REDELIVERED_ATTRIBUTE, TracedConsumer, TracedPublisher, TracedReceiver};
 use tracebridge::{Error, Refusal};
 
-const WAIT: Duration = Duration::from_secs(30);
+use common::within;
 
 async fn publisher(rabbit: &Rabbit, cap: &spans::Capture) -> TracedPublisher {
     let channel = rabbit.conn.create_channel().await.expect("channel");
@@ -39,12 +39,6 @@ fn props(message_id: &str) -> BasicProperties {
     BasicProperties::default()
         .with_message_id(message_id.into())
         .with_correlation_id("req-9".into())
-}
-
-async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not happen within {WAIT:?}"))
 }
 
 #[tokio::test]

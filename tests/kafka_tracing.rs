@@ -18,7 +18,7 @@ use rdkafka::producer::FutureRecord;
 use tracebridge::ParentPolicy;
 use tracebridge::kafka::{TracedProducer, TracedStreamConsumer};
 
-const WAIT: Duration = Duration::from_secs(30);
+use common::{WAIT, within};
 
 fn producer(cap: &spans::Capture) -> TracedProducer {
     let mut config = common::kafka::config();
@@ -63,12 +63,6 @@ async fn topic_with_one_traced_message(prefix: &str, cap: &spans::Capture) -> St
         .map_err(|(e, _)| e)
         .expect("delivered");
     topic
-}
-
-async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not happen within {WAIT:?}"))
 }
 
 #[tokio::test]

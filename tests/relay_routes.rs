@@ -21,13 +21,7 @@ use tracebridge::amqp::{TracedConsumer, TracedPublisher};
 use tracebridge::kafka::{TracedProducer, TracedStreamConsumer};
 use tracebridge::relay::Relay;
 
-const WAIT: Duration = Duration::from_secs(30);
-
-async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not happen within {WAIT:?}"))
-}
+use common::within;
 
 fn kafka_consumer(cap: &spans::Capture, topic: &str) -> TracedStreamConsumer {
     let mut config = common::kafka::config();

@@ -465,3 +465,15 @@ url = "{}"
     tracebridge::relay::RelayConfig::parse(&text, "test.toml", |_| None)
         .unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// How long a test waits for something a broker should do at once.
+#[allow(dead_code)] // not every test binary waits
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `fut`, or a panic naming `what` after [`WAIT`].
+#[allow(dead_code)]
+pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not happen within {WAIT:?}"))
+}
