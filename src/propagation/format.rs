@@ -153,8 +153,9 @@ impl Format {
                     inner: carrier,
                     prefix,
                 };
-                TRACE_CONTEXT.inject_context(cx, &mut SkipEmpty(&mut prefixed));
+                inject_w3c(cx, &mut prefixed);
             }
+            Format::TraceContext => inject_w3c(cx, carrier),
             _ => self
                 .propagator()
                 .inject_context(cx, &mut SkipEmpty(carrier)),
@@ -169,6 +170,23 @@ impl Format {
             Format::B3Multi => &*B3_MULTI,
             Format::Jaeger => &*JAEGER,
         }
+    }
+}
+
+/// `traceparent` (and `tracestate` when there is one), as the SDK's
+/// `TraceContextPropagator` writes them — byte for byte, which a property
+/// test checks — but without its `format!`: the fixed 55-byte writer in
+/// `traceparent.rs`.
+fn inject_w3c(cx: &Context, injector: &mut dyn opentelemetry::propagation::Injector) {
+    let span = cx.span();
+    let span_context = span.span_context();
+    if !span_context.is_valid() {
+        return;
+    }
+    injector.set("traceparent", traceparent::write(span_context));
+    let trace_state = span_context.trace_state().header();
+    if !trace_state.is_empty() {
+        injector.set("tracestate", trace_state);
     }
 }
 

@@ -448,6 +448,32 @@ proptest! {
     }
 
     #[test]
+    fn the_traceparent_writer_matches_the_sdk_propagator_byte_for_byte(
+        trace_id in any::<u128>(),
+        span_id in any::<u64>(),
+        flags in any::<u8>(),
+        state in prop_oneof![Just(String::new()), "[a-z]{1,4}=[a-z0-9]{1,6}(,[a-z]{1,4}=[a-z0-9]{1,6}){0,2}"],
+    ) {
+        use opentelemetry::propagation::TextMapPropagator;
+        let trace_state = TraceState::from_str(&state).unwrap_or_default();
+        let cx = Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from(trace_id),
+            SpanId::from(span_id),
+            TraceFlags::new(flags),
+            true,
+            trace_state,
+        ));
+        let mut sdk = std::collections::HashMap::new();
+        opentelemetry_sdk::propagation::TraceContextPropagator::new().inject_context(&cx, &mut sdk);
+        let mut ours = HeaderVec::new(Transport::Kafka);
+        Propagation::default().with_inject([Format::TraceContext]).inject(&cx, &mut ours);
+        let read = |name: &str| ours.header_bytes(name).map(|v| String::from_utf8_lossy(v).into_owned());
+        prop_assert_eq!(read("traceparent"), sdk.get("traceparent").cloned());
+        // The SDK writes an empty tracestate; an empty one is never sent.
+        prop_assert_eq!(read("tracestate"), sdk.get("tracestate").filter(|v| !v.is_empty()).cloned());
+    }
+
+    #[test]
     fn a_traceparent_is_accepted_exactly_when_the_w3c_grammar_allows_it(
         value in traceparent_with_one_mutation(),
     ) {

@@ -6,6 +6,8 @@
 //! grammar of <https://www.w3.org/TR/trace-context/#traceparent-header> first
 //! and says which rule failed; the SDK then does the parsing.
 
+use opentelemetry::trace::{SpanContext, TraceFlags};
+
 use super::InvalidReason;
 
 /// Length of a version-00 `traceparent`: `vv-32hex-16hex-ff`.
@@ -84,6 +86,27 @@ pub(crate) fn validate(value: &[u8]) -> Result<(), InvalidReason> {
         ));
     }
     Ok(())
+}
+
+/// The version-00 `traceparent` of `span_context`, with only the sampled
+/// bit of its flags (as the SDK writes it): 55 bytes written into a fixed
+/// buffer, hex by table.
+pub(crate) fn write(span_context: &SpanContext) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    fn hex(bytes: &[u8], out: &mut [u8]) {
+        for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0x0f)];
+        }
+    }
+    let mut buf = [b'-'; VERSION_00_LEN];
+    buf[..2].copy_from_slice(b"00");
+    hex(&span_context.trace_id().to_bytes(), &mut buf[3..35]);
+    hex(&span_context.span_id().to_bytes(), &mut buf[36..52]);
+    let flags = (span_context.trace_flags() & TraceFlags::SAMPLED).to_u8();
+    hex(&[flags], &mut buf[53..55]);
+    // Every byte is ASCII: this never takes the fallback.
+    String::from_utf8(buf.to_vec()).unwrap_or_default()
 }
 
 fn is_lower_hex(bytes: &[u8]) -> bool {

@@ -1,0 +1,323 @@
+//! The per-message steps the overhead benchmarks measure, shared by the
+//! criterion timings (`overhead.rs`) and the instruction counts
+//! (`instructions.rs`), so both measure the same code.
+//!
+//! Per side (Kafka produce and consume, AMQP publish and consume):
+//! * `raw`: what an untraced client does with the headers;
+//! * `sdk-span-floor`: the SDK's own cost for a span with the same
+//!   attributes, no propagation — what any OpenTelemetry instrumentation
+//!   pays (produce sides);
+//! * `traced`: what tracebridge's wrapper does, the message sampled;
+//! * `traced-unsampled`: the same under `parentbased_traceidratio` with an
+//!   unsampled parent — the fate of 90–95 % of messages in production at
+//!   the seeds' advised 5–10 % head sampling. The context must still
+//!   travel (same trace id, sampled flag off).
+#![allow(dead_code)]
+
+use std::hint::black_box;
+
+use lapin::types::{AMQPValue, FieldTable};
+use opentelemetry::Context;
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use tracebridge::Instrumentation;
+use tracebridge::ParentPolicy;
+use tracebridge::amqp::{AmqpHeaderExtractor, AmqpHeaderInjector};
+use tracebridge::kafka::{KafkaHeaderExtractor, KafkaHeaderInjector};
+use tracebridge::propagation::Propagation;
+use tracebridge::semconv::{Destination, Endpoint, MessagingAttributes, Operation, Stability};
+
+/// One named per-message step.
+pub struct Scenario {
+    pub name: &'static str,
+    pub step: Box<dyn FnMut()>,
+}
+
+fn scenario(name: &'static str, step: impl FnMut() + 'static) -> Scenario {
+    Scenario {
+        name,
+        step: Box::new(step),
+    }
+}
+
+/// Every scenario, each with its own state, on `provider` (always-on) and
+/// `ratio_provider` (`parentbased_traceidratio` 0.1).
+pub fn all(provider: &SdkTracerProvider, ratio_provider: &SdkTracerProvider) -> Vec<Scenario> {
+    let mut all = Vec::new();
+    for (sampled, provider) in [(true, provider), (false, ratio_provider)] {
+        let instrumentation =
+            Instrumentation::from_sdk(provider, None).with_stability(Stability::Stable);
+        all.extend(kafka(&instrumentation, provider, sampled));
+        all.extend(amqp(&instrumentation, sampled));
+    }
+    all
+}
+
+/// The parent a producer sends under: none (a sampled root) or an
+/// unsampled remote context (the message is one the head sampler dropped).
+fn parent(sampled: bool) -> Context {
+    if sampled {
+        return Context::new();
+    }
+    Context::new().with_remote_span_context(SpanContext::new(
+        TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736),
+        SpanId::from(0x00f0_67aa_0ba9_02b7),
+        TraceFlags::default(),
+        true,
+        TraceState::default(),
+    ))
+}
+
+fn app_headers() -> OwnedHeaders {
+    OwnedHeaders::new()
+        .insert(Header {
+            key: "content-type",
+            value: Some("application/json"),
+        })
+        .insert(Header {
+            key: "x-request-id",
+            value: Some("req-0001"),
+        })
+}
+
+fn kafka(
+    instrumentation: &Instrumentation,
+    provider: &SdkTracerProvider,
+    sampled: bool,
+) -> Vec<Scenario> {
+    let propagation = Propagation::default();
+    let endpoint = Endpoint::from_servers("127.0.0.1:9092", Some("bench"));
+    let destination = Destination::kafka("orders");
+    let send_attributes = {
+        let (endpoint, destination) = (endpoint.clone(), destination.clone());
+        move || {
+            endpoint
+                .apply(
+                    MessagingAttributes::new(Operation::Send, &destination, Stability::Stable)
+                        .kafka_key(Some(b"order-1")),
+                )
+                .into_vec()
+        }
+    };
+    let mut out = Vec::new();
+    let produce = {
+        let (instrumentation, propagation, destination) =
+            (instrumentation.clone(), propagation.clone(), destination.clone());
+        let send_attributes = send_attributes.clone();
+        let parent = parent(sampled);
+        move || {
+            let cx = instrumentation.start_span(
+                Operation::Send.span_name(&destination),
+                SpanKind::Producer,
+                &parent,
+                send_attributes(),
+                Vec::new(),
+            );
+            let mut injector = KafkaHeaderInjector::new(Some(app_headers()));
+            propagation.inject(&cx, &mut injector);
+            let headers = injector.finish();
+            cx.span().end();
+            black_box(headers);
+        }
+    };
+    if sampled {
+        out.push(scenario("kafka/produce/raw", || {
+            black_box(app_headers());
+        }));
+        let tracer = opentelemetry::trace::TracerProvider::tracer(provider, "floor");
+        out.push(scenario("kafka/produce/sdk-span-floor", move || {
+            let span = opentelemetry::trace::Tracer::span_builder(&tracer, "send orders")
+                .with_kind(SpanKind::Producer)
+                .with_attributes(send_attributes())
+                .start(&tracer);
+            drop(black_box(span));
+        }));
+        out.push(scenario("kafka/produce/traced", produce));
+    } else {
+        out.push(scenario("kafka/produce/traced-unsampled", produce));
+    }
+
+    // A record as a traced producer leaves it, sampled or not.
+    let mut injector = KafkaHeaderInjector::new(Some(app_headers()));
+    let cx = instrumentation.start_span(
+        "send orders",
+        SpanKind::Producer,
+        &parent(sampled),
+        vec![],
+        vec![],
+    );
+    propagation.inject(&cx, &mut injector);
+    let received = injector.finish();
+    if sampled {
+        let received = received.clone();
+        out.push(scenario("kafka/consume/raw", move || {
+            // An untraced consumer still looks at its headers.
+            let found = black_box(&received)
+                .iter()
+                .find(|h| h.key == "x-request-id")
+                .and_then(|h| h.value)
+                .map(<[u8]>::len);
+            black_box(found);
+        }));
+    }
+    let instrumentation = instrumentation.clone();
+    out.push(scenario(
+        if sampled {
+            "kafka/consume/traced"
+        } else {
+            "kafka/consume/traced-unsampled"
+        },
+        move || {
+            let extracted = propagation.extract(&KafkaHeaderExtractor(black_box(&received)));
+            let attributes = endpoint
+                .apply(
+                    MessagingAttributes::new(Operation::Process, &destination, Stability::Stable)
+                        .consumer_group("billing")
+                        .partition(0)
+                        .kafka_offset(42)
+                        .kafka_key(Some(b"order-1")),
+                )
+                .into_vec();
+            let cx = instrumentation.start_process_span(
+                Operation::Process.span_name(&destination),
+                ParentPolicy::Join,
+                &extracted,
+                attributes,
+            );
+            cx.span().end();
+            black_box(cx);
+        },
+    ));
+    out
+}
+
+fn amqp_app_headers() -> FieldTable {
+    let mut table = FieldTable::default();
+    table.insert(
+        "content-type".into(),
+        AMQPValue::LongString("application/json".into()),
+    );
+    table.insert(
+        "x-request-id".into(),
+        AMQPValue::LongString("req-0001".into()),
+    );
+    table
+}
+
+fn amqp(instrumentation: &Instrumentation, sampled: bool) -> Vec<Scenario> {
+    let propagation = Propagation::default();
+    let endpoint = Endpoint::from_servers("127.0.0.1:5672", None);
+    let publish_to = Destination::rabbitmq("fulfillment", "order.created");
+    let delivered = Destination::rabbitmq_queue("fulfillment", "order.created", "shipping");
+    let mut out = Vec::new();
+    if sampled {
+        out.push(scenario("amqp/publish/raw", || {
+            black_box(amqp_app_headers());
+        }));
+    }
+    let publish = {
+        let (instrumentation, propagation, endpoint) =
+            (instrumentation.clone(), propagation.clone(), endpoint.clone());
+        let parent = parent(sampled);
+        move || {
+            let attributes = endpoint
+                .apply(
+                    MessagingAttributes::new(Operation::Send, &publish_to, Stability::Stable)
+                        .message_id(Some("m-1")),
+                )
+                .into_vec();
+            let cx = instrumentation.start_span(
+                Operation::Send.span_name(&publish_to),
+                SpanKind::Producer,
+                &parent,
+                attributes,
+                Vec::new(),
+            );
+            let mut headers = amqp_app_headers();
+            propagation.inject(&cx, &mut AmqpHeaderInjector(&mut headers));
+            cx.span().end();
+            black_box(headers);
+        }
+    };
+    out.push(scenario(
+        if sampled {
+            "amqp/publish/traced"
+        } else {
+            "amqp/publish/traced-unsampled"
+        },
+        publish,
+    ));
+
+    let mut received = amqp_app_headers();
+    let cx = instrumentation.start_span(
+        "publish",
+        SpanKind::Producer,
+        &parent(sampled),
+        vec![],
+        vec![],
+    );
+    propagation.inject(&cx, &mut AmqpHeaderInjector(&mut received));
+    if sampled {
+        let received = received.clone();
+        out.push(scenario("amqp/consume/raw", move || {
+            black_box(black_box(&received).inner().get("x-request-id").is_some());
+        }));
+    }
+    let instrumentation = instrumentation.clone();
+    out.push(scenario(
+        if sampled {
+            "amqp/consume/traced"
+        } else {
+            "amqp/consume/traced-unsampled"
+        },
+        move || {
+            let extracted = propagation.extract(&AmqpHeaderExtractor(black_box(&received)));
+            let attributes = endpoint
+                .apply(
+                    MessagingAttributes::new(Operation::Process, &delivered, Stability::Stable)
+                        .delivery_tag(7)
+                        .message_id(Some("m-1")),
+                )
+                .into_vec();
+            let cx = instrumentation.start_process_span(
+                Operation::Process.span_name(&delivered),
+                ParentPolicy::Join,
+                &extracted,
+                attributes,
+            );
+            cx.span().end();
+            black_box(cx);
+        },
+    ));
+    out
+}
+
+/// Checks what the unsampled scenarios rely on: the context still travels
+/// with the same trace id and the sampled flag off.
+pub fn assert_unsampled_context_travels(ratio_provider: &SdkTracerProvider) {
+    let instrumentation = Instrumentation::from_sdk(ratio_provider, None);
+    let cx = instrumentation.start_span(
+        "send orders",
+        SpanKind::Producer,
+        &parent(false),
+        vec![],
+        vec![],
+    );
+    let mut injector = KafkaHeaderInjector::new(None);
+    Propagation::default().inject(&cx, &mut injector);
+    let headers = injector.finish();
+    let traceparent = headers
+        .iter()
+        .find(|h| h.key == "traceparent")
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .expect("an unsampled message still carries its traceparent");
+    assert!(
+        traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+            && traceparent.ends_with("-00"),
+        "same trace id, sampled flag off: {traceparent}"
+    );
+}
