@@ -66,8 +66,21 @@ impl<H: Headers + ?Sized> Extractor for KafkaHeaderExtractor<'_, H> {
 #[derive(Default)]
 pub struct KafkaHeaderInjector {
     existing: Option<OwnedHeaders>,
+    /// Whether any existing header has the name of some format's field:
+    /// found by one pass over the headers (each read crosses librdkafka's
+    /// FFI), the first time a field is removed. When none has — the common
+    /// record — removing a field costs nothing more.
+    existing_has_fields: Option<bool>,
     removed: Vec<String>,
     added: Vec<(Cow<'static, str>, String)>,
+}
+
+/// Whether `name` is a field of some format (any case).
+fn is_field(name: &str) -> bool {
+    Format::ALL
+        .iter()
+        .flat_map(|f| f.fields(Transport::Kafka))
+        .any(|field| field.eq_ignore_ascii_case(name))
 }
 
 /// The header names tracebridge writes, borrowed instead of copied per message.
@@ -84,6 +97,7 @@ impl KafkaHeaderInjector {
     pub fn new(existing: Option<OwnedHeaders>) -> Self {
         Self {
             existing,
+            existing_has_fields: None,
             removed: Vec::new(),
             added: Vec::new(),
         }
@@ -126,8 +140,19 @@ impl HeaderWriter for KafkaHeaderInjector {
 
     fn remove(&mut self, name: &str) {
         self.added.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
-        // Only names actually present cost anything: the common record has
-        // no trace headers yet, and this runs for every field of every format.
+        // This runs for every field of every format, and the common record
+        // has none of them: one pass over its headers says so for all.
+        if is_field(name) {
+            let existing = &self.existing;
+            let has_fields = *self.existing_has_fields.get_or_insert_with(|| {
+                existing
+                    .as_ref()
+                    .is_some_and(|h| h.iter().any(|h| is_field(h.key)))
+            });
+            if !has_fields {
+                return;
+            }
+        }
         let present = self
             .existing
             .as_ref()
