@@ -60,26 +60,6 @@ impl<R: HeaderReader + ?Sized> Extractor for ReaderExtractor<'_, R> {
     }
 }
 
-/// An [`Extractor`] that reads `{prefix}{key}`: how CloudEvents' distributed
-/// tracing extension names `traceparent` (`ce_traceparent`, …).
-pub(crate) struct PrefixedExtractor<'a, R: ?Sized> {
-    pub(crate) inner: &'a R,
-    pub(crate) prefix: &'static str,
-}
-
-impl<R: HeaderReader + ?Sized> Extractor for PrefixedExtractor<'_, R> {
-    fn get(&self, key: &str) -> Option<&str> {
-        let name = format!("{}{key}", self.prefix);
-        self.inner
-            .header_bytes(&name)
-            .and_then(|bytes| std::str::from_utf8(bytes).ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.inner.header_names()
-    }
-}
-
 /// An [`Injector`] that writes `{prefix}{key}` into another injector.
 pub(crate) struct PrefixedInjector<'a> {
     pub(crate) inner: &'a mut dyn HeaderWriter,

@@ -7,13 +7,13 @@ use std::sync::LazyLock;
 
 use opentelemetry::Context;
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{SpanContext, TraceContextExt};
+use opentelemetry::trace::{SpanContext, TraceContextExt, TraceState};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use serde::{Deserialize, Serialize};
 
 use super::InvalidReason;
 use super::carrier::{
-    HeaderReader, HeaderWriter, PrefixedExtractor, PrefixedInjector, ReaderExtractor, SkipEmpty,
+    HeaderReader, HeaderWriter, PrefixedInjector, ReaderExtractor, SkipEmpty,
     Transport,
 };
 use super::traceparent;
@@ -240,22 +240,23 @@ fn extract_w3c<R: HeaderReader + ?Sized>(
     let Some(raw) = raw else {
         return Ok(None);
     };
-    traceparent::validate(raw)?;
-    let cx = if prefix.is_empty() {
-        TRACE_CONTEXT.extract_with_context(&Context::new(), &ReaderExtractor(carrier))
+    let (trace_id, span_id, trace_flags) = traceparent::parse(raw)?;
+    // As the SDK reads it: an unparsable tracestate is an empty one.
+    let trace_state = if prefix.is_empty() {
+        carrier.header_bytes("tracestate")
     } else {
-        let extractor = PrefixedExtractor {
-            inner: carrier,
-            prefix,
-        };
-        TRACE_CONTEXT.extract_with_context(&Context::new(), &extractor)
-    };
-    let span_context = cx.span().span_context().clone();
-    if span_context.is_valid() {
-        Ok(Some(span_context))
-    } else {
-        Err(InvalidReason::Rejected("traceparent"))
+        carrier.header_bytes(&format!("{prefix}tracestate"))
     }
+    .and_then(|bytes| std::str::from_utf8(bytes).ok())
+    .and_then(|text| TraceState::from_str(text).ok())
+    .unwrap_or_default();
+    Ok(Some(SpanContext::new(
+        trace_id,
+        span_id,
+        trace_flags,
+        true,
+        trace_state,
+    )))
 }
 
 impl fmt::Display for Format {

@@ -6,7 +6,7 @@
 //! grammar of <https://www.w3.org/TR/trace-context/#traceparent-header> first
 //! and says which rule failed; the SDK then does the parsing.
 
-use opentelemetry::trace::{SpanContext, TraceFlags};
+use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId};
 
 use super::InvalidReason;
 
@@ -86,6 +86,28 @@ pub(crate) fn validate(value: &[u8]) -> Result<(), InvalidReason> {
         ));
     }
     Ok(())
+}
+
+/// Validates `value` (see [`validate`]) and reads its ids and flags — only
+/// the sampled bit kept, as the W3C spec and the SDK do — without the
+/// SDK parser's splitting and allocating.
+pub(crate) fn parse(value: &[u8]) -> Result<(TraceId, SpanId, TraceFlags), InvalidReason> {
+    validate(value)?;
+    // Validated: every digit below is lower-case hex.
+    fn number(hex: &[u8]) -> u128 {
+        hex.iter().fold(0, |n, &digit| {
+            let nibble = match digit {
+                b'0'..=b'9' => digit - b'0',
+                _ => digit - b'a' + 10,
+            };
+            (n << 4) | u128::from(nibble)
+        })
+    }
+    let trace_id = TraceId::from(number(&value[3..35]));
+    // 16 hex digits and 2 hex digits: the conversions cannot fail.
+    let span_id = SpanId::from(u64::try_from(number(&value[36..52])).unwrap_or_default());
+    let flags = u8::try_from(number(&value[53..55])).unwrap_or_default();
+    Ok((trace_id, span_id, TraceFlags::new(flags) & TraceFlags::SAMPLED))
 }
 
 /// The version-00 `traceparent` of `span_context`, with only the sampled
