@@ -15,7 +15,12 @@ fn main() {
     let provider = support::provider();
     let ratio_provider = support::ratio_provider();
     let mut scenarios = scenarios::all(&provider, &ratio_provider);
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["list"] | ["list", ..] => {
             for s in &scenarios {
                 println!("{}", s.name);

@@ -15,10 +15,18 @@ fn overhead(c: &mut Criterion) {
     scenarios::assert_unsampled_context_travels(&ratio_provider);
     let mut scenarios = scenarios::all(&provider, &ratio_provider);
     // One criterion group per side, its variants side by side.
-    scenarios.sort_by_key(|s| s.name.rsplit_once('/').map(|(side, _)| side).unwrap_or(s.name));
+    scenarios.sort_by_key(|s| {
+        s.name
+            .rsplit_once('/')
+            .map(|(side, _)| side)
+            .unwrap_or(s.name)
+    });
     let mut sides: Vec<(&str, Vec<scenarios::Scenario>)> = Vec::new();
     for scenario in scenarios {
-        let side = scenario.name.rsplit_once('/').map_or(scenario.name, |(side, _)| side);
+        let side = scenario
+            .name
+            .rsplit_once('/')
+            .map_or(scenario.name, |(side, _)| side);
         match sides.last_mut() {
             Some((last, members)) if *last == side => members.push(scenario),
             _ => sides.push((side, vec![scenario])),
@@ -27,7 +35,10 @@ fn overhead(c: &mut Criterion) {
     for (side, members) in sides {
         let mut group = c.benchmark_group(side);
         for mut scenario in members {
-            let variant = scenario.name.rsplit_once('/').map_or(scenario.name, |(_, v)| v);
+            let variant = scenario
+                .name
+                .rsplit_once('/')
+                .map_or(scenario.name, |(_, v)| v);
             group.bench_function(variant, |b| b.iter(&mut scenario.step));
         }
         group.finish();

@@ -7,7 +7,8 @@
 //! * `sdk-span-floor`: the SDK's own cost for a span with the same
 //!   attributes, no propagation — what any OpenTelemetry instrumentation
 //!   pays (produce sides);
-//! * `traced`: what tracebridge's wrapper does, the message sampled;
+//! * `traced`: what tracebridge's wrapper does (the span started with
+//!   `start_span_lazy`, as the wrappers do), the message sampled;
 //! * `traced-unsampled`: the same under `parentbased_traceidratio` with an
 //!   unsampled parent — the fate of 90–95 % of messages in production at
 //!   the seeds' advised 5–10 % head sampling. The context must still
@@ -104,17 +105,20 @@ fn kafka(
     };
     let mut out = Vec::new();
     let produce = {
-        let (instrumentation, propagation, destination) =
-            (instrumentation.clone(), propagation.clone(), destination.clone());
+        let (instrumentation, propagation, destination) = (
+            instrumentation.clone(),
+            propagation.clone(),
+            destination.clone(),
+        );
         let send_attributes = send_attributes.clone();
         let parent = parent(sampled);
         move || {
-            let cx = instrumentation.start_span(
+            let cx = instrumentation.start_span_lazy(
                 Operation::Send.span_name(&destination),
                 SpanKind::Producer,
                 &parent,
-                send_attributes(),
                 Vec::new(),
+                &send_attributes,
             );
             let mut injector = KafkaHeaderInjector::new(Some(app_headers()));
             propagation.inject(&cx, &mut injector);
@@ -172,16 +176,22 @@ fn kafka(
         },
         move || {
             let extracted = propagation.extract(&KafkaHeaderExtractor(black_box(&received)));
-            let attributes = endpoint
-                .apply(
-                    MessagingAttributes::new(Operation::Process, &destination, Stability::Stable)
+            let attributes = || {
+                endpoint
+                    .apply(
+                        MessagingAttributes::new(
+                            Operation::Process,
+                            &destination,
+                            Stability::Stable,
+                        )
                         .consumer_group("billing")
                         .partition(0)
                         .kafka_offset(42)
                         .kafka_key(Some(b"order-1")),
-                )
-                .into_vec();
-            let cx = instrumentation.start_process_span(
+                    )
+                    .into_vec()
+            };
+            let cx = instrumentation.start_process_span_lazy(
                 Operation::Process.span_name(&destination),
                 ParentPolicy::Join,
                 &extracted,
@@ -219,22 +229,27 @@ fn amqp(instrumentation: &Instrumentation, sampled: bool) -> Vec<Scenario> {
         }));
     }
     let publish = {
-        let (instrumentation, propagation, endpoint) =
-            (instrumentation.clone(), propagation.clone(), endpoint.clone());
+        let (instrumentation, propagation, endpoint) = (
+            instrumentation.clone(),
+            propagation.clone(),
+            endpoint.clone(),
+        );
         let parent = parent(sampled);
         move || {
-            let attributes = endpoint
-                .apply(
-                    MessagingAttributes::new(Operation::Send, &publish_to, Stability::Stable)
-                        .message_id(Some("m-1")),
-                )
-                .into_vec();
-            let cx = instrumentation.start_span(
+            let attributes = || {
+                endpoint
+                    .apply(
+                        MessagingAttributes::new(Operation::Send, &publish_to, Stability::Stable)
+                            .message_id(Some("m-1")),
+                    )
+                    .into_vec()
+            };
+            let cx = instrumentation.start_span_lazy(
                 Operation::Send.span_name(&publish_to),
                 SpanKind::Producer,
                 &parent,
-                attributes,
                 Vec::new(),
+                attributes,
             );
             let mut headers = amqp_app_headers();
             propagation.inject(&cx, &mut AmqpHeaderInjector(&mut headers));
@@ -275,14 +290,16 @@ fn amqp(instrumentation: &Instrumentation, sampled: bool) -> Vec<Scenario> {
         },
         move || {
             let extracted = propagation.extract(&AmqpHeaderExtractor(black_box(&received)));
-            let attributes = endpoint
-                .apply(
-                    MessagingAttributes::new(Operation::Process, &delivered, Stability::Stable)
-                        .delivery_tag(7)
-                        .message_id(Some("m-1")),
-                )
-                .into_vec();
-            let cx = instrumentation.start_process_span(
+            let attributes = || {
+                endpoint
+                    .apply(
+                        MessagingAttributes::new(Operation::Process, &delivered, Stability::Stable)
+                            .delivery_tag(7)
+                            .message_id(Some("m-1")),
+                    )
+                    .into_vec()
+            };
+            let cx = instrumentation.start_process_span_lazy(
                 Operation::Process.span_name(&delivered),
                 ParentPolicy::Join,
                 &extracted,

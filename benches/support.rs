@@ -47,7 +47,9 @@ pub fn ratio_provider() -> SdkTracerProvider {
         )
         .build();
     SdkTracerProvider::builder()
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(0.1))))
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            0.1,
+        ))))
         .with_span_processor(processor)
         .build()
 }

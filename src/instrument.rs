@@ -38,10 +38,13 @@ pub const QUEUE_TIME_METRIC: &str = "tracebridge.messaging.queue_time";
 /// builds it in one function (`kafka::span::received`,
 /// `amqp::span::received`) that its library consumer and the relay both
 /// call, so their spans cannot drift apart.
-#[derive(Debug, Clone)]
+///
+/// The span's attributes are not here: each transport's `attributes`
+/// function builds them, called only when the span records (see
+/// [`Instrumentation::start_span_lazy`]).
+#[derive(Debug)]
 pub(crate) struct Received {
     pub(crate) name: String,
-    pub(crate) attributes: Vec<KeyValue>,
     pub(crate) produced_at: Option<SystemTime>,
     pub(crate) metric_attributes: Vec<KeyValue>,
 }
@@ -126,6 +129,35 @@ impl AnyTracer {
             AnyTracer::Sdk(tracer) => parent.with_span(builder.start_with_context(tracer, parent)),
             AnyTracer::Boxed(tracer) => {
                 parent.with_span(builder.start_with_context(&**tracer, parent))
+            }
+        }
+    }
+
+    /// Starts the span, then adds `attributes()` only if it records.
+    fn start_lazy(
+        &self,
+        builder: SpanBuilder,
+        parent: &Context,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Context {
+        fn fill(
+            span: &mut impl opentelemetry::trace::Span,
+            attributes: impl FnOnce() -> Vec<KeyValue>,
+        ) {
+            if span.is_recording() {
+                span.set_attributes(attributes());
+            }
+        }
+        match self {
+            AnyTracer::Sdk(tracer) => {
+                let mut span = builder.start_with_context(tracer, parent);
+                fill(&mut span, attributes);
+                parent.with_span(span)
+            }
+            AnyTracer::Boxed(tracer) => {
+                let mut span = builder.start_with_context(&**tracer, parent);
+                fill(&mut span, attributes);
+                parent.with_span(span)
             }
         }
     }
@@ -233,6 +265,60 @@ impl Instrumentation {
         self.tracer.start(builder, parent)
     }
 
+    /// [`Instrumentation::start_span`] for the hot path: under an
+    /// unsampled parent, `attributes` are computed only if the span
+    /// records, so a message that head sampling dropped upstream — most of
+    /// them, at the advised 5–10 % — builds no attribute at all; the
+    /// sampler then decides on the name, kind, parent and links (the SDK's
+    /// samplers read no attributes; give a custom one that does a span
+    /// from [`Instrumentation::start_span`]). Otherwise the attributes are
+    /// computed first and given to the sampler, as `start_span` does.
+    pub fn start_span_lazy(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+        kind: SpanKind,
+        parent: &Context,
+        links: Vec<Link>,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Context {
+        let builder = SpanBuilder::from_name(name)
+            .with_kind(kind)
+            .with_links(links);
+        // Under a parent-based sampler (the default, and the advised head
+        // sampling) an unsampled parent means an unsampled span: then the
+        // attributes wait for the decision. Otherwise they go in with the
+        // builder, which costs the SDK less than adding them one by one
+        // to a started span (it checks each key against those present).
+        let span = parent.span();
+        let parent_context = span.span_context();
+        if parent_context.is_valid() && !parent_context.is_sampled() {
+            self.tracer.start_lazy(builder, parent, attributes)
+        } else {
+            self.tracer
+                .start(builder.with_attributes(attributes()), parent)
+        }
+    }
+
+    /// [`Instrumentation::start_process_span`] with `attributes` computed
+    /// only if the span records (see [`Instrumentation::start_span_lazy`]).
+    pub fn start_process_span_lazy(
+        &self,
+        name: String,
+        policy: ParentPolicy,
+        extracted: &ExtractedContext,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Context {
+        let links = link_to(extracted, Vec::new());
+        let parent = process_parent(policy, extracted);
+        self.start_span_lazy(name, SpanKind::Consumer, &parent, links, || {
+            let mut attributes = attributes();
+            if let Some(summary) = extracted.problem_summary() {
+                attributes.push(KeyValue::new(INVALID_CONTEXT_ATTRIBUTE, summary));
+            }
+            attributes
+        })
+    }
+
     /// Starts a CONSUMER process span for one message, per `policy`.
     ///
     /// A valid creation context is always linked. An unusable one is
@@ -246,12 +332,7 @@ impl Instrumentation {
         attributes: Vec<KeyValue>,
     ) -> Context {
         let links = link_to(extracted, Vec::new());
-        let parent = match (policy, extracted.span_context()) {
-            (ParentPolicy::Join, Some(_)) => extracted.context().clone(),
-            (ParentPolicy::Ambient, _) => ambient_context(),
-            // A new trace; keep the incoming baggage.
-            _ => without_span(extracted.context()),
-        };
+        let parent = process_parent(policy, extracted);
         self.start_consumer_span(name, extracted, &parent, attributes, links)
     }
 
@@ -330,6 +411,16 @@ fn queue_time_histogram(meters: &(impl MeterProvider + ?Sized)) -> Histogram<f64
         .build()
 }
 
+/// The parent of a process span under `policy`.
+fn process_parent(policy: ParentPolicy, extracted: &ExtractedContext) -> Context {
+    match (policy, extracted.span_context()) {
+        (ParentPolicy::Join, Some(_)) => extracted.context().clone(),
+        (ParentPolicy::Ambient, _) => ambient_context(),
+        // A new trace; keep the incoming baggage.
+        _ => without_span(extracted.context()),
+    }
+}
+
 /// A link to the message's creation context, when it has a valid one.
 // Used by the broker integrations only.
 #[cfg_attr(not(any(feature = "kafka", feature = "amqp")), allow(dead_code))]
@@ -404,4 +495,77 @@ where
     F::Output: Send + 'static,
 {
     tokio::spawn(future.with_context(ambient_context()))
+}
+
+#[cfg(test)]
+mod lazy_tests {
+    use std::cell::Cell;
+
+    use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, Sampler};
+
+    use super::*;
+
+    fn parent(sampled: bool) -> Context {
+        let flags = if sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from(7),
+            SpanId::from(9),
+            flags,
+            true,
+            TraceState::default(),
+        ))
+    }
+
+    /// Under the advised parent-based ratio sampler, a message whose parent
+    /// was not sampled builds no attribute, and its context still travels:
+    /// same trace, sampled flag off. A sampled parent's span gets them all.
+    #[test]
+    fn attributes_are_built_only_for_spans_that_record() {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                0.1,
+            ))))
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let instrumentation = Instrumentation::from_sdk(&provider, None);
+        for sampled in [false, true] {
+            let built = Cell::new(false);
+            let cx = instrumentation.start_span_lazy(
+                "send orders",
+                SpanKind::Producer,
+                &parent(sampled),
+                Vec::new(),
+                || {
+                    built.set(true);
+                    vec![KeyValue::new("messaging.system", "kafka")]
+                },
+            );
+            let span = cx.span();
+            let context = span.span_context();
+            assert_eq!(
+                built.get(),
+                sampled,
+                "attributes built: sampled = {sampled}"
+            );
+            assert_eq!(context.trace_id(), TraceId::from(7), "the trace goes on");
+            assert_eq!(context.is_sampled(), sampled);
+            assert!(context.is_valid() && context.span_id() != SpanId::from(9));
+            span.end();
+        }
+        let _ = provider.force_flush();
+        let spans = exporter.get_finished_spans().expect("spans");
+        assert_eq!(spans.len(), 1, "only the sampled span is exported");
+        assert!(
+            spans[0]
+                .attributes
+                .iter()
+                .any(|kv| kv.key.as_str() == "messaging.system")
+        );
+    }
 }

@@ -14,7 +14,7 @@ use opentelemetry::trace::{FutureExt as _, SpanKind, TraceContextExt};
 
 use super::{AmqpHeaderExtractor, error_type};
 use crate::Error;
-use crate::instrument::{self, Instrumentation, ParentPolicy};
+use crate::instrument::{self, Instrumentation, ParentPolicy, Received};
 use crate::propagation::{ExtractedContext, Propagation};
 use crate::semconv::{Destination, Endpoint, MessagingAttributes, Operation, Settlement, System};
 
@@ -287,43 +287,50 @@ impl Tracing {
         let empty = FieldTable::default();
         let headers = delivery.properties.headers().as_ref().unwrap_or(&empty);
         let extracted = self.propagation.extract(&AmqpHeaderExtractor(headers));
-        let received = super::span::received(
-            &super::span::Delivered {
-                exchange: delivery.exchange.as_str(),
-                routing_key: delivery.routing_key.as_str(),
-                queue: self.queue.as_str(),
-                delivery_tag: delivery.delivery_tag,
-                redelivered: delivery.redelivered,
-                properties: &delivery.properties,
-                body_len: delivery.data.len(),
-            },
-            operation,
-            &self.endpoint,
-            self.instrumentation.stability(),
-            self.record_body_size,
-            None,
-        );
-        let (name, attributes) = (received.name, received.attributes);
+        let delivered = super::span::Delivered {
+            exchange: delivery.exchange.as_str(),
+            routing_key: delivery.routing_key.as_str(),
+            queue: self.queue.as_str(),
+            delivery_tag: delivery.delivery_tag,
+            redelivered: delivery.redelivered,
+            properties: &delivery.properties,
+            body_len: delivery.data.len(),
+        };
+        let Received {
+            name,
+            produced_at,
+            metric_attributes,
+        } = super::span::received(&delivered, operation);
+        let attributes = || {
+            super::span::attributes(
+                &delivered,
+                operation,
+                &self.endpoint,
+                self.instrumentation.stability(),
+                self.record_body_size,
+                None,
+            )
+        };
         let cx = match operation {
             Operation::Receive => {
                 let links = instrument::link_to(&extracted, Vec::new());
-                self.instrumentation.start_span(
+                self.instrumentation.start_span_lazy(
                     name,
                     SpanKind::Client,
                     &instrument::ambient_context(),
-                    attributes,
                     links,
+                    attributes,
                 )
             }
-            _ => self
-                .instrumentation
-                .start_process_span(name, self.policy, &extracted, attributes),
+            _ => self.instrumentation.start_process_span_lazy(
+                name,
+                self.policy,
+                &extracted,
+                attributes,
+            ),
         };
-        self.instrumentation.record_queue_time(
-            &cx,
-            received.produced_at,
-            &received.metric_attributes,
-        );
+        self.instrumentation
+            .record_queue_time(&cx, produced_at, &metric_attributes);
         TracedDelivery {
             delivery,
             extracted,

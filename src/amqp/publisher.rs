@@ -185,19 +185,22 @@ impl TracedPublisher {
         payload: &[u8],
     ) -> Result<PendingConfirm, Error> {
         let destination = Destination::rabbitmq(exchange, routing_key);
-        let attributes = MessagingAttributes::new(
-            Operation::Send,
-            &destination,
-            self.instrumentation.stability(),
-        )
-        .message_id(properties.message_id().as_ref().map(|id| id.as_str()))
-        .conversation_id(properties.correlation_id().as_ref().map(|id| id.as_str()));
-        let cx = self.instrumentation.start_span(
+        let attributes = || {
+            let attributes = MessagingAttributes::new(
+                Operation::Send,
+                &destination,
+                self.instrumentation.stability(),
+            )
+            .message_id(properties.message_id().as_ref().map(|id| id.as_str()))
+            .conversation_id(properties.correlation_id().as_ref().map(|id| id.as_str()));
+            self.endpoint.apply(attributes).into_vec()
+        };
+        let cx = self.instrumentation.start_span_lazy(
             Operation::Send.span_name(&destination),
             SpanKind::Producer,
             parent,
-            self.endpoint.apply(attributes).into_vec(),
             Vec::new(),
+            attributes,
         );
 
         self.propagation

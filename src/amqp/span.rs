@@ -25,18 +25,37 @@ pub(crate) struct Delivered<'a> {
 }
 
 /// The span of `delivery` for `operation` (`process`, or `receive` for
-/// `basic.get`): the destination, delivery tag, message id, conversation
-/// id (`conversation_id` when the caller knows a better one than the
-/// `correlation_id` property — the relay's correlation), the redelivered
-/// flag and the connection's endpoint; the body size when `body_size`.
-pub(crate) fn received(
+/// `basic.get`): its name, when the message was produced, and the
+/// queue-time metric's attributes.
+pub(crate) fn received(delivery: &Delivered<'_>, operation: Operation) -> Received {
+    let destination =
+        Destination::rabbitmq_queue(delivery.exchange, delivery.routing_key, delivery.queue);
+    Received {
+        name: operation.span_name(&destination),
+        produced_at: delivery
+            .properties
+            .timestamp()
+            .map(|ts| UNIX_EPOCH + Duration::from_millis(super::timestamp_ms(ts))),
+        metric_attributes: vec![
+            KeyValue::new(attr::MESSAGING_SYSTEM, System::RabbitMq.as_str()),
+            KeyValue::new(attr::MESSAGING_DESTINATION_NAME, destination.name()),
+        ],
+    }
+}
+
+/// The span's attributes: the destination, delivery tag, message id,
+/// conversation id (`conversation_id` when the caller knows a better one
+/// than the `correlation_id` property — the relay's correlation), the
+/// redelivered flag and the connection's endpoint; the body size when
+/// `body_size`.
+pub(crate) fn attributes(
     delivery: &Delivered<'_>,
     operation: Operation,
     endpoint: &Endpoint,
     stability: Stability,
     body_size: bool,
     conversation_id: Option<&str>,
-) -> Received {
+) -> Vec<KeyValue> {
     let destination =
         Destination::rabbitmq_queue(delivery.exchange, delivery.routing_key, delivery.queue);
     let properties = delivery.properties;
@@ -51,15 +70,5 @@ pub(crate) fn received(
     if delivery.redelivered {
         attributes = attributes.flag(REDELIVERED_ATTRIBUTE);
     }
-    Received {
-        name: operation.span_name(&destination),
-        attributes: endpoint.apply(attributes).into_vec(),
-        produced_at: properties
-            .timestamp()
-            .map(|ts| UNIX_EPOCH + Duration::from_millis(super::timestamp_ms(ts))),
-        metric_attributes: vec![
-            KeyValue::new(attr::MESSAGING_SYSTEM, System::RabbitMq.as_str()),
-            KeyValue::new(attr::MESSAGING_DESTINATION_NAME, destination.name()),
-        ],
-    }
+    endpoint.apply(attributes).into_vec()
 }

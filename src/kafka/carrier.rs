@@ -75,12 +75,23 @@ pub struct KafkaHeaderInjector {
     added: Vec<(Cow<'static, str>, String)>,
 }
 
-/// Whether `name` is a field of some format (any case).
+/// Whether `name` is a field of some format (any case). Runs for every
+/// removed field and every header of every traced record: the names are
+/// gathered once.
 fn is_field(name: &str) -> bool {
-    Format::ALL
+    static FIELDS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+        let mut fields: Vec<&'static str> = Format::ALL
+            .iter()
+            .flat_map(|f| f.fields(Transport::Kafka))
+            .copied()
+            .collect();
+        fields.sort_unstable();
+        fields.dedup();
+        fields
+    });
+    FIELDS
         .iter()
-        .flat_map(|f| f.fields(Transport::Kafka))
-        .any(|field| field.eq_ignore_ascii_case(name))
+        .any(|field| field.len() == name.len() && field.eq_ignore_ascii_case(name))
 }
 
 /// The header names tracebridge writes, borrowed instead of copied per message.

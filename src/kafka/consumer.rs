@@ -456,18 +456,20 @@ where
             timestamp_ms: message.timestamp().to_millis(),
             group: self.group.as_deref(),
         };
-        let received = super::span::received(
-            &record,
-            &self.endpoint,
-            self.instrumentation.stability(),
-            self.record_body_size,
-            None,
-        );
-        let cx = self.instrumentation.start_process_span(
+        let received = super::span::received(&record);
+        let cx = self.instrumentation.start_process_span_lazy(
             received.name,
             self.policy,
             &extracted,
-            received.attributes,
+            || {
+                super::span::attributes(
+                    &record,
+                    &self.endpoint,
+                    self.instrumentation.stability(),
+                    self.record_body_size,
+                    None,
+                )
+            },
         );
         self.instrumentation.record_queue_time(
             &cx,

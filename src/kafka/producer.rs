@@ -126,23 +126,25 @@ where
         P: ToBytes + ?Sized,
     {
         let destination = Destination::kafka(record.topic);
-        let mut attributes = MessagingAttributes::new(
-            Operation::Send,
-            &destination,
-            self.instrumentation.stability(),
-        )
-        .kafka_key(record.key.map(ToBytes::to_bytes))
-        .tombstone(record.payload.is_none());
-        if let Some(partition) = record.partition {
-            attributes = attributes.partition(partition);
-        }
-        let attributes = self.endpoint.apply(attributes).into_vec();
-        let cx = self.instrumentation.start_span(
+        let attributes = || {
+            let mut attributes = MessagingAttributes::new(
+                Operation::Send,
+                &destination,
+                self.instrumentation.stability(),
+            )
+            .kafka_key(record.key.map(ToBytes::to_bytes))
+            .tombstone(record.payload.is_none());
+            if let Some(partition) = record.partition {
+                attributes = attributes.partition(partition);
+            }
+            self.endpoint.apply(attributes).into_vec()
+        };
+        let cx = self.instrumentation.start_span_lazy(
             Operation::Send.span_name(&destination),
             SpanKind::Producer,
             parent,
-            attributes,
             Vec::new(),
+            attributes,
         );
 
         let mut injector = KafkaHeaderInjector::new(record.headers.take());

@@ -23,17 +23,41 @@ pub(crate) struct Record<'a> {
     pub(crate) group: Option<&'a str>,
 }
 
-/// The process span of `record`: `process {topic}` with the consumer
-/// group, partition, offset, key, tombstone flag and the client's
-/// endpoint; the body size when `body_size`; `conversation_id` when the
-/// caller knows one (the relay's correlation).
-pub(crate) fn received(
+/// The process span of `record`: `process {topic}`, when the record was
+/// produced, and the queue-time metric's attributes.
+pub(crate) fn received(record: &Record<'_>) -> Received {
+    let destination = Destination::kafka(record.topic);
+    let mut metric_attributes = vec![
+        KeyValue::new(attr::MESSAGING_SYSTEM, System::Kafka.as_str()),
+        KeyValue::new(attr::MESSAGING_DESTINATION_NAME, record.topic.to_owned()),
+    ];
+    if let Some(group) = record.group {
+        metric_attributes.push(KeyValue::new(
+            attr::MESSAGING_CONSUMER_GROUP_NAME,
+            group.to_owned(),
+        ));
+    }
+    Received {
+        name: Operation::Process.span_name(&destination),
+        produced_at: record
+            .timestamp_ms
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
+        metric_attributes,
+    }
+}
+
+/// The process span's attributes: the consumer group, partition, offset,
+/// key, tombstone flag and the client's endpoint; the body size when
+/// `body_size`; `conversation_id` when the caller knows one (the relay's
+/// correlation).
+pub(crate) fn attributes(
     record: &Record<'_>,
     endpoint: &Endpoint,
     stability: Stability,
     body_size: bool,
     conversation_id: Option<&str>,
-) -> Received {
+) -> Vec<KeyValue> {
     let destination = Destination::kafka(record.topic);
     let mut attributes = MessagingAttributes::new(Operation::Process, &destination, stability)
         .partition(record.partition)
@@ -47,23 +71,5 @@ pub(crate) fn received(
     if body_size {
         attributes = attributes.body_size(record.payload_len.unwrap_or(0));
     }
-    let mut metric_attributes = vec![
-        KeyValue::new(attr::MESSAGING_SYSTEM, System::Kafka.as_str()),
-        KeyValue::new(attr::MESSAGING_DESTINATION_NAME, record.topic.to_owned()),
-    ];
-    if let Some(group) = record.group {
-        metric_attributes.push(KeyValue::new(
-            attr::MESSAGING_CONSUMER_GROUP_NAME,
-            group.to_owned(),
-        ));
-    }
-    Received {
-        name: Operation::Process.span_name(&destination),
-        attributes: endpoint.apply(attributes).into_vec(),
-        produced_at: record
-            .timestamp_ms
-            .and_then(|ms| u64::try_from(ms).ok())
-            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
-        metric_attributes,
-    }
+    endpoint.apply(attributes).into_vec()
 }

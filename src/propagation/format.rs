@@ -13,8 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::InvalidReason;
 use super::carrier::{
-    HeaderReader, HeaderWriter, PrefixedInjector, ReaderExtractor, SkipEmpty,
-    Transport,
+    HeaderReader, HeaderWriter, PrefixedInjector, ReaderExtractor, SkipEmpty, Transport,
 };
 use super::traceparent;
 

@@ -107,7 +107,11 @@ pub(crate) fn parse(value: &[u8]) -> Result<(TraceId, SpanId, TraceFlags), Inval
     // 16 hex digits and 2 hex digits: the conversions cannot fail.
     let span_id = SpanId::from(u64::try_from(number(&value[36..52])).unwrap_or_default());
     let flags = u8::try_from(number(&value[53..55])).unwrap_or_default();
-    Ok((trace_id, span_id, TraceFlags::new(flags) & TraceFlags::SAMPLED))
+    Ok((
+        trace_id,
+        span_id,
+        TraceFlags::new(flags) & TraceFlags::SAMPLED,
+    ))
 }
 
 /// The version-00 `traceparent` of `span_context`, with only the sampled

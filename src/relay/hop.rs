@@ -274,13 +274,10 @@ impl Hop {
             .correlation
             .as_ref()
             .and_then(|c| c.extractor.extract(message));
-        let received = message.received(
-            &self.source_endpoint,
-            self.instrumentation.stability(),
-            request_id.as_ref().map(RequestId::as_str),
-        );
-        let mut attributes = received.attributes;
-        attributes.push(KeyValue::new(ROUTE_ATTRIBUTE, self.route_value()));
+        let received = message.received();
+        // Built only if the span records; correlation's own attributes
+        // (and its counters and warnings) come first, whatever the sampler.
+        let mut extra = vec![KeyValue::new(ROUTE_ATTRIBUTE, self.route_value())];
         let name = received.name;
         let resolution = match (&self.correlation, &request_id) {
             (Some(correlator), Some(id)) => {
@@ -289,8 +286,17 @@ impl Hop {
             _ => None,
         };
         if let Some(resolution) = &resolution {
-            self.note_correlation(resolution, &mut attributes, message);
+            self.note_correlation(resolution, &mut extra, message);
         }
+        let attributes = move || {
+            let mut attributes = message.attributes(
+                &self.source_endpoint,
+                self.instrumentation.stability(),
+                request_id.as_ref().map(RequestId::as_str),
+            );
+            attributes.extend(extra);
+            attributes
+        };
         // A message with its own context follows the route's mode; one
         // placed by correlation goes where its resolution says.
         let cx = match resolution.filter(|r| r.outcome != correlate::Outcome::Recorded) {
@@ -299,11 +305,11 @@ impl Hop {
                 extracted,
                 placed.parent(),
                 placed.link(),
-                attributes,
+                attributes(),
             ),
             None => self
                 .instrumentation
-                .start_process_span(name, self.mode, extracted, attributes),
+                .start_process_span_lazy(name, self.mode, extracted, attributes),
         };
         // Measured once, recorded in both the OTel and the Prometheus histogram.
         let mut metric_attributes = received.metric_attributes;

@@ -10,6 +10,8 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use rdkafka::message::OwnedHeaders;
 
 use super::config::KeyMapping;
+use opentelemetry::KeyValue;
+
 use crate::instrument::Received;
 use crate::propagation::{HeaderReader, Propagation, Transport};
 use crate::semconv::{Endpoint, Operation, Stability};
@@ -89,6 +91,10 @@ impl Translation {
     }
 }
 
+/// The properties of a message that has none (never an AMQP delivery).
+static NO_PROPERTIES: std::sync::LazyLock<BasicProperties> =
+    std::sync::LazyLock::new(BasicProperties::default);
+
 /// Where a message came from, for dead-letter headers and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Origin {
@@ -165,57 +171,93 @@ impl Inbound {
     }
 
     /// What its process span says of it: the same model, built by the same
-    /// function, as the library consumer of its transport.
-    pub(crate) fn received(
+    /// functions, as the library consumer of its transport. `attributes`
+    /// is called only if the span records.
+    pub(crate) fn received(&self) -> Received {
+        match self.origin {
+            Origin::Kafka { .. } => crate::kafka::span::received(&self.kafka_record()),
+            Origin::Amqp { .. } => {
+                crate::amqp::span::received(&self.amqp_delivery(), Operation::Process)
+            }
+        }
+    }
+
+    /// Its process span's attributes (see [`Inbound::received`]).
+    pub(crate) fn attributes(
         &self,
         endpoint: &Endpoint,
         stability: Stability,
         conversation_id: Option<&str>,
-    ) -> Received {
-        match &self.origin {
+    ) -> Vec<KeyValue> {
+        match self.origin {
+            Origin::Kafka { .. } => crate::kafka::span::attributes(
+                &self.kafka_record(),
+                endpoint,
+                stability,
+                false,
+                conversation_id,
+            ),
+            Origin::Amqp { .. } => crate::amqp::span::attributes(
+                &self.amqp_delivery(),
+                Operation::Process,
+                endpoint,
+                stability,
+                false,
+                conversation_id,
+            ),
+        }
+    }
+
+    /// A Kafka source's record, as its span sees it (an AMQP delivery's
+    /// fields are left empty: never called for one).
+    fn kafka_record(&self) -> crate::kafka::span::Record<'_> {
+        let (topic, partition, offset, group) = match &self.origin {
             Origin::Kafka {
                 topic,
                 partition,
                 offset,
                 group,
-            } => {
-                let record = crate::kafka::span::Record {
-                    topic,
-                    partition: *partition,
-                    offset: *offset,
-                    key: self.kafka_key.as_deref(),
-                    payload_len: self.payload.as_ref().map(Vec::len),
-                    timestamp_ms: self.timestamp_ms,
-                    group: Some(group),
-                };
-                crate::kafka::span::received(&record, endpoint, stability, false, conversation_id)
-            }
+            } => (&**topic, *partition, *offset, Some(&**group)),
+            Origin::Amqp { .. } => ("", 0, 0, None),
+        };
+        crate::kafka::span::Record {
+            topic,
+            partition,
+            offset,
+            key: self.kafka_key.as_deref(),
+            payload_len: self.payload.as_ref().map(Vec::len),
+            timestamp_ms: self.timestamp_ms,
+            group,
+        }
+    }
+
+    /// An AMQP source's delivery, as its span sees it (a Kafka record's
+    /// fields are left empty: never called for one).
+    fn amqp_delivery(&self) -> crate::amqp::span::Delivered<'_> {
+        let (exchange, routing_key, queue, delivery_tag, redelivered) = match &self.origin {
             Origin::Amqp {
                 exchange,
                 routing_key,
                 queue,
                 delivery_tag,
                 redelivered,
-            } => {
-                let none = BasicProperties::default();
-                let delivered = crate::amqp::span::Delivered {
-                    exchange: exchange.as_str(),
-                    routing_key: routing_key.as_str(),
-                    queue,
-                    delivery_tag: *delivery_tag,
-                    redelivered: *redelivered,
-                    properties: self.properties().unwrap_or(&none),
-                    body_len: self.payload.as_ref().map_or(0, Vec::len),
-                };
-                crate::amqp::span::received(
-                    &delivered,
-                    Operation::Process,
-                    endpoint,
-                    stability,
-                    false,
-                    conversation_id,
-                )
-            }
+            } => (
+                exchange.as_str(),
+                routing_key.as_str(),
+                &**queue,
+                *delivery_tag,
+                *redelivered,
+            ),
+            Origin::Kafka { .. } => ("", "", "", 0, false),
+        };
+        crate::amqp::span::Delivered {
+            exchange,
+            routing_key,
+            queue,
+            delivery_tag,
+            redelivered,
+            properties: self.properties().unwrap_or(&NO_PROPERTIES),
+            body_len: self.payload.as_ref().map_or(0, Vec::len),
         }
     }
 
