@@ -6,7 +6,7 @@
 
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter,
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
 };
 
 #[derive(Debug)]
@@ -21,23 +21,18 @@ impl SpanExporter for Discard {
 /// Always-on sampling (every span recorded and handed to the processor),
 /// with a queue big enough that nothing is dropped at benchmark rates.
 pub fn provider() -> SdkTracerProvider {
-    let processor = BatchSpanProcessor::builder(Discard)
-        .with_batch_config(
-            BatchConfigBuilder::default()
-                .with_max_queue_size(1 << 16)
-                .with_max_export_batch_size(4096)
-                .build(),
-        )
-        .build();
-    SdkTracerProvider::builder()
-        .with_span_processor(processor)
-        .build()
+    provider_sampling(Sampler::AlwaysOn)
 }
 
 /// `parentbased_traceidratio` at 10 %, as the seeds advise for production;
 /// otherwise as [`provider`].
 pub fn ratio_provider() -> SdkTracerProvider {
-    use opentelemetry_sdk::trace::Sampler;
+    provider_sampling(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+        0.1,
+    ))))
+}
+
+fn provider_sampling(sampler: Sampler) -> SdkTracerProvider {
     let processor = BatchSpanProcessor::builder(Discard)
         .with_batch_config(
             BatchConfigBuilder::default()
@@ -47,9 +42,7 @@ pub fn ratio_provider() -> SdkTracerProvider {
         )
         .build();
     SdkTracerProvider::builder()
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            0.1,
-        ))))
+        .with_sampler(sampler)
         .with_span_processor(processor)
         .build()
 }
