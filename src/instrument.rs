@@ -281,9 +281,6 @@ impl Instrumentation {
         links: Vec<Link>,
         attributes: impl FnOnce() -> Vec<KeyValue>,
     ) -> Context {
-        let builder = SpanBuilder::from_name(name)
-            .with_kind(kind)
-            .with_links(links);
         // Under a parent-based sampler (the default, and the advised head
         // sampling) an unsampled parent means an unsampled span: then the
         // attributes wait for the decision. Otherwise they go in with the
@@ -292,10 +289,12 @@ impl Instrumentation {
         let span = parent.span();
         let parent_context = span.span_context();
         if parent_context.is_valid() && !parent_context.is_sampled() {
+            let builder = SpanBuilder::from_name(name)
+                .with_kind(kind)
+                .with_links(links);
             self.tracer.start_lazy(builder, parent, attributes)
         } else {
-            self.tracer
-                .start(builder.with_attributes(attributes()), parent)
+            self.start_span(name, kind, parent, attributes(), links)
         }
     }
 

@@ -75,20 +75,21 @@ pub struct KafkaHeaderInjector {
     added: Vec<(Cow<'static, str>, String)>,
 }
 
-/// Whether `name` is a field of some format (any case). Runs for every
-/// removed field and every header of every traced record: the names are
-/// gathered once.
+/// Every format's Kafka field names, gathered once: checked for every
+/// removed field and every header of every traced record.
+static FIELDS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    let mut fields: Vec<&'static str> = Format::ALL
+        .iter()
+        .flat_map(|f| f.fields(Transport::Kafka))
+        .copied()
+        .collect();
+    fields.sort_unstable();
+    fields.dedup();
+    fields
+});
+
+/// Whether `name` is a field of some format (any case).
 fn is_field(name: &str) -> bool {
-    static FIELDS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
-        let mut fields: Vec<&'static str> = Format::ALL
-            .iter()
-            .flat_map(|f| f.fields(Transport::Kafka))
-            .copied()
-            .collect();
-        fields.sort_unstable();
-        fields.dedup();
-        fields
-    });
     FIELDS
         .iter()
         .any(|field| field.len() == name.len() && field.eq_ignore_ascii_case(name))
@@ -96,9 +97,8 @@ fn is_field(name: &str) -> bool {
 
 /// The header names tracebridge writes, borrowed instead of copied per message.
 fn intern(key: &str) -> Cow<'static, str> {
-    Format::ALL
+    FIELDS
         .iter()
-        .flat_map(|f| f.fields(Transport::Kafka))
         .find(|name| **name == key)
         .map_or_else(|| Cow::Owned(key.to_owned()), |name| Cow::Borrowed(*name))
 }

@@ -277,7 +277,7 @@ impl Hop {
         let received = message.received();
         // Built only if the span records; correlation's own attributes
         // (and its counters and warnings) come first, whatever the sampler.
-        let mut extra = vec![KeyValue::new(ROUTE_ATTRIBUTE, self.route_value())];
+        let mut extra = Vec::new();
         let name = received.name;
         let resolution = match (&self.correlation, &request_id) {
             (Some(correlator), Some(id)) => {
@@ -294,6 +294,7 @@ impl Hop {
                 self.instrumentation.stability(),
                 request_id.as_ref().map(RequestId::as_str),
             );
+            attributes.push(KeyValue::new(ROUTE_ATTRIBUTE, self.route_value()));
             attributes.extend(extra);
             attributes
         };

@@ -91,6 +91,12 @@ impl Translation {
     }
 }
 
+/// A consumed message, per transport, as the span functions take it.
+enum Consumed<'a> {
+    Kafka(crate::kafka::span::Record<'a>),
+    Amqp(crate::amqp::span::Delivered<'a>),
+}
+
 /// The properties of a message that has none (never an AMQP delivery).
 static NO_PROPERTIES: std::sync::LazyLock<BasicProperties> =
     std::sync::LazyLock::new(BasicProperties::default);
@@ -174,11 +180,9 @@ impl Inbound {
     /// functions, as the library consumer of its transport. `attributes`
     /// is called only if the span records.
     pub(crate) fn received(&self) -> Received {
-        match self.origin {
-            Origin::Kafka { .. } => crate::kafka::span::received(&self.kafka_record()),
-            Origin::Amqp { .. } => {
-                crate::amqp::span::received(&self.amqp_delivery(), Operation::Process)
-            }
+        match self.as_consumed() {
+            Consumed::Kafka(record) => crate::kafka::span::received(&record),
+            Consumed::Amqp(delivery) => crate::amqp::span::received(&delivery, Operation::Process),
         }
     }
 
@@ -189,16 +193,12 @@ impl Inbound {
         stability: Stability,
         conversation_id: Option<&str>,
     ) -> Vec<KeyValue> {
-        match self.origin {
-            Origin::Kafka { .. } => crate::kafka::span::attributes(
-                &self.kafka_record(),
-                endpoint,
-                stability,
-                false,
-                conversation_id,
-            ),
-            Origin::Amqp { .. } => crate::amqp::span::attributes(
-                &self.amqp_delivery(),
+        match self.as_consumed() {
+            Consumed::Kafka(record) => {
+                crate::kafka::span::attributes(&record, endpoint, stability, false, conversation_id)
+            }
+            Consumed::Amqp(delivery) => crate::amqp::span::attributes(
+                &delivery,
                 Operation::Process,
                 endpoint,
                 stability,
@@ -208,56 +208,39 @@ impl Inbound {
         }
     }
 
-    /// A Kafka source's record, as its span sees it (an AMQP delivery's
-    /// fields are left empty: never called for one).
-    fn kafka_record(&self) -> crate::kafka::span::Record<'_> {
-        let (topic, partition, offset, group) = match &self.origin {
+    /// The message as its transport's span functions see it.
+    fn as_consumed(&self) -> Consumed<'_> {
+        match &self.origin {
             Origin::Kafka {
                 topic,
                 partition,
                 offset,
                 group,
-            } => (&**topic, *partition, *offset, Some(&**group)),
-            Origin::Amqp { .. } => ("", 0, 0, None),
-        };
-        crate::kafka::span::Record {
-            topic,
-            partition,
-            offset,
-            key: self.kafka_key.as_deref(),
-            payload_len: self.payload.as_ref().map(Vec::len),
-            timestamp_ms: self.timestamp_ms,
-            group,
-        }
-    }
-
-    /// An AMQP source's delivery, as its span sees it (a Kafka record's
-    /// fields are left empty: never called for one).
-    fn amqp_delivery(&self) -> crate::amqp::span::Delivered<'_> {
-        let (exchange, routing_key, queue, delivery_tag, redelivered) = match &self.origin {
+            } => Consumed::Kafka(crate::kafka::span::Record {
+                topic,
+                partition: *partition,
+                offset: *offset,
+                key: self.kafka_key.as_deref(),
+                payload_len: self.payload.as_ref().map(Vec::len),
+                timestamp_ms: self.timestamp_ms,
+                group: Some(group),
+            }),
             Origin::Amqp {
                 exchange,
                 routing_key,
                 queue,
                 delivery_tag,
                 redelivered,
-            } => (
-                exchange.as_str(),
-                routing_key.as_str(),
-                &**queue,
-                *delivery_tag,
-                *redelivered,
-            ),
-            Origin::Kafka { .. } => ("", "", "", 0, false),
-        };
-        crate::amqp::span::Delivered {
-            exchange,
-            routing_key,
-            queue,
-            delivery_tag,
-            redelivered,
-            properties: self.properties().unwrap_or(&NO_PROPERTIES),
-            body_len: self.payload.as_ref().map_or(0, Vec::len),
+            } => Consumed::Amqp(crate::amqp::span::Delivered {
+                exchange: exchange.as_str(),
+                routing_key: routing_key.as_str(),
+                queue,
+                delivery_tag: *delivery_tag,
+                redelivered: *redelivered,
+                // An AMQP source always moves the delivery's properties in.
+                properties: self.properties().unwrap_or(&NO_PROPERTIES),
+                body_len: self.payload.as_ref().map_or(0, Vec::len),
+            }),
         }
     }
 
