@@ -55,6 +55,11 @@ enum Command {
         /// At most this many traces, earliest first.
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
+        /// Draw the traces that links join (a link-mode hop and its
+        /// origin, a batch poll and its producers, a correlated message
+        /// and its request) together, as one journey.
+        #[arg(long)]
+        journeys: bool,
     },
     /// The whole story on the local brokers: checkout → Kafka `orders` →
     /// relay → RabbitMQ `fulfillment` → worker, plus a legacy billing
@@ -135,6 +140,7 @@ fn main() -> ExitCode {
             service,
             errors,
             limit,
+            journeys,
         } => traces(
             &file,
             &tracebridge::traces::Options {
@@ -142,6 +148,7 @@ fn main() -> ExitCode {
                 service,
                 errors,
                 limit,
+                journeys,
             },
         ),
     };

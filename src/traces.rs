@@ -45,6 +45,9 @@ pub struct Options {
     pub errors: bool,
     /// At most this many traces (the earliest first).
     pub limit: Option<usize>,
+    /// Draw the traces that links join together, as one journey (and
+    /// read every trace, so a selected trace's linked ones are there).
+    pub journeys: bool,
 }
 
 /// A span's kind, as OTLP numbers it.
@@ -113,6 +116,17 @@ pub struct SpanRecord {
     pub error: Option<String>,
     /// `messaging.destination.name`, when set.
     pub destination: Option<String>,
+    /// The spans this one links to.
+    pub links: Vec<LinkRecord>,
+}
+
+/// Where a link points: a span, possibly in another trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkRecord {
+    /// Hex trace id.
+    pub trace_id: String,
+    /// Hex span id.
+    pub span_id: String,
 }
 
 /// The traces read from a file.
@@ -124,14 +138,23 @@ pub struct Traces {
     pub bad_lines: usize,
     /// The first bad line's number and why, for the message.
     pub first_bad_line: Option<(usize, String)>,
+    /// Whether reading kept one trace only: a link's target missing from
+    /// the spans may then be in the file after all.
+    one_trace_read: bool,
 }
 
 impl Traces {
     /// Reads OTLP/JSON lines from `reader`, keeping the spans `options`
     /// may show. Fails only when the reader does.
     pub fn read(reader: impl BufRead, options: &Options) -> std::io::Result<Self> {
-        let wanted = options.trace_id.as_deref().map(str::to_ascii_lowercase);
-        let mut out = Self::default();
+        // A journey needs the traces linked to the wanted one: read all.
+        let wanted = (!options.journeys)
+            .then(|| options.trace_id.as_deref().map(str::to_ascii_lowercase))
+            .flatten();
+        let mut out = Self {
+            one_trace_read: wanted.is_some(),
+            ..Self::default()
+        };
         let mut index: HashMap<String, usize> = HashMap::new();
         for (number, line) in reader.lines().enumerate() {
             let line = line?;
@@ -181,12 +204,18 @@ impl Traces {
         chosen
     }
 
-    /// Every selected trace drawn as a tree, then a summary line.
+    /// Every selected trace drawn as a tree (with [`Options::journeys`],
+    /// together with the traces linked to it), then a summary line.
     pub fn render(&self, options: &Options, colour: bool) -> String {
-        let mut out = self.render_trees(options, colour);
-        let selected = self.selected(options);
-        let spans: usize = selected.iter().map(|trace| trace.len()).sum();
-        let _ = write!(out, "{} trace(s), {spans} span(s)", selected.len());
+        let groups = self.groups(options);
+        let mut out = String::new();
+        self.draw_groups(&mut out, &groups, Paint(colour));
+        let traces: usize = groups.iter().map(Vec::len).sum();
+        let spans: usize = groups.iter().flatten().map(|trace| trace.len()).sum();
+        let _ = write!(out, "{traces} trace(s), {spans} span(s)");
+        if options.journeys {
+            let _ = write!(out, " in {} journey(s)", groups.len());
+        }
         if self.bad_lines > 0 {
             let _ = write!(out, "; {} bad line(s) skipped", self.bad_lines);
             if let Some((line, why)) = &self.first_bad_line {
@@ -196,17 +225,147 @@ impl Traces {
         out.push('\n');
         out
     }
-}
 
-impl Traces {
     /// Every selected trace drawn as a tree, each followed by a blank line.
     pub fn render_trees(&self, options: &Options, colour: bool) -> String {
         let mut out = String::new();
-        for trace in self.selected(options) {
-            draw_trace(&mut out, trace, Paint(colour));
-            out.push('\n');
+        self.draw_groups(&mut out, &self.groups(options), Paint(colour));
+        out
+    }
+
+    /// The selected traces, each alone or (journeys) with every trace
+    /// links join it to; earliest first, no trace twice.
+    fn groups(&self, options: &Options) -> Vec<Vec<&[SpanRecord]>> {
+        let selected = self.selected(options);
+        if !options.journeys {
+            return selected.into_iter().map(|trace| vec![trace]).collect();
+        }
+        let journey_of = self.journey_of();
+        let mut members: HashMap<usize, Vec<&[SpanRecord]>> = HashMap::new();
+        for (id, spans) in &self.traces {
+            members
+                .entry(journey_of[id.as_str()])
+                .or_default()
+                .push(spans);
+        }
+        let mut out = Vec::new();
+        for trace in selected {
+            if let Some(mut journey) = members.remove(&journey_of[trace[0].trace_id.as_str()]) {
+                journey.sort_by_key(|spans| window(spans.iter()).0);
+                out.push(journey);
+            }
         }
         out
+    }
+
+    /// Each trace's journey: the smallest trace index among the traces
+    /// its links (either way, transitively) join it to.
+    fn journey_of(&self) -> HashMap<&str, usize> {
+        let index: HashMap<&str, usize> = self
+            .traces
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (id.as_str(), i))
+            .collect();
+        let mut parent: Vec<usize> = (0..self.traces.len()).collect();
+        fn root(parent: &mut [usize], mut at: usize) -> usize {
+            while parent[at] != at {
+                parent[at] = parent[parent[at]];
+                at = parent[at];
+            }
+            at
+        }
+        for (from, (_, spans)) in self.traces.iter().enumerate() {
+            for link in spans.iter().flat_map(|span| &span.links) {
+                if let Some(&to) = index.get(link.trace_id.as_str()) {
+                    let (a, b) = (root(&mut parent, from), root(&mut parent, to));
+                    parent[a.max(b)] = a.min(b);
+                }
+            }
+        }
+        index
+            .into_iter()
+            .map(|(id, at)| (id, root(&mut parent, at)))
+            .collect()
+    }
+
+    /// Draws each group: a lone trace as is; a journey under a line of its
+    /// own, its traces marked as belonging to it.
+    fn draw_groups(&self, out: &mut String, groups: &[Vec<&[SpanRecord]>], paint: Paint) {
+        let links = LinkIndex::new(&self.traces, self.one_trace_read);
+        for group in groups {
+            if let [trace] = group.as_slice() {
+                draw_trace(out, trace, &links, paint);
+                out.push('\n');
+                continue;
+            }
+            draw_journey_line(out, group, &links, paint);
+            for trace in group {
+                let mut drawn = String::new();
+                draw_trace(&mut drawn, trace, &links, paint);
+                for line in drawn.lines() {
+                    let _ = writeln!(out, "│ {line}");
+                }
+                out.push_str("│\n");
+            }
+            out.push('\n');
+        }
+    }
+}
+
+/// Every span read, by (trace id, span id), and the spans that link to
+/// each: what both ends of a link are drawn with.
+struct LinkIndex<'a> {
+    spans: HashMap<(&'a str, &'a str), &'a SpanRecord>,
+    linked_from: HashMap<(&'a str, &'a str), Vec<&'a SpanRecord>>,
+    /// What a link whose target was not read says.
+    missing: &'static str,
+}
+
+impl<'a> LinkIndex<'a> {
+    fn new(traces: &'a [(String, Vec<SpanRecord>)], one_trace_read: bool) -> Self {
+        let all = || traces.iter().flat_map(|(_, spans)| spans);
+        let spans = all()
+            .map(|span| ((span.trace_id.as_str(), span.span_id.as_str()), span))
+            .collect();
+        let mut linked_from: HashMap<_, Vec<&SpanRecord>> = HashMap::new();
+        for span in all() {
+            for link in &span.links {
+                let sources = linked_from
+                    .entry((link.trace_id.as_str(), link.span_id.as_str()))
+                    .or_default();
+                if !sources.iter().any(|s| std::ptr::eq(*s, span)) {
+                    sources.push(span);
+                }
+            }
+        }
+        for sources in linked_from.values_mut() {
+            sources.sort_by(|a, b| (a.start_ns, &a.span_id).cmp(&(b.start_ns, &b.span_id)));
+        }
+        let missing = if one_trace_read {
+            "not read (--journeys reads linked traces)"
+        } else {
+            "not in file"
+        };
+        Self {
+            spans,
+            linked_from,
+            missing,
+        }
+    }
+
+    /// The span a link points to, when it was read.
+    fn target<'s>(&'s self, link: &'s LinkRecord) -> Option<&'s SpanRecord> {
+        self.spans
+            .get(&(link.trace_id.as_str(), link.span_id.as_str()))
+            .copied()
+    }
+
+    /// The spans that link to `span`, earliest first.
+    fn sources<'s>(&'s self, span: &'s SpanRecord) -> &'s [&'s SpanRecord] {
+        self.linked_from
+            .get(&(span.trace_id.as_str(), span.span_id.as_str()))
+            .map_or(&[], Vec::as_slice)
     }
 }
 
@@ -223,8 +382,7 @@ fn parse_line(line: &str) -> Result<Vec<SpanRecord>, String> {
             .unwrap_or_else(|| "unknown".into());
         let scopes = rs["scopeSpans"].as_array().into_iter().flatten();
         for span in scopes.flat_map(|ss| ss["spans"].as_array().into_iter().flatten()) {
-            let id = |key: &str| span[key].as_str().unwrap_or_default().to_ascii_lowercase();
-            let (trace_id, span_id) = (id("traceId"), id("spanId"));
+            let (trace_id, span_id) = (hex_id(span, "traceId"), hex_id(span, "spanId"));
             if trace_id.is_empty() || span_id.is_empty() {
                 return Err("a span without traceId or spanId".into());
             }
@@ -234,7 +392,7 @@ fn parse_line(line: &str) -> Result<Vec<SpanRecord>, String> {
             out.push(SpanRecord {
                 trace_id,
                 span_id,
-                parent_span_id: id("parentSpanId"),
+                parent_span_id: hex_id(span, "parentSpanId"),
                 name: span["name"].as_str().unwrap_or("(unnamed)").to_owned(),
                 service: service.clone(),
                 kind: Kind::parse(&span["kind"]),
@@ -242,10 +400,28 @@ fn parse_line(line: &str) -> Result<Vec<SpanRecord>, String> {
                 end_ns: nanos(&span["endTimeUnixNano"]),
                 error: is_error.then(|| status["message"].as_str().unwrap_or_default().to_owned()),
                 destination: attribute(&span["attributes"], "messaging.destination.name"),
+                links: span["links"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|link| LinkRecord {
+                        trace_id: hex_id(link, "traceId"),
+                        span_id: hex_id(link, "spanId"),
+                    })
+                    .filter(|link| !link.trace_id.is_empty() && !link.span_id.is_empty())
+                    .collect(),
             });
         }
     }
     Ok(out)
+}
+
+/// A trace or span id field, lower-case hex; empty when absent.
+fn hex_id(object: &Value, key: &str) -> String {
+    object[key]
+        .as_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase()
 }
 
 /// OTLP/JSON writes 64-bit integers as strings; accept numbers too.
@@ -300,31 +476,23 @@ const TREE_MIN: usize = 48;
 const TREE_MAX: usize = 110;
 const BAR_WIDTH: usize = 30;
 
-fn draw_trace(out: &mut String, spans: &[SpanRecord], paint: Paint) {
-    let start = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
-    let end = spans
-        .iter()
-        .map(|s| s.end_ns.max(s.start_ns))
-        .max()
-        .unwrap_or(start);
-    let services: Vec<&str> = {
-        let mut seen = HashSet::new();
-        let mut ordered: Vec<&SpanRecord> = spans.iter().collect();
-        ordered.sort_by_key(|s| s.start_ns);
-        ordered
-            .into_iter()
-            .map(|s| s.service.as_str())
-            .filter(|s| seen.insert(*s))
-            .collect()
-    };
+fn draw_trace(out: &mut String, spans: &[SpanRecord], links: &LinkIndex<'_>, paint: Paint) {
+    let (start, end) = window(spans.iter());
     let errors = spans.iter().filter(|s| s.error.is_some()).count();
+    let by_id: HashMap<&str, &SpanRecord> = spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
+    // Within the trace, a message waits between its send and its read.
+    let waits = spans.iter().filter_map(|span| {
+        let parent = by_id.get(span.parent_span_id.as_str())?;
+        broker_wait(parent, span)
+    });
     let _ = writeln!(
         out,
-        "trace {}  {}  {} span(s), {}{}",
+        "trace {}  {}  {} span(s), {}{}{}",
         spans[0].trace_id,
-        services.join(" → "),
+        services(spans.iter()).join(" → "),
         spans.len(),
         duration(end - start),
+        in_brokers(waits, (start, end)),
         if errors > 0 {
             paint.error(&format!(", {errors} error(s)"))
         } else {
@@ -356,16 +524,126 @@ fn draw_trace(out: &mut String, spans: &[SpanRecord], paint: Paint) {
         axis: Axis { start, end },
         width: width.min(TREE_MAX),
         paint,
+        links,
     };
     for root in roots {
         draw_span(out, root, None, 0, &children, &layout);
     }
 }
 
-struct Layout {
+struct Layout<'a> {
     axis: Axis,
     width: usize,
     paint: Paint,
+    links: &'a LinkIndex<'a>,
+}
+
+/// The first line of a journey: its traces, links, services, wall time
+/// and the time its messages waited in brokers, through links included.
+fn draw_journey_line(
+    out: &mut String,
+    traces: &[&[SpanRecord]],
+    links: &LinkIndex<'_>,
+    paint: Paint,
+) {
+    let spans = || traces.iter().flat_map(|trace| trace.iter());
+    let (start, end) = window(spans());
+    let members: HashSet<&str> = traces.iter().map(|t| t[0].trace_id.as_str()).collect();
+    let link_count = spans()
+        .flat_map(|span| &span.links)
+        .filter(|link| members.contains(link.trace_id.as_str()))
+        .count();
+    let by_id: HashMap<(&str, &str), &SpanRecord> = spans()
+        .map(|s| ((s.trace_id.as_str(), s.span_id.as_str()), s))
+        .collect();
+    let waits = spans().flat_map(|span| {
+        let parent = by_id
+            .get(&(span.trace_id.as_str(), span.parent_span_id.as_str()))
+            .copied();
+        let linked = span.links.iter().filter_map(|link| links.target(link));
+        parent
+            .into_iter()
+            .chain(linked)
+            .filter_map(move |sender| broker_wait(sender, span))
+    });
+    let errors = spans().filter(|s| s.error.is_some()).count();
+    let _ = writeln!(
+        out,
+        "journey  {} traces joined by {link_count} link(s)  {}  {} span(s), {}{}{}",
+        traces.len(),
+        services(spans()).join(" → "),
+        spans().count(),
+        duration(end - start),
+        in_brokers(waits, (start, end)),
+        if errors > 0 {
+            paint.error(&format!(", {errors} error(s)"))
+        } else {
+            String::new()
+        }
+    );
+}
+
+/// The earliest start and latest end of `spans`.
+fn window<'a>(spans: impl Iterator<Item = &'a SpanRecord>) -> (u64, u64) {
+    spans.fold((u64::MAX, 0), |(start, end), span| {
+        (
+            start.min(span.start_ns),
+            end.max(span.end_ns.max(span.start_ns)),
+        )
+    })
+}
+
+/// Services in the order their first span started.
+fn services<'a>(spans: impl Iterator<Item = &'a SpanRecord>) -> Vec<&'a str> {
+    let mut ordered: Vec<&SpanRecord> = spans.collect();
+    ordered.sort_by_key(|s| s.start_ns);
+    let mut seen = HashSet::new();
+    ordered
+        .into_iter()
+        .map(|s| s.service.as_str())
+        .filter(|s| seen.insert(*s))
+        .collect()
+}
+
+/// When `consumer` read what `producer` sent: the interval the message
+/// waited in the broker, from the end of the send to the start of the read.
+/// The reader is a CONSUMER (process) span or a CLIENT one (a receive or
+/// poll, as semantic conventions 1.27 on make them).
+fn broker_wait(producer: &SpanRecord, consumer: &SpanRecord) -> Option<(u64, u64)> {
+    (producer.kind == Kind::Producer
+        && matches!(consumer.kind, Kind::Consumer | Kind::Client)
+        && consumer.start_ns > producer.end_ns
+        && same_destination(producer, consumer))
+    .then_some((producer.end_ns, consumer.start_ns))
+}
+
+/// `, 180.0 ms waiting in brokers (69 %)`: the wall time within `window`
+/// during which at least one message waited (overlapping waits, as in a
+/// batch, count once); empty when none did.
+fn in_brokers(waits: impl Iterator<Item = (u64, u64)>, window: (u64, u64)) -> String {
+    let mut intervals: Vec<(u64, u64)> = waits
+        .map(|(from, to)| (from.max(window.0), to.min(window.1)))
+        .filter(|(from, to)| from < to)
+        .collect();
+    intervals.sort_unstable();
+    let mut total = 0;
+    let mut covered_to = 0;
+    for (from, to) in intervals {
+        let from = from.max(covered_to);
+        if to > from {
+            total += to - from;
+            covered_to = to;
+        }
+    }
+    if total == 0 {
+        return String::new();
+    }
+    let wall = (window.1 - window.0).max(1);
+    format!(
+        ", {} waiting in brokers ({} %)",
+        duration(total),
+        (total as u128 * 100 / wall as u128)
+    )
 }
 
 /// The longest tree label under (and including) `span`.
@@ -419,27 +697,19 @@ fn draw_span(
     parent: Option<&SpanRecord>,
     depth: usize,
     children: &BTreeMap<&str, Vec<&SpanRecord>>,
-    layout: &Layout,
+    layout: &Layout<'_>,
 ) {
     let paint = layout.paint;
     let indent = "  ".repeat(depth + 1);
     // Only for the same message: a span joined by request id under
     // another message's send (other destination) did not wait there.
     if let Some(parent) = parent
-        && parent.kind == Kind::Producer
-        && span.kind == Kind::Consumer
-        && span.start_ns > parent.end_ns
-        && same_destination(parent, span)
+        && let Some((sent, read)) = broker_wait(parent, span)
     {
-        let place = span
-            .destination
-            .as_deref()
-            .or(parent.destination.as_deref())
-            .map(|d| format!(" in {d}"))
-            .unwrap_or_default();
         let line = format!(
-            "{indent}⋯ waited {}{place}",
-            duration(span.start_ns - parent.end_ns)
+            "{indent}⋯ waited {}{}",
+            duration(read - sent),
+            place(parent, span)
         );
         let _ = writeln!(out, "{}", paint.dim(&line));
     }
@@ -459,9 +729,67 @@ fn draw_span(
         duration(span.end_ns.saturating_sub(span.start_ns)),
         layout.axis.bar(span)
     );
+    draw_links(out, span, &format!("{indent}  "), layout);
     for child in children.get(span.span_id.as_str()).into_iter().flatten() {
         draw_span(out, child, Some(span), depth + 1, children, layout);
     }
+}
+
+/// Under a span: where each of its links points, and which spans link
+/// to it, each with the other end's service, name and kind when read.
+fn draw_links(out: &mut String, span: &SpanRecord, indent: &str, layout: &Layout<'_>) {
+    let links = layout.links;
+    for link in &span.links {
+        let target = links.target(link);
+        let (what, waited) = match target {
+            Some(sender) => (
+                describe(sender),
+                broker_wait(sender, span)
+                    .map(|(sent, read)| {
+                        format!("; waited {}{}", duration(read - sent), place(sender, span))
+                    })
+                    .unwrap_or_default(),
+            ),
+            None => (links.missing.to_owned(), String::new()),
+        };
+        let line = format!(
+            "{indent}↗ links to {}: {what}{waited}",
+            whereabouts(span, &link.trace_id, &link.span_id)
+        );
+        let _ = writeln!(out, "{}", layout.paint.dim(&line));
+    }
+    for source in links.sources(span) {
+        let line = format!(
+            "{indent}↙ linked from {}: {}",
+            whereabouts(span, &source.trace_id, &source.span_id),
+            describe(source)
+        );
+        let _ = writeln!(out, "{}", layout.paint.dim(&line));
+    }
+}
+
+/// `span 1111111111111111 in this trace` or `trace … span …`.
+fn whereabouts(here: &SpanRecord, trace_id: &str, span_id: &str) -> String {
+    if trace_id == here.trace_id {
+        format!("span {span_id} in this trace")
+    } else {
+        format!("trace {trace_id} span {span_id}")
+    }
+}
+
+/// `checkout  send orders  PRODUCER`.
+fn describe(span: &SpanRecord) -> String {
+    format!("{}  {}  {}", span.service, span.name, span.kind.label())
+}
+
+/// ` in orders`: where a message waited, when either span says.
+fn place(producer: &SpanRecord, consumer: &SpanRecord) -> String {
+    consumer
+        .destination
+        .as_deref()
+        .or(producer.destination.as_deref())
+        .map(|d| format!(" in {d}"))
+        .unwrap_or_default()
 }
 
 /// Whether a CONSUMER span read what its PRODUCER parent sent: the same

@@ -1,16 +1,24 @@
 //! `tracebridge traces` on a fixture span file holding a broker hop, a span
 //! whose parent is missing, an error, the collector's enum spellings, and
-//! malformed lines: the whole output is asserted.
+//! malformed lines; and on one holding links (a batch poll with its
+//! producers, a link-mode hop with its origin, a correlation link, a link
+//! to a span not in the file), drawn trace by trace and as journeys. The
+//! whole output is asserted.
 
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tracebridge");
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/traces.jsonl");
+const LINKS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/links.jsonl");
 
 fn traces(args: &[&str]) -> (bool, String, String) {
+    traces_of(FIXTURE, args)
+}
+
+fn traces_of(file: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN)
         .arg("traces")
-        .arg(FIXTURE)
+        .arg(file)
         .args(args)
         .output()
         .expect("runs");
@@ -22,7 +30,7 @@ fn traces(args: &[&str]) -> (bool, String, String) {
 }
 
 const ALL: &str = "\
-trace 4bf92f3577b34da6a3ce929d0e0e4736  checkout → tracebridge → fulfillment  5 span(s), 260.0 ms, 1 error(s)
+trace 4bf92f3577b34da6a3ce929d0e0e4736  checkout → tracebridge → fulfillment  5 span(s), 260.0 ms, 192.0 ms waiting in brokers (73 %), 1 error(s)
   checkout  send orders  PRODUCER                     2.0 ms  |█                             |  
     ⋯ waited 180.0 ms in orders
     tracebridge  process orders  CONSUMER             8.0 ms  |                     █        |  
@@ -81,5 +89,131 @@ fn a_missing_file_is_a_clear_error() {
     assert!(
         stderr.contains("cannot open span file /nonexistent/spans.jsonl"),
         "{stderr}"
+    );
+}
+
+/// Both ends of every link: where it points (with the target's service,
+/// name and kind, or "not in file"), and who links to a span; the wait in
+/// the broker measured across a link.
+const LINKED: &str = "\
+trace aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa  checkout  1 span(s), 2.0 ms
+  checkout  send orders  PRODUCER                   2.0 ms  |██████████████████████████████|  
+    ↙ linked from trace cccccccccccccccccccccccccccccccc span 3333333333333333: fulfillment  poll orders  CLIENT
+
+trace bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb  checkout  1 span(s), 2.0 ms
+  checkout  send orders  PRODUCER                   2.0 ms  |██████████████████████████████|  
+    ↙ linked from trace cccccccccccccccccccccccccccccccc span 3333333333333333: fulfillment  poll orders  CLIENT
+
+trace cccccccccccccccccccccccccccccccc  fulfillment  2 span(s), 20.0 ms
+  fulfillment  poll orders  CLIENT                  5.0 ms  |███████                       |  
+    ↗ links to trace aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa span 1111111111111111: checkout  send orders  PRODUCER; waited 38.0 ms in orders
+    ↗ links to trace bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb span 2222222222222222: checkout  send orders  PRODUCER; waited 28.0 ms in orders
+    fulfillment  process orders  CONSUMER          14.0 ms  |         █████████████████████|  
+
+trace dddddddddddddddddddddddddddddddd  checkout  1 span(s), 3.0 ms
+  checkout  send payments  PRODUCER                 3.0 ms  |██████████████████████████████|  
+    ↙ linked from trace eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee span 6666666666666666: tracebridge  process payments  CONSUMER
+
+trace eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee  tracebridge  2 span(s), 8.0 ms
+  tracebridge  process payments  CONSUMER           8.0 ms  |██████████████████████████████|  
+    ↗ links to trace dddddddddddddddddddddddddddddddd span 5555555555555555: checkout  send payments  PRODUCER; waited 47.0 ms in payments
+    tracebridge  publish ledger  PRODUCER           3.0 ms  |       ███████████            |  
+
+trace ffffffffffffffffffffffffffffffff  checkout  1 span(s), 30.0 ms
+  checkout  POST /orders  SERVER                   30.0 ms  |██████████████████████████████|  
+    ↙ linked from trace 00000000000000000000000000000000 span 9999999999999999: tracebridge  process billing  CONSUMER
+
+trace 00000000000000000000000000000000  tracebridge  1 span(s), 2.0 ms, 1 error(s)
+  tracebridge  process billing  CONSUMER            2.0 ms  |██████████████████████████████|  ERROR no invoice
+    ↗ links to trace ffffffffffffffffffffffffffffffff span 8888888888888888: checkout  POST /orders  SERVER
+    ↗ links to trace 11111111111111111111111111111111 span 9999999999999999: not in file
+
+7 trace(s), 9 span(s)
+";
+
+#[test]
+fn draws_both_ends_of_every_link() {
+    let (ok, stdout, stderr) = traces_of(LINKS, &[]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, LINKED, "\n--- got ---\n{stdout}");
+}
+
+/// The traces links join, drawn together: a batch poll with the two sends
+/// it read, a link-mode hop with its origin, a correlated message with its
+/// request; each journey's broker time counts waits across links.
+const JOURNEYS: &str = "\
+journey  3 traces joined by 2 link(s)  checkout → fulfillment  4 span(s), 60.0 ms, 38.0 ms waiting in brokers (63 %)
+│ trace aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa  checkout  1 span(s), 2.0 ms
+│   checkout  send orders  PRODUCER                   2.0 ms  |██████████████████████████████|  
+│     ↙ linked from trace cccccccccccccccccccccccccccccccc span 3333333333333333: fulfillment  poll orders  CLIENT
+│
+│ trace bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb  checkout  1 span(s), 2.0 ms
+│   checkout  send orders  PRODUCER                   2.0 ms  |██████████████████████████████|  
+│     ↙ linked from trace cccccccccccccccccccccccccccccccc span 3333333333333333: fulfillment  poll orders  CLIENT
+│
+│ trace cccccccccccccccccccccccccccccccc  fulfillment  2 span(s), 20.0 ms
+│   fulfillment  poll orders  CLIENT                  5.0 ms  |███████                       |  
+│     ↗ links to trace aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa span 1111111111111111: checkout  send orders  PRODUCER; waited 38.0 ms in orders
+│     ↗ links to trace bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb span 2222222222222222: checkout  send orders  PRODUCER; waited 28.0 ms in orders
+│     fulfillment  process orders  CONSUMER          14.0 ms  |         █████████████████████|  
+│
+
+journey  2 traces joined by 1 link(s)  checkout → tracebridge  3 span(s), 58.0 ms, 47.0 ms waiting in brokers (81 %)
+│ trace dddddddddddddddddddddddddddddddd  checkout  1 span(s), 3.0 ms
+│   checkout  send payments  PRODUCER                 3.0 ms  |██████████████████████████████|  
+│     ↙ linked from trace eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee span 6666666666666666: tracebridge  process payments  CONSUMER
+│
+│ trace eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee  tracebridge  2 span(s), 8.0 ms
+│   tracebridge  process payments  CONSUMER           8.0 ms  |██████████████████████████████|  
+│     ↗ links to trace dddddddddddddddddddddddddddddddd span 5555555555555555: checkout  send payments  PRODUCER; waited 47.0 ms in payments
+│     tracebridge  publish ledger  PRODUCER           3.0 ms  |       ███████████            |  
+│
+
+journey  2 traces joined by 1 link(s)  checkout → tracebridge  2 span(s), 62.0 ms, 1 error(s)
+│ trace ffffffffffffffffffffffffffffffff  checkout  1 span(s), 30.0 ms
+│   checkout  POST /orders  SERVER                   30.0 ms  |██████████████████████████████|  
+│     ↙ linked from trace 00000000000000000000000000000000 span 9999999999999999: tracebridge  process billing  CONSUMER
+│
+│ trace 00000000000000000000000000000000  tracebridge  1 span(s), 2.0 ms, 1 error(s)
+│   tracebridge  process billing  CONSUMER            2.0 ms  |██████████████████████████████|  ERROR no invoice
+│     ↗ links to trace ffffffffffffffffffffffffffffffff span 8888888888888888: checkout  POST /orders  SERVER
+│     ↗ links to trace 11111111111111111111111111111111 span 9999999999999999: not in file
+│
+
+7 trace(s), 9 span(s) in 3 journey(s)
+";
+
+#[test]
+fn draws_linked_traces_as_journeys() {
+    let (ok, stdout, stderr) = traces_of(LINKS, &["--journeys"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, JOURNEYS, "\n--- got ---\n{stdout}");
+}
+
+#[test]
+fn a_selected_trace_brings_its_journey_from_either_end() {
+    for end in [
+        "dddddddddddddddddddddddddddddddd",
+        "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee",
+    ] {
+        let (ok, stdout, stderr) = traces_of(LINKS, &["--journeys", "--trace-id", end]);
+        assert!(ok, "{stderr}");
+        assert!(
+            stdout.starts_with("journey  2 traces joined by 1 link(s)  checkout → tracebridge")
+                && stdout.contains("│ trace dddddddddddddddddddddddddddddddd")
+                && stdout.contains("│ trace eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee")
+                && stdout.ends_with("2 trace(s), 3 span(s) in 1 journey(s)\n"),
+            "{stdout}"
+        );
+    }
+    // Without --journeys, the selection is the one trace alone.
+    let (_, alone, _) = traces_of(LINKS, &["--trace-id", "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"]);
+    assert!(alone.ends_with("1 trace(s), 2 span(s)\n"), "{alone}");
+    assert!(
+        alone.contains(
+            "↗ links to trace dddddddddddddddddddddddddddddddd span 5555555555555555: \
+             not read (--journeys reads linked traces)"
+        ),
+        "{alone}"
     );
 }
