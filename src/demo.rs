@@ -538,3 +538,111 @@ pub(crate) fn verify(traces: &Traces, request_id: &str, trace_id: &str, failing:
         problems,
     }
 }
+
+/// What the collector's tail sampling does, as the environment that
+/// configured it says (`bridge-config/otel-collector.yaml` reads the same
+/// variables, with the same defaults).
+pub(crate) struct TailSampling {
+    /// `TRACEBRIDGE_TAIL_SAMPLE_PERCENT`: at 100, every trace must arrive.
+    keeps_everything: bool,
+    /// `TRACEBRIDGE_TAIL_DECISION_WAIT`: nothing arrives before it passed.
+    decision_wait: Duration,
+}
+
+impl TailSampling {
+    pub(crate) fn from_env(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let percent = get("TRACEBRIDGE_TAIL_SAMPLE_PERCENT").unwrap_or_else(|| "10".into());
+        let percent: f64 = percent.trim().parse().map_err(|_| {
+            anyhow!("TRACEBRIDGE_TAIL_SAMPLE_PERCENT={percent:?} is not a number of percent")
+        })?;
+        let wait = get("TRACEBRIDGE_TAIL_DECISION_WAIT").unwrap_or_else(|| "30s".into());
+        let decision_wait = humantime::parse_duration(wait.trim()).map_err(|e| {
+            anyhow!("TRACEBRIDGE_TAIL_DECISION_WAIT={wait:?} is not a duration (like 30s): {e}")
+        })?;
+        Ok(Self {
+            keeps_everything: percent >= 100.0,
+            decision_wait,
+        })
+    }
+}
+
+/// Reads every order's trace back from Jaeger (through the collector's
+/// tail sampling) and checks it as the span file's: the failing order's
+/// trace (an error: always kept) and every trace Jaeger holds must be
+/// whole; a trace may be missing only when sampling keeps a share.
+pub(crate) async fn verify_in_jaeger(
+    url: &str,
+    ids: &[(String, String)],
+    tail: &TailSampling,
+) -> anyhow::Result<Vec<String>> {
+    let query = tracebridge::traces::jaeger::JaegerQuery::new(url);
+    let trace_ids: Vec<String> = ids.iter().map(|(_, trace)| trace.clone()).collect();
+    // The collector holds a trace for decision_wait, then batches it out.
+    let limit = tail.decision_wait + Duration::from_secs(20);
+    say(&format!(
+        "reading the {} traces back from Jaeger at {url} (the collector decides \
+         {:?} after a trace's first span; waiting up to {limit:?})",
+        ids.len(),
+        tail.decision_wait
+    ));
+    let started = tokio::time::Instant::now();
+    let mut settled_once = false;
+    let mut next_note = Duration::from_secs(10);
+    loop {
+        let traces = query.traces(&trace_ids).await?;
+        let mut problems = Vec::new();
+        let mut kept = 0;
+        for (index, (request_id, trace_id)) in ids.iter().enumerate() {
+            let failing = index + 1 == FAILING_ORDER;
+            let options = Options {
+                trace_id: Some(trace_id.clone()),
+                ..Options::default()
+            };
+            if traces.selected(&options).is_empty() {
+                if failing {
+                    problems.push(format!(
+                        "{request_id}: its trace {trace_id} holds an error but is not in Jaeger: tail sampling must keep every error"
+                    ));
+                } else if tail.keeps_everything {
+                    problems.push(format!(
+                        "{request_id}: its trace {trace_id} is not in Jaeger, though TRACEBRIDGE_TAIL_SAMPLE_PERCENT keeps every trace"
+                    ));
+                }
+                continue;
+            }
+            kept += 1;
+            problems.extend(
+                verify(&traces, request_id, trace_id, failing)
+                    .problems
+                    .into_iter()
+                    .map(|p| format!("in Jaeger: {p}")),
+            );
+        }
+        let elapsed = started.elapsed();
+        if problems.is_empty() {
+            // A kept trace may land a batch after the error's: look once more.
+            if settled_once {
+                say(&format!(
+                    "Jaeger holds {kept} of {} traces after {elapsed:.1?} (tail sampling keeps \
+                     every error, every slow trace, a share of the rest), each one whole",
+                    ids.len()
+                ));
+                return Ok(Vec::new());
+            }
+            settled_once = true;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            continue;
+        }
+        if elapsed > limit {
+            return Ok(problems);
+        }
+        if elapsed > next_note {
+            say(&format!(
+                "  {elapsed:.0?}: {kept} of {} traces in Jaeger so far",
+                ids.len()
+            ));
+            next_note += Duration::from_secs(10);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

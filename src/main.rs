@@ -99,6 +99,16 @@ enum Command {
         /// How long each stage may take, in seconds.
         #[arg(long, default_value = "60", value_name = "SECONDS")]
         timeout: u64,
+        /// Jaeger's query service: when OTEL_EXPORTER_OTLP_ENDPOINT sends
+        /// the spans to a collector, the demo reads its traces back from
+        /// here and checks them as it checks the span file.
+        #[arg(
+            long,
+            env = "TRACEBRIDGE_JAEGER_URL",
+            default_value = "http://localhost:16686",
+            value_name = "URL"
+        )]
+        jaeger: String,
     },
 }
 
@@ -123,6 +133,7 @@ fn main() -> ExitCode {
             orders,
             out,
             timeout,
+            jaeger,
         } => {
             let settings = demo::Settings {
                 kafka,
@@ -132,7 +143,7 @@ fn main() -> ExitCode {
                 setup_only,
                 timeout: Duration::from_secs(timeout),
             };
-            runtime.block_on(run_demo(&settings, &out))
+            runtime.block_on(run_demo(&settings, &out, &jaeger))
         }
         Command::Traces {
             file,
@@ -391,7 +402,11 @@ impl ShutdownSignals {
 /// The demo needs the failing order to exist.
 const FAILING_ORDER_MIN: usize = 2;
 
-async fn run_demo(settings: &demo::Settings, out: &std::path::Path) -> anyhow::Result<()> {
+async fn run_demo(
+    settings: &demo::Settings,
+    out: &std::path::Path,
+    jaeger: &str,
+) -> anyhow::Result<()> {
     use std::io::IsTerminal as _;
     use tracebridge::telemetry::{SpanTarget, TelemetryBuilder, span_targets_from_env};
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -406,9 +421,10 @@ async fn run_demo(settings: &demo::Settings, out: &std::path::Path) -> anyhow::R
         }
     }
     // Always the span file (the view reads it); a collector too when the
-    // environment names one (docker compose).
+    // environment names one (scripts/stack.sh, docker compose).
     let mut targets = vec![SpanTarget::File(spans.clone())];
-    if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
+    let to_collector = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
+    if to_collector {
         targets.extend(
             span_targets_from_env(|name| std::env::var(name).ok())?
                 .into_iter()
@@ -460,6 +476,10 @@ async fn run_demo(settings: &demo::Settings, out: &std::path::Path) -> anyhow::R
         );
         span_total += verdict.spans;
         problems.extend(verdict.problems);
+    }
+    if to_collector && problems.is_empty() {
+        let tail = demo::TailSampling::from_env(|name| std::env::var(name).ok())?;
+        problems.extend(demo::verify_in_jaeger(jaeger, &ids, &tail).await?);
     }
     let joined = problems.is_empty();
     print_out(&format!(

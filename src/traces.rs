@@ -28,6 +28,8 @@
 //! assert_eq!(traces.bad_lines, 0);
 //! ```
 
+pub mod jaeger;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::BufRead;
