@@ -1,5 +1,7 @@
 //! docker-compose.yml, the collector config, the Dockerfile and the relay
-//! configs they use: parsed, cross-checked, every referenced file present.
+//! configs they use: parsed, cross-checked, every referenced file present;
+//! and the native stack (scripts/stack.sh) held to the same collector and
+//! Jaeger configs and versions as the compose file.
 #![cfg(all(feature = "kafka", feature = "amqp"))]
 
 use std::path::Path;
@@ -68,9 +70,10 @@ fn compose_has_every_service_wired_in_order_and_its_files_exist() {
     );
     for traced in ["relay", "demo"] {
         let endpoint = services[traced]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"].as_str();
+        // HTTP/protobuf, the default OTLP protocol, is served on 4318.
         assert_eq!(
             endpoint,
-            Some("http://otel-collector:4317"),
+            Some("http://otel-collector:4318"),
             "{traced} exports to the collector"
         );
         assert_eq!(
@@ -167,12 +170,130 @@ fn the_collector_pipelines_use_only_defined_components() {
         .filter_map(Value::as_str)
         .collect();
     assert!(
-        traces_out.contains(&"otlp/jaeger") && traces_out.contains(&"file"),
+        traces_out.contains(&"otlp_grpc/jaeger") && traces_out.contains(&"file"),
         "{traces_out:?}"
     );
+    // Jaeger's OTLP port, where bridge-config/stack/jaeger.yaml listens.
     assert_eq!(
-        collector["exporters"]["otlp/jaeger"]["endpoint"].as_str(),
-        Some("jaeger:4317")
+        collector["exporters"]["otlp_grpc/jaeger"]["endpoint"].as_str(),
+        Some("${env:TRACEBRIDGE_JAEGER_HOST:-jaeger}:14317")
+    );
+    let jaeger = yaml("bridge-config/stack/jaeger.yaml");
+    assert_eq!(
+        jaeger["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].as_str(),
+        Some("0.0.0.0:14317")
+    );
+    // Tail sampling sits between the memory limiter and the batch.
+    let processors: Vec<&str> = pipelines["traces"]["processors"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(processors, ["memory_limiter", "tail_sampling", "batch"]);
+    let policies: Vec<&str> = collector["processors"]["tail_sampling"]["policies"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["type"].as_str())
+        .collect();
+    assert_eq!(policies, ["status_code", "latency", "probabilistic"]);
+}
+
+/// A `NAME=VALUE` line of scripts/stack.sh, with `$ROOT/` taken off.
+fn stack_setting(script: &str, name: &str) -> String {
+    script
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{name}=")))
+        .map(|value| value.trim_start_matches("$ROOT/").to_owned())
+        .unwrap_or_else(|| panic!("scripts/stack.sh sets no {name}"))
+}
+
+/// The first volume's source path of a compose service.
+fn mounted(service: &Value) -> String {
+    let volume = service["volumes"][0].as_str().expect("a volume");
+    volume
+        .split(':')
+        .next()
+        .expect("a source")
+        .trim_start_matches("./")
+        .to_owned()
+}
+
+/// The tag of a compose service's image.
+fn image_tag(service: &Value) -> &str {
+    let image = service["image"].as_str().expect("an image");
+    image.rsplit_once(':').expect("a tag").1
+}
+
+#[test]
+fn the_native_stack_runs_the_same_configs_and_versions_as_compose() {
+    let script = std::fs::read_to_string(root().join("scripts/stack.sh")).expect("stack.sh");
+    let compose = yaml("docker-compose.yml");
+    let services = &compose["services"];
+
+    let collector_config = stack_setting(&script, "COLLECTOR_CONFIG");
+    assert_eq!(mounted(&services["otel-collector"]), collector_config);
+    let jaeger_config = stack_setting(&script, "JAEGER_CONFIG");
+    assert_eq!(mounted(&services["jaeger"]), jaeger_config);
+
+    // The collector: the image's release is the one the manifest builds.
+    let manifest = yaml(&stack_setting(&script, "MANIFEST"));
+    let built = manifest["dist"]["version"].as_str().expect("dist.version");
+    assert_eq!(image_tag(&services["otel-collector"]), built);
+    for (kind, modules) in [
+        ("receivers", "receiver"),
+        ("processors", "processor"),
+        ("exporters", "exporter"),
+        ("extensions", "extension"),
+    ] {
+        assert!(
+            manifest[kind]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["gomod"].as_str())
+                .all(|gomod| gomod.contains(&format!(" v{built}"))),
+            "every {kind} module at {built}"
+        );
+        // Every component the config names is built in.
+        let collector = yaml(&collector_config);
+        for name in keys(&collector[kind]) {
+            let component = name.split('/').next().expect("a type");
+            // `otlp_grpc` is the otlp exporter's new name.
+            let component = if component == "otlp_grpc" {
+                "otlp"
+            } else {
+                component
+            };
+            let module = format!("{}{modules} ", component.replace('_', ""));
+            assert!(
+                manifest[kind]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|m| m["gomod"].as_str())
+                    .any(|gomod| gomod.contains(&format!("/{module}"))),
+                "{kind}: {name} is not in the builder manifest"
+            );
+        }
+    }
+
+    // Jaeger: v2.x is tagged v1.(x+63) for Go.
+    let module_version = stack_setting(&script, "JAEGER_VERSION");
+    let minor = |version: &str, major: &str| -> u32 {
+        let rest = version
+            .strip_prefix(major)
+            .unwrap_or_else(|| panic!("{version}"));
+        rest.split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .expect("a minor")
+    };
+    assert_eq!(
+        minor(image_tag(&services["jaeger"]), "2.") + 63,
+        minor(&module_version, "v1."),
+        "compose's Jaeger image and the module scripts/stack.sh builds"
     );
 }
 
