@@ -5,10 +5,15 @@
 CARGO ?= cargo
 PHASE = scripts/phase.sh
 
-.PHONY: demo test brokers-up brokers-down lint bench
+.PHONY: demo demo-stack test brokers-up brokers-down stack-up stack-down stack-test lint bench
 
 demo: brokers-up
 	$(PHASE) demo $(CARGO) run --release -- demo
+
+# The demo exporting to the local Collector → Jaeger (scripts/stack.sh),
+# its traces read back from Jaeger and checked.
+demo-stack: brokers-up stack-up
+	OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 $(PHASE) demo $(CARGO) run --release -- demo
 
 test: brokers-up
 	$(PHASE) build $(CARGO) test --no-run
@@ -20,6 +25,17 @@ brokers-up:
 
 brokers-down:
 	scripts/brokers.sh down
+
+# The OpenTelemetry Collector and Jaeger, built from their Go modules.
+stack-up:
+	$(PHASE) stack scripts/stack.sh up
+
+stack-down:
+	scripts/stack.sh down
+
+# The stack tests (tests/stack.rs) and the demo against the stack.
+stack-test: brokers-up
+	$(PHASE) stack-test scripts/stack-test.sh
 
 lint:
 	$(CARGO) fmt --check

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The observability stack for real (a CI phase, after `make test` started
+# the brokers): builds and starts the OpenTelemetry Collector and Jaeger
+# (scripts/stack.sh), then
+#   1. keeping every trace: the Kafka → relay → RabbitMQ flow is one trace in
+#      Jaeger and in the collector's file (tests/stack.rs), and the demo's
+#      traces read back from Jaeger are whole;
+#   2. at the seeds' kind of sampling (5 % of ordinary traces): every error
+#      and slow trace is kept, most others are not (tests/stack.rs), and the
+#      demo's failing order still reaches Jaeger whole.
+# Stops the stack at the end, whatever happened.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+trap 'scripts/stack.sh down' EXIT
+# The tests' traces are complete within a second of their first span: a
+# short decision wait keeps the phase fast (production: see the config).
+export TRACEBRIDGE_TAIL_DECISION_WAIT=3s
+
+# The demo exporting to the collector checks its traces in Jaeger too.
+run_demo() {
+  OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 \
+    cargo run --quiet -- demo --out "target/demo-stack-$TRACEBRIDGE_TAIL_SAMPLE_PERCENT" >/dev/null
+}
+
+echo "[stack-test] every trace kept"
+export TRACEBRIDGE_TAIL_SAMPLE_PERCENT=100
+scripts/stack.sh restart
+cargo test --test stack -- --ignored --exact \
+  a_kafka_to_amqp_flow_is_one_trace_in_jaeger_and_in_the_collectors_file
+run_demo
+
+echo "[stack-test] 5 % of ordinary traces kept"
+export TRACEBRIDGE_TAIL_SAMPLE_PERCENT=5
+scripts/stack.sh restart
+cargo test --test stack -- --ignored --exact \
+  tail_sampling_keeps_every_error_and_slow_trace_and_drops_most_others
+run_demo
