@@ -22,16 +22,15 @@ run_demo() {
     cargo run --quiet -- demo --out "target/demo-stack-$TRACEBRIDGE_TAIL_SAMPLE_PERCENT" >/dev/null
 }
 
-echo "[stack-test] every trace kept"
-export TRACEBRIDGE_TAIL_SAMPLE_PERCENT=100
-scripts/stack.sh restart
-cargo test --test stack -- --ignored --exact \
-  a_kafka_to_amqp_flow_is_one_trace_in_jaeger_and_in_the_collectors_file
-run_demo
+# At PERCENT % of ordinary traces: restart the stack, run the stack test
+# that expects that sampling, then the demo.
+with_sampling() {
+  export TRACEBRIDGE_TAIL_SAMPLE_PERCENT=$1
+  echo "[stack-test] $TRACEBRIDGE_TAIL_SAMPLE_PERCENT % of ordinary traces kept"
+  scripts/stack.sh restart
+  cargo test --test stack -- --ignored --exact "$2"
+  run_demo
+}
 
-echo "[stack-test] 5 % of ordinary traces kept"
-export TRACEBRIDGE_TAIL_SAMPLE_PERCENT=5
-scripts/stack.sh restart
-cargo test --test stack -- --ignored --exact \
-  tail_sampling_keeps_every_error_and_slow_trace_and_drops_most_others
-run_demo
+with_sampling 100 a_kafka_to_amqp_flow_is_one_trace_in_jaeger_and_in_the_collectors_file
+with_sampling 5 tail_sampling_keeps_every_error_and_slow_trace_and_drops_most_others

@@ -480,7 +480,6 @@ const BAR_WIDTH: usize = 30;
 
 fn draw_trace(out: &mut String, spans: &[SpanRecord], links: &LinkIndex<'_>, paint: Paint) {
     let (start, end) = window(spans.iter());
-    let errors = spans.iter().filter(|s| s.error.is_some()).count();
     let by_id: HashMap<&str, &SpanRecord> = spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
     // Within the trace, a message waits between its send and its read.
     let waits = spans.iter().filter_map(|span| {
@@ -489,17 +488,9 @@ fn draw_trace(out: &mut String, spans: &[SpanRecord], links: &LinkIndex<'_>, pai
     });
     let _ = writeln!(
         out,
-        "trace {}  {}  {} span(s), {}{}{}",
+        "trace {}  {}",
         spans[0].trace_id,
-        services(spans.iter()).join(" → "),
-        spans.len(),
-        duration(end - start),
-        in_brokers(waits, (start, end)),
-        if errors > 0 {
-            paint.error(&format!(", {errors} error(s)"))
-        } else {
-            String::new()
-        }
+        summary(spans.iter(), waits, paint)
     );
     let ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
     let mut children: BTreeMap<&str, Vec<&SpanRecord>> = BTreeMap::new();
@@ -549,7 +540,6 @@ fn draw_journey_line(
     paint: Paint,
 ) {
     let spans = || traces.iter().flat_map(|trace| trace.iter());
-    let (start, end) = window(spans());
     let members: HashSet<&str> = traces.iter().map(|t| t[0].trace_id.as_str()).collect();
     let link_count = spans()
         .flat_map(|span| &span.links)
@@ -568,13 +558,28 @@ fn draw_journey_line(
             .chain(linked)
             .filter_map(move |sender| broker_wait(sender, span))
     });
-    let errors = spans().filter(|s| s.error.is_some()).count();
     let _ = writeln!(
         out,
-        "journey  {} traces joined by {link_count} link(s)  {}  {} span(s), {}{}{}",
+        "journey  {} traces joined by {link_count} link(s)  {}",
         traces.len(),
-        services(spans()).join(" → "),
-        spans().count(),
+        summary(spans(), waits, paint)
+    );
+}
+
+/// `checkout → tracebridge  5 span(s), 260.0 ms, 192.0 ms waiting in
+/// brokers (73 %), 1 error(s)`: the services in order, the span count, the
+/// wall time, the broker time within it, and the errors.
+fn summary<'a>(
+    spans: impl Iterator<Item = &'a SpanRecord> + Clone,
+    waits: impl Iterator<Item = (u64, u64)>,
+    paint: Paint,
+) -> String {
+    let (start, end) = window(spans.clone());
+    let errors = spans.clone().filter(|s| s.error.is_some()).count();
+    format!(
+        "{}  {} span(s), {}{}{}",
+        services(spans.clone()).join(" → "),
+        spans.count(),
         duration(end - start),
         in_brokers(waits, (start, end)),
         if errors > 0 {
@@ -582,7 +587,7 @@ fn draw_journey_line(
         } else {
             String::new()
         }
-    );
+    )
 }
 
 /// The earliest start and latest end of `spans`.

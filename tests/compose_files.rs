@@ -247,12 +247,15 @@ fn the_native_stack_runs_the_same_configs_and_versions_as_compose() {
         ("exporters", "exporter"),
         ("extensions", "extension"),
     ] {
+        let gomods: Vec<&str> = manifest[kind]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["gomod"].as_str())
+            .collect();
         assert!(
-            manifest[kind]
-                .as_sequence()
-                .into_iter()
-                .flatten()
-                .filter_map(|m| m["gomod"].as_str())
+            gomods
+                .iter()
                 .all(|gomod| gomod.contains(&format!(" v{built}"))),
             "every {kind} module at {built}"
         );
@@ -268,11 +271,8 @@ fn the_native_stack_runs_the_same_configs_and_versions_as_compose() {
             };
             let module = format!("{}{modules} ", component.replace('_', ""));
             assert!(
-                manifest[kind]
-                    .as_sequence()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|m| m["gomod"].as_str())
+                gomods
+                    .iter()
                     .any(|gomod| gomod.contains(&format!("/{module}"))),
                 "{kind}: {name} is not in the builder manifest"
             );
