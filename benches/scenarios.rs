@@ -4,9 +4,9 @@
 //!
 //! Per side (Kafka produce and consume, AMQP publish and consume):
 //! * `raw`: what an untraced client does with the headers;
-//! * `sdk-span-floor`: the SDK's own cost for a span with the same
-//!   attributes, no propagation — what any OpenTelemetry instrumentation
-//!   pays (produce sides);
+//! * `sdk-span-floor`: the SDK's own cost for a span of the same kind with
+//!   the same attributes, no propagation — what any OpenTelemetry
+//!   instrumentation pays;
 //! * `traced`: what tracebridge's wrapper does (the span started with
 //!   `start_span_lazy`, as the wrappers do), the message sampled;
 //! * `traced-unsampled`: the same under `parentbased_traceidratio` with an
@@ -44,6 +44,26 @@ fn scenario(name: &'static str, step: impl FnMut() + 'static) -> Scenario {
     }
 }
 
+/// `{side}/sdk-span-floor`: the SDK alone starts and ends a `kind` span
+/// named `span_name` with `attributes`, the way any OpenTelemetry
+/// instrumentation would (builder, attributes given at start).
+fn floor(
+    name: &'static str,
+    provider: &SdkTracerProvider,
+    span_name: &'static str,
+    kind: SpanKind,
+    attributes: impl Fn() -> Vec<opentelemetry::KeyValue> + 'static,
+) -> Scenario {
+    let tracer = opentelemetry::trace::TracerProvider::tracer(provider, "floor");
+    scenario(name, move || {
+        let span = opentelemetry::trace::Tracer::span_builder(&tracer, span_name)
+            .with_kind(kind.clone())
+            .with_attributes(attributes())
+            .start(&tracer);
+        drop(black_box(span));
+    })
+}
+
 /// Every scenario, each with its own state, on `provider` (always-on) and
 /// `ratio_provider` (`parentbased_traceidratio` 0.1).
 pub fn all(provider: &SdkTracerProvider, ratio_provider: &SdkTracerProvider) -> Vec<Scenario> {
@@ -52,7 +72,7 @@ pub fn all(provider: &SdkTracerProvider, ratio_provider: &SdkTracerProvider) -> 
         let instrumentation =
             Instrumentation::from_sdk(provider, None).with_stability(Stability::Stable);
         all.extend(kafka(&instrumentation, provider, sampled));
-        all.extend(amqp(&instrumentation, sampled));
+        all.extend(amqp(&instrumentation, provider, sampled));
     }
     all
 }
@@ -131,14 +151,13 @@ fn kafka(
         out.push(scenario("kafka/produce/raw", || {
             black_box(app_headers());
         }));
-        let tracer = opentelemetry::trace::TracerProvider::tracer(provider, "floor");
-        out.push(scenario("kafka/produce/sdk-span-floor", move || {
-            let span = opentelemetry::trace::Tracer::span_builder(&tracer, "send orders")
-                .with_kind(SpanKind::Producer)
-                .with_attributes(send_attributes())
-                .start(&tracer);
-            drop(black_box(span));
-        }));
+        out.push(floor(
+            "kafka/produce/sdk-span-floor",
+            provider,
+            "send orders",
+            SpanKind::Producer,
+            send_attributes,
+        ));
         out.push(scenario("kafka/produce/traced", produce));
     } else {
         out.push(scenario("kafka/produce/traced-unsampled", produce));
@@ -167,7 +186,28 @@ fn kafka(
             black_box(found);
         }));
     }
+    let process_attributes = move || {
+        endpoint
+            .apply(
+                MessagingAttributes::new(Operation::Process, &destination, Stability::Stable)
+                    .consumer_group("billing")
+                    .partition(0)
+                    .kafka_offset(42)
+                    .kafka_key(Some(b"order-1")),
+            )
+            .into_vec()
+    };
+    if sampled {
+        out.push(floor(
+            "kafka/consume/sdk-span-floor",
+            provider,
+            "process orders",
+            SpanKind::Consumer,
+            process_attributes.clone(),
+        ));
+    }
     let instrumentation = instrumentation.clone();
+    let process_destination = Destination::kafka("orders");
     out.push(scenario(
         if sampled {
             "kafka/consume/traced"
@@ -176,26 +216,11 @@ fn kafka(
         },
         move || {
             let extracted = propagation.extract(&KafkaHeaderExtractor(black_box(&received)));
-            let attributes = || {
-                endpoint
-                    .apply(
-                        MessagingAttributes::new(
-                            Operation::Process,
-                            &destination,
-                            Stability::Stable,
-                        )
-                        .consumer_group("billing")
-                        .partition(0)
-                        .kafka_offset(42)
-                        .kafka_key(Some(b"order-1")),
-                    )
-                    .into_vec()
-            };
             let cx = instrumentation.start_process_span_lazy(
-                Operation::Process.span_name(&destination),
+                Operation::Process.span_name(&process_destination),
                 ParentPolicy::Join,
                 &extracted,
-                attributes,
+                &process_attributes,
             );
             cx.span().end();
             black_box(cx);
@@ -217,39 +242,68 @@ fn amqp_app_headers() -> FieldTable {
     table
 }
 
-fn amqp(instrumentation: &Instrumentation, sampled: bool) -> Vec<Scenario> {
+fn amqp(
+    instrumentation: &Instrumentation,
+    provider: &SdkTracerProvider,
+    sampled: bool,
+) -> Vec<Scenario> {
     let propagation = Propagation::default();
     let endpoint = Endpoint::from_servers("127.0.0.1:5672", None);
     let publish_to = Destination::rabbitmq("fulfillment", "order.created");
     let delivered = Destination::rabbitmq_queue("fulfillment", "order.created", "shipping");
+    let publish_attributes = {
+        let (endpoint, publish_to) = (endpoint.clone(), publish_to.clone());
+        move || {
+            endpoint
+                .apply(
+                    MessagingAttributes::new(Operation::Send, &publish_to, Stability::Stable)
+                        .message_id(Some("m-1")),
+                )
+                .into_vec()
+        }
+    };
+    let process_attributes = {
+        let (endpoint, delivered) = (endpoint.clone(), delivered.clone());
+        move || {
+            endpoint
+                .apply(
+                    MessagingAttributes::new(Operation::Process, &delivered, Stability::Stable)
+                        .delivery_tag(7)
+                        .message_id(Some("m-1")),
+                )
+                .into_vec()
+        }
+    };
     let mut out = Vec::new();
     if sampled {
         out.push(scenario("amqp/publish/raw", || {
             black_box(amqp_app_headers());
         }));
+        out.push(floor(
+            "amqp/publish/sdk-span-floor",
+            provider,
+            "publish fulfillment:order.created",
+            SpanKind::Producer,
+            publish_attributes.clone(),
+        ));
+        out.push(floor(
+            "amqp/consume/sdk-span-floor",
+            provider,
+            "process fulfillment:order.created:shipping",
+            SpanKind::Consumer,
+            process_attributes.clone(),
+        ));
     }
     let publish = {
-        let (instrumentation, propagation, endpoint) = (
-            instrumentation.clone(),
-            propagation.clone(),
-            endpoint.clone(),
-        );
+        let (instrumentation, propagation) = (instrumentation.clone(), propagation.clone());
         let parent = parent(sampled);
         move || {
-            let attributes = || {
-                endpoint
-                    .apply(
-                        MessagingAttributes::new(Operation::Send, &publish_to, Stability::Stable)
-                            .message_id(Some("m-1")),
-                    )
-                    .into_vec()
-            };
             let cx = instrumentation.start_span_lazy(
                 Operation::Send.span_name(&publish_to),
                 SpanKind::Producer,
                 &parent,
                 Vec::new(),
-                attributes,
+                &publish_attributes,
             );
             let mut headers = amqp_app_headers();
             propagation.inject(&cx, &mut AmqpHeaderInjector(&mut headers));
@@ -290,20 +344,11 @@ fn amqp(instrumentation: &Instrumentation, sampled: bool) -> Vec<Scenario> {
         },
         move || {
             let extracted = propagation.extract(&AmqpHeaderExtractor(black_box(&received)));
-            let attributes = || {
-                endpoint
-                    .apply(
-                        MessagingAttributes::new(Operation::Process, &delivered, Stability::Stable)
-                            .delivery_tag(7)
-                            .message_id(Some("m-1")),
-                    )
-                    .into_vec()
-            };
             let cx = instrumentation.start_process_span_lazy(
                 Operation::Process.span_name(&delivered),
                 ParentPolicy::Join,
                 &extracted,
-                attributes,
+                &process_attributes,
             );
             cx.span().end();
             black_box(cx);

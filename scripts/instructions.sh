@@ -29,10 +29,10 @@ for name in $("$bin" list); do
 done
 for side in kafka/produce kafka/consume amqp/publish amqp/consume; do
   raw=${per[$side/raw]:-} traced=${per[$side/traced]:-} unsampled=${per[$side/traced-unsampled]:-}
-  floor=${per[kafka/produce/sdk-span-floor]:-}
+  floor=${per[$side/sdk-span-floor]:-}
   [[ -n "$raw" && -n "$traced" ]] || continue
   line="$side: traced − raw = $(( traced - raw ))"
-  [[ -n "$floor" && "$side" == kafka/produce ]] && line+=", traced − sdk floor = $(( traced - floor ))"
+  [[ -n "$floor" ]] && line+=", traced − sdk floor = $(( traced - floor ))"
   [[ -n "$unsampled" ]] && line+=", unsampled − raw = $(( unsampled - raw ))"
   echo "$line"
 done
