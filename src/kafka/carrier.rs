@@ -118,7 +118,10 @@ impl KafkaHeaderInjector {
     pub fn finish(self) -> OwnedHeaders {
         let existing = self.existing.unwrap_or_default();
         let is_replaced = |key: &str| self.removed.iter().any(|r| r.eq_ignore_ascii_case(key));
-        let mut headers = if existing.iter().any(|h| is_replaced(h.key)) {
+        // `removed` holds only names the record has: when it is empty — the
+        // common record — the list is kept as is and appended to, without
+        // another pass over it through librdkafka's FFI.
+        let mut headers = if !self.removed.is_empty() {
             let mut rebuilt = OwnedHeaders::new_with_capacity(existing.count() + self.added.len());
             for header in existing.iter().filter(|h| !is_replaced(h.key)) {
                 rebuilt = rebuilt.insert(header);
