@@ -134,7 +134,7 @@ fn kafka(
         let parent = parent(sampled);
         move || {
             let cx = instrumentation.start_span_lazy(
-                Operation::Send.span_name(&destination),
+                Operation::Send.shared_span_name(&destination),
                 SpanKind::Producer,
                 &parent,
                 Vec::new(),
@@ -217,7 +217,7 @@ fn kafka(
         move || {
             let extracted = propagation.extract(&KafkaHeaderExtractor(black_box(&received)));
             let cx = instrumentation.start_process_span_lazy(
-                Operation::Process.span_name(&process_destination),
+                Operation::Process.shared_span_name(&process_destination),
                 ParentPolicy::Join,
                 &extracted,
                 &process_attributes,
@@ -299,7 +299,7 @@ fn amqp(
         let parent = parent(sampled);
         move || {
             let cx = instrumentation.start_span_lazy(
-                Operation::Send.span_name(&publish_to),
+                Operation::Send.shared_span_name(&publish_to),
                 SpanKind::Producer,
                 &parent,
                 Vec::new(),
@@ -345,7 +345,7 @@ fn amqp(
         move || {
             let extracted = propagation.extract(&AmqpHeaderExtractor(black_box(&received)));
             let cx = instrumentation.start_process_span_lazy(
-                Operation::Process.span_name(&delivered),
+                Operation::Process.shared_span_name(&delivered),
                 ParentPolicy::Join,
                 &extracted,
                 &process_attributes,

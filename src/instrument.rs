@@ -44,7 +44,7 @@ pub const QUEUE_TIME_METRIC: &str = "tracebridge.messaging.queue_time";
 /// [`Instrumentation::start_span_lazy`]).
 #[derive(Debug)]
 pub(crate) struct Received {
-    pub(crate) name: String,
+    pub(crate) name: Cow<'static, str>,
     pub(crate) produced_at: Option<SystemTime>,
     pub(crate) metric_attributes: Vec<KeyValue>,
 }
@@ -302,7 +302,7 @@ impl Instrumentation {
     /// only if the span records (see [`Instrumentation::start_span_lazy`]).
     pub fn start_process_span_lazy(
         &self,
-        name: String,
+        name: impl Into<Cow<'static, str>>,
         policy: ParentPolicy,
         extracted: &ExtractedContext,
         attributes: impl FnOnce() -> Vec<KeyValue>,
@@ -325,7 +325,7 @@ impl Instrumentation {
     /// trace (or sits under the ambient span for [`ParentPolicy::Ambient`]).
     pub fn start_process_span(
         &self,
-        name: String,
+        name: impl Into<Cow<'static, str>>,
         policy: ParentPolicy,
         extracted: &ExtractedContext,
         attributes: Vec<KeyValue>,
@@ -342,7 +342,7 @@ impl Instrumentation {
     /// an unusable context as [`INVALID_CONTEXT_ATTRIBUTE`].
     pub fn start_correlated_span(
         &self,
-        name: String,
+        name: impl Into<Cow<'static, str>>,
         extracted: &ExtractedContext,
         parent: Option<&SpanContext>,
         link: Option<&SpanContext>,
@@ -363,7 +363,7 @@ impl Instrumentation {
     /// context recorded as [`INVALID_CONTEXT_ATTRIBUTE`].
     fn start_consumer_span(
         &self,
-        name: String,
+        name: impl Into<Cow<'static, str>>,
         extracted: &ExtractedContext,
         parent: &Context,
         mut attributes: Vec<KeyValue>,

@@ -24,6 +24,7 @@
 //!     && kv.value.as_str() == "2"));
 //! ```
 
+use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
 use opentelemetry::trace::SpanKind;
@@ -50,7 +51,7 @@ impl System {
 }
 
 /// How a consumer settled a message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Settlement {
     /// Kafka offset commit.
     Commit,
@@ -63,7 +64,7 @@ pub enum Settlement {
 }
 
 /// A messaging operation, as the semantic conventions name them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Operation {
     /// Sending one message (PRODUCER).
     Send,
@@ -76,7 +77,7 @@ pub enum Operation {
 }
 
 /// Where a message goes or comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Destination {
     /// A Kafka topic.
     Kafka {
@@ -218,6 +219,15 @@ impl Operation {
         }
     }
 
+    /// [`Operation::span_name`], formatted once per operation and
+    /// destination and shared after: a span name is needed for every
+    /// message, and a process uses a handful of destinations. The names
+    /// live as long as the process, so at most [`SHARED_SPAN_NAMES`] are
+    /// kept; past that, each name is formatted as before.
+    pub fn shared_span_name(self, destination: &Destination) -> Cow<'static, str> {
+        span_names::shared(self, destination)
+    }
+
     /// The pre-1.26 `messaging.operation` value, for `messaging/dup`.
     fn legacy_name(self) -> &'static str {
         match self {
@@ -226,6 +236,63 @@ impl Operation {
             Operation::Process => "process",
             Operation::Settle(_) => "settle",
         }
+    }
+}
+
+/// How many span names [`Operation::shared_span_name`] keeps.
+pub const SHARED_SPAN_NAMES: usize = 1024;
+
+mod span_names {
+    use std::borrow::Cow;
+    use std::collections::HashMap;
+    use std::hash::{BuildHasher, Hash, Hasher};
+    use std::sync::{LazyLock, RwLock};
+
+    use super::{Destination, Operation, SHARED_SPAN_NAMES};
+
+    /// The names formatted so far, by the hash of their operation and
+    /// destination (looked up without building a key), each bucket
+    /// checked for equality.
+    type Names = HashMap<u64, Vec<(Operation, Destination, &'static str)>>;
+
+    static NAMES: LazyLock<(std::hash::RandomState, RwLock<(Names, usize)>)> =
+        LazyLock::new(|| (std::hash::RandomState::new(), RwLock::default()));
+
+    pub(super) fn shared(operation: Operation, destination: &Destination) -> Cow<'static, str> {
+        let (hasher, names) = &*NAMES;
+        let mut state = hasher.build_hasher();
+        operation.hash(&mut state);
+        destination.hash(&mut state);
+        let key = state.finish();
+        let found = |names: &Names| {
+            names.get(&key).and_then(|bucket| {
+                bucket
+                    .iter()
+                    .find(|(op, dest, _)| *op == operation && dest == destination)
+                    .map(|(_, _, name)| *name)
+            })
+        };
+        // A poisoned lock only means another thread panicked mid-insert;
+        // the map is still consistent (an insert is one push).
+        if let Some(name) = found(&names.read().unwrap_or_else(|e| e.into_inner()).0) {
+            return Cow::Borrowed(name);
+        }
+        let mut guard = names.write().unwrap_or_else(|e| e.into_inner());
+        let (map, count) = &mut *guard;
+        if let Some(name) = found(map) {
+            return Cow::Borrowed(name);
+        }
+        let formatted = operation.span_name(destination);
+        if *count >= SHARED_SPAN_NAMES {
+            return Cow::Owned(formatted);
+        }
+        // Kept for the process's life: bounded by SHARED_SPAN_NAMES.
+        let name: &'static str = Box::leak(formatted.into_boxed_str());
+        map.entry(key)
+            .or_default()
+            .push((operation, destination.clone(), name));
+        *count += 1;
+        Cow::Borrowed(name)
     }
 }
 
@@ -511,6 +578,47 @@ pub fn error_type(kind: impl Into<String>) -> KeyValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_span_names_equal_the_formatted_ones_and_are_formatted_once() {
+        for (operation, destination) in [
+            (Operation::Send, Destination::kafka("shared-orders")),
+            (Operation::Process, Destination::kafka("shared-orders")),
+            (
+                Operation::Send,
+                Destination::rabbitmq("shared-x", "order.created"),
+            ),
+            (
+                Operation::Receive,
+                Destination::rabbitmq_queue("shared-x", "rk", "shared-q"),
+            ),
+            (
+                Operation::Settle(Settlement::Ack),
+                Destination::rabbitmq_queue("shared-x", "rk", "shared-q"),
+            ),
+        ] {
+            let first = operation.shared_span_name(&destination);
+            assert_eq!(first, operation.span_name(&destination));
+            let second = operation.shared_span_name(&destination);
+            assert!(
+                matches!((&first, &second), (Cow::Borrowed(a), Cow::Borrowed(b)) if std::ptr::eq(*a, *b)),
+                "{first}: the same shared name the second time"
+            );
+        }
+        // Past the bound, names are still right, just formatted each time.
+        for n in 0..=SHARED_SPAN_NAMES {
+            let destination = Destination::kafka(format!("bound-{n}"));
+            assert_eq!(
+                Operation::Send.shared_span_name(&destination),
+                format!("send bound-{n}")
+            );
+        }
+        let past = Destination::kafka("past-the-bound");
+        assert!(matches!(
+            Operation::Send.shared_span_name(&past),
+            Cow::Owned(_)
+        ));
+    }
 
     fn get<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
         attrs

@@ -416,7 +416,7 @@ impl TracedDelivery {
             )
             .delivery_tag(self.delivery.delivery_tag);
             self.tracing.instrumentation.start_span(
-                operation.span_name(&destination),
+                operation.shared_span_name(&destination),
                 SpanKind::Client,
                 &self.cx,
                 self.tracing.endpoint.apply(attributes).into_vec(),

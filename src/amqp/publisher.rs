@@ -196,7 +196,7 @@ impl TracedPublisher {
             self.endpoint.apply(attributes).into_vec()
         };
         let cx = self.instrumentation.start_span_lazy(
-            Operation::Send.span_name(&destination),
+            Operation::Send.shared_span_name(&destination),
             SpanKind::Producer,
             parent,
             Vec::new(),

@@ -31,7 +31,7 @@ pub(crate) fn received(delivery: &Delivered<'_>, operation: Operation) -> Receiv
     let destination =
         Destination::rabbitmq_queue(delivery.exchange, delivery.routing_key, delivery.queue);
     Received {
-        name: operation.span_name(&destination),
+        name: operation.shared_span_name(&destination),
         produced_at: delivery
             .properties
             .timestamp()

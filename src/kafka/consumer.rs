@@ -351,11 +351,11 @@ where
         let destination = Destination::kafka(first_topic);
         let mut attributes = MessagingAttributes::new(Operation::Receive, &destination, stability);
         let name = if one_topic {
-            Operation::Receive.span_name(&destination)
+            Operation::Receive.shared_span_name(&destination)
         } else {
             // Several topics: no single destination to name.
             attributes = attributes.without(attr::MESSAGING_DESTINATION_NAME);
-            Operation::Receive.name(System::Kafka).to_owned()
+            Operation::Receive.name(System::Kafka).into()
         };
         attributes = attributes.batch_count(messages.len());
         if let Some(group) = &self.group {
@@ -396,7 +396,7 @@ where
                 attributes = attributes.consumer_group(group);
             }
             self.instrumentation.start_span(
-                operation.span_name(&destination),
+                operation.shared_span_name(&destination),
                 SpanKind::Client,
                 &message.cx,
                 self.endpoint.apply(attributes).into_vec(),

@@ -38,7 +38,7 @@ pub(crate) fn received(record: &Record<'_>) -> Received {
         ));
     }
     Received {
-        name: Operation::Process.span_name(&destination),
+        name: Operation::Process.shared_span_name(&destination),
         produced_at: record
             .timestamp_ms
             .and_then(|ms| u64::try_from(ms).ok())
