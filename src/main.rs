@@ -10,6 +10,15 @@ use clap::{Parser, Subcommand};
 use tracebridge::relay::config::{KeySource, Sink, Source};
 use tracebridge::relay::{Relay, RelayConfig};
 
+// The binary's allocator, chosen by measurement (BENCHMARKS.md); the
+// library leaves the choice to the programs that link it.
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod demo;
 
 /// tracebridge: keeps distributed traces whole across Kafka and RabbitMQ.

@@ -75,29 +75,41 @@ pub struct KafkaHeaderInjector {
     added: Vec<(Cow<'static, str>, String)>,
 }
 
-/// Every format's Kafka field names, gathered once: checked for every
-/// removed field and every header of every traced record.
-static FIELDS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
-    let mut fields: Vec<&'static str> = Format::ALL
-        .iter()
-        .flat_map(|f| f.fields(Transport::Kafka))
-        .copied()
-        .collect();
-    fields.sort_unstable();
-    fields.dedup();
-    fields
-});
+/// Every format's Kafka field names, gathered once and grouped by length:
+/// every removed field and every header of every traced record is checked
+/// against them, so a name is compared only with the few of its length
+/// (scanning them all was 1 200 instructions a message).
+static FIELDS_BY_LENGTH: std::sync::LazyLock<Vec<Vec<&'static str>>> =
+    std::sync::LazyLock::new(|| {
+        let mut by_length: Vec<Vec<&'static str>> = Vec::new();
+        for field in Format::ALL.iter().flat_map(|f| f.fields(Transport::Kafka)) {
+            if by_length.len() <= field.len() {
+                by_length.resize_with(field.len() + 1, Vec::new);
+            }
+            if !by_length[field.len()].contains(field) {
+                by_length[field.len()].push(field);
+            }
+        }
+        by_length
+    });
 
-/// Whether `name` is a field of some format (any case).
+/// The field names as long as `name`.
+fn fields_of_length(name: &str) -> &'static [&'static str] {
+    FIELDS_BY_LENGTH.get(name.len()).map_or(&[], Vec::as_slice)
+}
+
+/// Whether `name` is a field of some format (any case). Names usually
+/// come in the fields' own lower case, so the byte-equal check (a memcmp)
+/// decides most calls before the case-folding one.
 fn is_field(name: &str) -> bool {
-    FIELDS
+    fields_of_length(name)
         .iter()
-        .any(|field| field.len() == name.len() && field.eq_ignore_ascii_case(name))
+        .any(|field| *field == name || field.eq_ignore_ascii_case(name))
 }
 
 /// The header names tracebridge writes, borrowed instead of copied per message.
 fn intern(key: &str) -> Cow<'static, str> {
-    FIELDS
+    fields_of_length(key)
         .iter()
         .find(|name| **name == key)
         .map_or_else(|| Cow::Owned(key.to_owned()), |name| Cow::Borrowed(*name))
