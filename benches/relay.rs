@@ -17,6 +17,14 @@
 //!   publish — what a naive bridge does.
 //!
 //! Peak RSS is the whole benchmark process's (an upper bound for the relay).
+//!
+//! `TB_BENCH_ONLY=process` instead runs the relay as operators do — the
+//! `tracebridge run` binary, a process of its own, window 1024, one route,
+//! spans written as OTLP/JSON to /dev/null — against the plain pipelined
+//! loop, and samples the relay process's resident memory (VmRSS) every
+//! 50 ms: the steady state is the median of the second half of the run.
+//! `TB_BENCH_RELAY_BINS=name=path,name=path` compares several builds of
+//! the binary in the same rounds (how the allocator was chosen).
 
 mod support;
 
@@ -204,6 +212,157 @@ fn peak_rss_mib() -> f64 {
     support::proc_status_kib("VmHWM") as f64 / 1024.0
 }
 
+/// What one run of the relay process gave.
+#[derive(Clone, Copy, Default)]
+struct ProcessRun {
+    rate: f64,
+    /// Median VmRSS over the second half of the run, MiB.
+    steady_rss: f64,
+    /// VmHWM at the end, MiB.
+    peak_rss: f64,
+}
+
+/// A field of /proc/PID/status in MiB (0 when the process is gone).
+fn rss_of(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// The relay binary at `binary` as a process: one route `topic` → `queue`,
+/// timed from spawn until RabbitMQ holds all `n`, its memory sampled.
+async fn relay_process_run(
+    binary: &str,
+    admin: &lapin::Channel,
+    topic: &str,
+    queue: &str,
+    n: usize,
+) -> ProcessRun {
+    let dir = std::env::temp_dir().join(format!("tb-relay-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[relay]
+listen = "127.0.0.1:0"
+max_in_flight = {WINDOW}
+[kafka.k]
+bootstrap_servers = "{}"
+[amqp.r]
+url = "{}"
+[[route]]
+name = "bench"
+from = {{ kafka = "k", topic = "{topic}", group = "{topic}-relay" }}
+to = {{ amqp = "r", exchange = "", routing_key = "{queue}" }}
+"#,
+            kafka(),
+            amqp()
+        ),
+    )
+    .expect("config");
+    let started = Instant::now();
+    let mut child = std::process::Command::new(binary)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("TRACEBRIDGE_SPANS_FILE", "/dev/null")
+        .env("RUST_LOG", "warn")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{binary}: {e} (cargo build --release first)"));
+    let pid = child.id();
+    let mut samples = Vec::new();
+    while (queue_depth(admin, queue).await as usize) < n {
+        samples.push(rss_of(pid, "VmRSS"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let peak_rss = rss_of(pid, "VmHWM");
+    let mut steady: Vec<f64> = samples.split_off(samples.len() / 2);
+    steady.sort_by(f64::total_cmp);
+    let steady_rss = steady.get(steady.len() / 2).copied().unwrap_or(0.0);
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = child.wait();
+    ProcessRun {
+        rate,
+        steady_rss,
+        peak_rss,
+    }
+}
+
+/// `TB_BENCH_ONLY=process`: each build of the relay binary, as a process,
+/// against the plain pipelined loop, in the same rounds.
+async fn process_main(n: usize, conn: &Connection, admin: &lapin::Channel) {
+    let bins: Vec<(String, String)> = std::env::var("TB_BENCH_RELAY_BINS")
+        .unwrap_or_else(|_| format!("relay={}", env!("CARGO_BIN_EXE_tracebridge")))
+        .split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(name, path)| (name.to_owned(), path.to_owned()))
+        .collect();
+    let run = std::process::id();
+    let mut best: Vec<ProcessRun> = vec![ProcessRun::default(); bins.len()];
+    let mut best_plain = 0f64;
+    for round in 0..3 {
+        let mut line = format!("round {round}:");
+        for (i, (name, binary)) in bins.iter().enumerate() {
+            let topic = format!("tb-relay-process-{name}-{run}-{round}");
+            fill_topic(&topic, n).await;
+            declare_queue(admin, &topic).await;
+            let result = tokio::time::timeout(
+                Duration::from_secs(180),
+                relay_process_run(binary, admin, &topic, &topic, n),
+            )
+            .await
+            .unwrap_or_default();
+            delete_queue(admin, &topic).await;
+            line += &format!(
+                " {name} {:.0}/s (RSS steady {:.1} MiB, peak {:.1} MiB);",
+                result.rate, result.steady_rss, result.peak_rss
+            );
+            if result.rate > best[i].rate {
+                best[i].rate = result.rate;
+            }
+            // Memory: the worst round counts.
+            best[i].steady_rss = best[i].steady_rss.max(result.steady_rss);
+            best[i].peak_rss = best[i].peak_rss.max(result.peak_rss);
+        }
+        let topic = format!("tb-relay-process-plain-{run}-{round}");
+        fill_topic(&topic, n).await;
+        declare_queue(admin, &topic).await;
+        let plain = tokio::time::timeout(
+            Duration::from_secs(120),
+            plain_run(conn, &topic, &topic, n, WINDOW),
+        )
+        .await
+        .unwrap_or(0.0);
+        delete_queue(admin, &topic).await;
+        best_plain = best_plain.max(plain);
+        eprintln!("{line} plain pipelined {plain:.0}/s");
+    }
+    println!(
+        "relay process Kafka -> RabbitMQ, {n} messages of 100 bytes, window {WINDOW}, best of 3 (memory: worst round)"
+    );
+    for ((name, _), result) in bins.iter().zip(&best) {
+        println!(
+            "  {name:<12} {:>8.0} msg/s  ratio to plain {:.3}  RSS steady {:.1} MiB, peak {:.1} MiB",
+            result.rate,
+            result.rate / best_plain,
+            result.steady_rss,
+            result.peak_rss
+        );
+    }
+    println!("  plain pipelined {best_plain:>8.0} msg/s");
+}
+
 #[tokio::main]
 async fn main() {
     let n: usize = std::env::var("TB_BENCH_MESSAGES")
@@ -216,6 +375,11 @@ async fn main() {
         .await
         .expect("RabbitMQ (scripts/brokers.sh up)");
     let admin = conn.create_channel().await.expect("admin channel");
+    if std::env::var("TB_BENCH_ONLY").as_deref() == Ok("process") {
+        process_main(n, &conn, &admin).await;
+        let _ = provider.shutdown();
+        return;
+    }
     let run = std::process::id();
     let mut best = [0f64; 3];
     for round in 0..3 {

@@ -3,6 +3,7 @@
 //! ```sh
 //! scripts/brokers.sh up
 //! cargo bench --bench throughput   # TB_BENCH_MESSAGES=20000, TB_BENCH_ONLY=kafka|amqp
+//! TB_BENCH_SAMPLING=0.1 cargo bench --bench throughput   # parentbased_traceidratio 0.1
 //! ```
 //!
 //! Each round: plain rdkafka and `TracedProducer` each send N messages
@@ -373,7 +374,20 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
     let payload = vec![b'x'; 100];
-    let provider = support::provider();
+    // TB_BENCH_SAMPLING=0.1: the seeds' advised head sampling (parent-based
+    // ratio): 90 % of the traced producer's messages unsampled, and their
+    // consumers following that decision.
+    let provider = match std::env::var("TB_BENCH_SAMPLING").as_deref() {
+        Ok("0.1") => {
+            println!("sampling: parentbased_traceidratio 0.1");
+            support::ratio_provider()
+        }
+        Ok(other) if other != "1" => panic!("TB_BENCH_SAMPLING: 1 or 0.1, not {other:?}"),
+        _ => {
+            println!("sampling: always on");
+            support::provider()
+        }
+    };
     let instrumentation = Instrumentation::from_sdk(&provider, None);
     if only != "amqp" {
         kafka_bench(n, &payload, &instrumentation).await;

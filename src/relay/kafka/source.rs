@@ -20,6 +20,11 @@ use crate::relay::message::{Inbound, InboundHeaders, Origin};
 use crate::relay::settle::{Settled, relay_until_settled};
 use crate::relay::stats::RouteStats;
 
+/// librdkafka's `queued.min.messages` for a route's consumer.
+const RELAY_PREFETCH_MESSAGES: &str = "10000";
+/// librdkafka's `queued.max.messages.kbytes` for a route's consumer.
+const RELAY_PREFETCH_KIB: &str = "8192";
+
 /// Creates a route's consumer and subscribes it to `topic`: manual
 /// commits, from the earliest offset when the group has none.
 pub(crate) fn open(
@@ -32,7 +37,12 @@ pub(crate) fn open(
     config
         .set("group.id", group)
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest");
+        .set("auto.offset.reset", "earliest")
+        // The route holds at most `max_in_flight` messages: librdkafka's
+        // default prefetch (up to 100 000 messages or 64 MiB a partition)
+        // only adds resident memory. `properties` may raise them again.
+        .set("queued.min.messages", RELAY_PREFETCH_MESSAGES)
+        .set("queued.max.messages.kbytes", RELAY_PREFETCH_KIB);
     super::apply_properties(&mut config, broker);
     let connect_error = |e| crate::relay::connect_error(route, &broker.bootstrap_servers, e);
     let consumer: StreamConsumer = config.create().map_err(connect_error)?;
