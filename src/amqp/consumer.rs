@@ -409,18 +409,22 @@ impl TracedDelivery {
         let operation = Operation::Settle(settlement);
         let settle_cx = self.tracing.settle_spans.then(|| {
             let destination = self.tracing.destination(&self.delivery);
-            let attributes = MessagingAttributes::new(
-                operation,
-                &destination,
-                self.tracing.instrumentation.stability(),
-            )
-            .delivery_tag(self.delivery.delivery_tag);
-            self.tracing.instrumentation.start_span(
+            // Attributes only for a span that records: under an unsampled
+            // message they were built and thrown away.
+            self.tracing.instrumentation.start_span_lazy(
                 operation.shared_span_name(&destination),
                 SpanKind::Client,
                 &self.cx,
-                self.tracing.endpoint.apply(attributes).into_vec(),
                 Vec::new(),
+                || {
+                    let attributes = MessagingAttributes::new(
+                        operation,
+                        &destination,
+                        self.tracing.instrumentation.stability(),
+                    )
+                    .delivery_tag(self.delivery.delivery_tag);
+                    self.tracing.endpoint.apply(attributes).into_vec()
+                },
             )
         });
         let result = call.await;
