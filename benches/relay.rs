@@ -119,14 +119,9 @@ async fn queue_depth(channel: &lapin::Channel, queue: &str) -> u32 {
     q.message_count()
 }
 
-async fn relay_run(
-    admin: &lapin::Channel,
-    topic: &str,
-    queue: &str,
-    n: usize,
-    instrumentation: &Instrumentation,
-) -> f64 {
-    let text = format!(
+/// The relay's config for one route `topic` → `queue`, window [`WINDOW`].
+fn relay_toml(topic: &str, queue: &str) -> String {
+    format!(
         r#"[relay]
 listen = "127.0.0.1:0"
 max_in_flight = {WINDOW}
@@ -141,7 +136,17 @@ to = {{ amqp = "r", exchange = "", routing_key = "{queue}" }}
 "#,
         kafka(),
         amqp()
-    );
+    )
+}
+
+async fn relay_run(
+    admin: &lapin::Channel,
+    topic: &str,
+    queue: &str,
+    n: usize,
+    instrumentation: &Instrumentation,
+) -> f64 {
+    let text = relay_toml(topic, queue);
     let config = RelayConfig::parse(&text, "bench", |_| None).expect("config");
     let started = Instant::now();
     let relay = Relay::start(config, instrumentation.clone())
@@ -247,26 +252,7 @@ async fn relay_process_run(
     let dir = std::env::temp_dir().join(format!("tb-relay-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let config = dir.join("relay.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[relay]
-listen = "127.0.0.1:0"
-max_in_flight = {WINDOW}
-[kafka.k]
-bootstrap_servers = "{}"
-[amqp.r]
-url = "{}"
-[[route]]
-name = "bench"
-from = {{ kafka = "k", topic = "{topic}", group = "{topic}-relay" }}
-to = {{ amqp = "r", exchange = "", routing_key = "{queue}" }}
-"#,
-            kafka(),
-            amqp()
-        ),
-    )
-    .expect("config");
+    std::fs::write(&config, relay_toml(topic, queue)).expect("config");
     let started = Instant::now();
     let mut child = std::process::Command::new(binary)
         .args(["run", "--config"])
