@@ -77,6 +77,34 @@ pub fn all(provider: &SdkTracerProvider, ratio_provider: &SdkTracerProvider) -> 
     all
 }
 
+/// The scenario's name for a sampled or an unsampled message.
+fn traced_name(sampled: bool, name: &'static str, unsampled: &'static str) -> &'static str {
+    if sampled { name } else { unsampled }
+}
+
+/// A consuming side's traced step, as both wrappers do it: extract the
+/// message's context, start its process span (attributes only if it
+/// records), end it.
+fn process(
+    name: &'static str,
+    instrumentation: &Instrumentation,
+    destination: Destination,
+    extract: impl Fn() -> tracebridge::propagation::ExtractedContext + 'static,
+    attributes: impl Fn() -> Vec<opentelemetry::KeyValue> + 'static,
+) -> Scenario {
+    let instrumentation = instrumentation.clone();
+    scenario(name, move || {
+        let cx = instrumentation.start_process_span_lazy(
+            Operation::Process.shared_span_name(&destination),
+            ParentPolicy::Join,
+            &extract(),
+            &attributes,
+        );
+        cx.span().end();
+        black_box(cx);
+    })
+}
+
 /// The parent a producer sends under: none (a sampled root) or an
 /// unsampled remote context (the message is one the head sampler dropped).
 fn parent(sampled: bool) -> Context {
@@ -206,25 +234,16 @@ fn kafka(
             process_attributes.clone(),
         ));
     }
-    let instrumentation = instrumentation.clone();
-    let process_destination = Destination::kafka("orders");
-    out.push(scenario(
-        if sampled {
-            "kafka/consume/traced"
-        } else {
-            "kafka/consume/traced-unsampled"
-        },
-        move || {
-            let extracted = propagation.extract(&KafkaHeaderExtractor(black_box(&received)));
-            let cx = instrumentation.start_process_span_lazy(
-                Operation::Process.shared_span_name(&process_destination),
-                ParentPolicy::Join,
-                &extracted,
-                &process_attributes,
-            );
-            cx.span().end();
-            black_box(cx);
-        },
+    out.push(process(
+        traced_name(
+            sampled,
+            "kafka/consume/traced",
+            "kafka/consume/traced-unsampled",
+        ),
+        instrumentation,
+        Destination::kafka("orders"),
+        move || propagation.extract(&KafkaHeaderExtractor(black_box(&received))),
+        process_attributes,
     ));
     out
 }
@@ -312,11 +331,11 @@ fn amqp(
         }
     };
     out.push(scenario(
-        if sampled {
-            "amqp/publish/traced"
-        } else {
-            "amqp/publish/traced-unsampled"
-        },
+        traced_name(
+            sampled,
+            "amqp/publish/traced",
+            "amqp/publish/traced-unsampled",
+        ),
         publish,
     ));
 
@@ -335,24 +354,16 @@ fn amqp(
             black_box(black_box(&received).inner().get("x-request-id").is_some());
         }));
     }
-    let instrumentation = instrumentation.clone();
-    out.push(scenario(
-        if sampled {
-            "amqp/consume/traced"
-        } else {
-            "amqp/consume/traced-unsampled"
-        },
-        move || {
-            let extracted = propagation.extract(&AmqpHeaderExtractor(black_box(&received)));
-            let cx = instrumentation.start_process_span_lazy(
-                Operation::Process.shared_span_name(&delivered),
-                ParentPolicy::Join,
-                &extracted,
-                &process_attributes,
-            );
-            cx.span().end();
-            black_box(cx);
-        },
+    out.push(process(
+        traced_name(
+            sampled,
+            "amqp/consume/traced",
+            "amqp/consume/traced-unsampled",
+        ),
+        instrumentation,
+        delivered,
+        move || propagation.extract(&AmqpHeaderExtractor(black_box(&received))),
+        process_attributes,
     ));
     out
 }
