@@ -246,6 +246,7 @@ mod span_names {
     use std::borrow::Cow;
     use std::collections::HashMap;
     use std::hash::{Hash, Hasher};
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{LazyLock, RwLock};
 
     use super::{Destination, Operation, SHARED_SPAN_NAMES};
@@ -267,7 +268,10 @@ mod span_names {
         }
     }
 
-    static NAMES: LazyLock<RwLock<(Names, usize)>> = LazyLock::new(RwLock::default);
+    static NAMES: LazyLock<RwLock<Names>> = LazyLock::new(RwLock::default);
+    /// How many names NAMES holds: once it is full, a new name is formatted
+    /// without taking the write lock.
+    static KEPT: AtomicUsize = AtomicUsize::new(0);
 
     /// FNV-1a: a few instructions a byte, where SipHash cost ~240 a
     /// message. The map is bounded, so colliding names cannot grow it.
@@ -304,16 +308,19 @@ mod span_names {
         };
         // A poisoned lock only means another thread panicked mid-insert;
         // the map is still consistent (an insert is one push).
-        if let Some(name) = found(&names.read().unwrap_or_else(|e| e.into_inner()).0) {
+        if let Some(name) = found(&names.read().unwrap_or_else(|e| e.into_inner())) {
             return Cow::Borrowed(name);
         }
-        let mut guard = names.write().unwrap_or_else(|e| e.into_inner());
-        let (map, count) = &mut *guard;
-        if let Some(name) = found(map) {
+        if KEPT.load(Ordering::Relaxed) >= SHARED_SPAN_NAMES {
+            return Cow::Owned(operation.span_name(destination));
+        }
+        let mut map = names.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(name) = found(&map) {
             return Cow::Borrowed(name);
         }
         let formatted = operation.span_name(destination);
-        if *count >= SHARED_SPAN_NAMES {
+        // Under the write lock: only one thread counts at a time.
+        if KEPT.load(Ordering::Relaxed) >= SHARED_SPAN_NAMES {
             return Cow::Owned(formatted);
         }
         // Kept for the process's life: bounded by SHARED_SPAN_NAMES.
@@ -321,7 +328,7 @@ mod span_names {
         map.entry(key)
             .or_default()
             .push((operation, destination.clone(), name));
-        *count += 1;
+        KEPT.fetch_add(1, Ordering::Relaxed);
         Cow::Borrowed(name)
     }
 }

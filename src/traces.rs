@@ -294,17 +294,17 @@ impl Traces {
     /// Draws each group: a lone trace as is; a journey under a line of its
     /// own, its traces marked as belonging to it.
     fn draw_groups(&self, out: &mut String, groups: &[Vec<&[SpanRecord]>], paint: Paint) {
-        let links = LinkIndex::new(&self.traces, self.one_trace_read);
+        let index = SpanIndex::new(&self.traces, self.one_trace_read);
         for group in groups {
             if let [trace] = group.as_slice() {
-                draw_trace(out, trace, &links, paint);
+                draw_trace(out, trace, &index, paint);
                 out.push('\n');
                 continue;
             }
-            draw_journey_line(out, group, &links, paint);
+            draw_journey_line(out, group, &index, paint);
             for trace in group {
                 let mut drawn = String::new();
-                draw_trace(&mut drawn, trace, &links, paint);
+                draw_trace(&mut drawn, trace, &index, paint);
                 for line in drawn.lines() {
                     let _ = writeln!(out, "│ {line}");
                 }
@@ -316,15 +316,16 @@ impl Traces {
 }
 
 /// Every span read, by (trace id, span id), and the spans that link to
-/// each: what both ends of a link are drawn with.
-struct LinkIndex<'a> {
+/// each: parents and both ends of a link are looked up here, across
+/// traces.
+struct SpanIndex<'a> {
     spans: HashMap<(&'a str, &'a str), &'a SpanRecord>,
     linked_from: HashMap<(&'a str, &'a str), Vec<&'a SpanRecord>>,
     /// What a link whose target was not read says.
     missing: &'static str,
 }
 
-impl<'a> LinkIndex<'a> {
+impl<'a> SpanIndex<'a> {
     fn new(traces: &'a [(String, Vec<SpanRecord>)], one_trace_read: bool) -> Self {
         let all = || traces.iter().flat_map(|(_, spans)| spans);
         let spans = all()
@@ -358,9 +359,16 @@ impl<'a> LinkIndex<'a> {
 
     /// The span a link points to, when it was read.
     fn target<'s>(&'s self, link: &'s LinkRecord) -> Option<&'s SpanRecord> {
-        self.spans
-            .get(&(link.trace_id.as_str(), link.span_id.as_str()))
-            .copied()
+        self.span(&link.trace_id, &link.span_id)
+    }
+
+    /// A span's parent, when it was read.
+    fn parent<'s>(&'s self, span: &'s SpanRecord) -> Option<&'s SpanRecord> {
+        self.span(&span.trace_id, &span.parent_span_id)
+    }
+
+    fn span<'s>(&'s self, trace_id: &'s str, span_id: &'s str) -> Option<&'s SpanRecord> {
+        self.spans.get(&(trace_id, span_id)).copied()
     }
 
     /// The spans that link to `span`, earliest first.
@@ -478,25 +486,22 @@ const TREE_MIN: usize = 48;
 const TREE_MAX: usize = 110;
 const BAR_WIDTH: usize = 30;
 
-fn draw_trace(out: &mut String, spans: &[SpanRecord], links: &LinkIndex<'_>, paint: Paint) {
+fn draw_trace(out: &mut String, spans: &[SpanRecord], index: &SpanIndex<'_>, paint: Paint) {
     let (start, end) = window(spans.iter());
-    let by_id: HashMap<&str, &SpanRecord> = spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
     // Within the trace, a message waits between its send and its read.
-    let waits = spans.iter().filter_map(|span| {
-        let parent = by_id.get(span.parent_span_id.as_str())?;
-        broker_wait(parent, span)
-    });
+    let waits = spans
+        .iter()
+        .filter_map(|span| broker_wait(index.parent(span)?, span));
     let _ = writeln!(
         out,
         "trace {}  {}",
         spans[0].trace_id,
         summary(spans.iter(), waits, paint)
     );
-    let ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
     let mut children: BTreeMap<&str, Vec<&SpanRecord>> = BTreeMap::new();
     let mut roots = Vec::new();
     for span in spans {
-        if span.parent_span_id.is_empty() || !ids.contains(span.parent_span_id.as_str()) {
+        if index.parent(span).is_none() {
             roots.push(span);
         } else {
             children
@@ -517,7 +522,7 @@ fn draw_trace(out: &mut String, spans: &[SpanRecord], links: &LinkIndex<'_>, pai
         axis: Axis { start, end },
         width: width.min(TREE_MAX),
         paint,
-        links,
+        index,
     };
     for root in roots {
         draw_span(out, root, None, 0, &children, &layout);
@@ -528,7 +533,7 @@ struct Layout<'a> {
     axis: Axis,
     width: usize,
     paint: Paint,
-    links: &'a LinkIndex<'a>,
+    index: &'a SpanIndex<'a>,
 }
 
 /// The first line of a journey: its traces, links, services, wall time
@@ -536,7 +541,7 @@ struct Layout<'a> {
 fn draw_journey_line(
     out: &mut String,
     traces: &[&[SpanRecord]],
-    links: &LinkIndex<'_>,
+    index: &SpanIndex<'_>,
     paint: Paint,
 ) {
     let spans = || traces.iter().flat_map(|trace| trace.iter());
@@ -545,15 +550,10 @@ fn draw_journey_line(
         .flat_map(|span| &span.links)
         .filter(|link| members.contains(link.trace_id.as_str()))
         .count();
-    let by_id: HashMap<(&str, &str), &SpanRecord> = spans()
-        .map(|s| ((s.trace_id.as_str(), s.span_id.as_str()), s))
-        .collect();
     let waits = spans().flat_map(|span| {
-        let parent = by_id
-            .get(&(span.trace_id.as_str(), span.parent_span_id.as_str()))
-            .copied();
-        let linked = span.links.iter().filter_map(|link| links.target(link));
-        parent
+        let linked = span.links.iter().filter_map(|link| index.target(link));
+        index
+            .parent(span)
             .into_iter()
             .chain(linked)
             .filter_map(move |sender| broker_wait(sender, span))
@@ -745,9 +745,9 @@ fn draw_span(
 /// Under a span: where each of its links points, and which spans link
 /// to it, each with the other end's service, name and kind when read.
 fn draw_links(out: &mut String, span: &SpanRecord, indent: &str, layout: &Layout<'_>) {
-    let links = layout.links;
+    let index = layout.index;
     for link in &span.links {
-        let target = links.target(link);
+        let target = index.target(link);
         let (what, waited) = match target {
             Some(sender) => (
                 describe(sender),
@@ -757,7 +757,7 @@ fn draw_links(out: &mut String, span: &SpanRecord, indent: &str, layout: &Layout
                     })
                     .unwrap_or_default(),
             ),
-            None => (links.missing.to_owned(), String::new()),
+            None => (index.missing.to_owned(), String::new()),
         };
         let line = format!(
             "{indent}↗ links to {}: {what}{waited}",
@@ -765,7 +765,7 @@ fn draw_links(out: &mut String, span: &SpanRecord, indent: &str, layout: &Layout
         );
         let _ = writeln!(out, "{}", layout.paint.dim(&line));
     }
-    for source in links.sources(span) {
+    for source in index.sources(span) {
         let line = format!(
             "{indent}↙ linked from {}: {}",
             whereabouts(span, &source.trace_id, &source.span_id),

@@ -64,23 +64,13 @@ impl JaegerQuery {
     /// `None` when Jaeger holds no span of it.
     pub async fn trace_line(&self, trace_id: &str) -> Result<Option<String>, JaegerError> {
         let url = format!("{}/api/v3/traces/{trace_id}", self.base);
-        let response =
-            self.client
-                .get(&url)
-                .send()
-                .await
-                .map_err(|source| JaegerError::Unreachable {
-                    url: url.clone(),
-                    source,
-                })?;
+        let unreachable = |source| JaegerError::Unreachable {
+            url: url.clone(),
+            source,
+        };
+        let response = self.client.get(&url).send().await.map_err(unreachable)?;
         let status = response.status().as_u16();
-        let body = response
-            .text()
-            .await
-            .map_err(|source| JaegerError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
+        let body = response.text().await.map_err(unreachable)?;
         match status {
             200 => otlp_line(&body)
                 .map(Some)
