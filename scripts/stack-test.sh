@@ -28,7 +28,14 @@ with_sampling() {
   export TRACEBRIDGE_TAIL_SAMPLE_PERCENT=$1
   echo "[stack-test] $TRACEBRIDGE_TAIL_SAMPLE_PERCENT % of ordinary traces kept"
   scripts/stack.sh restart
-  cargo test --test stack -- --ignored --exact "$2"
+  # Exactly one test must run: a renamed test would otherwise match
+  # nothing and pass as "0 passed".
+  local log=target/stack-test-$1.log
+  cargo test --test stack -- --ignored --exact "$2" 2>&1 | tee "$log"
+  grep -q "test result: ok. 1 passed" "$log" || {
+    echo "[stack-test] $2 did not run and pass exactly once" >&2
+    exit 1
+  }
   run_demo
 }
 
