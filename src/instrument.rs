@@ -23,7 +23,8 @@ use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::propagation::ExtractedContext;
-use crate::semconv::{self, Stability};
+use crate::metrics::{MessagingMetrics, ProcessTimer};
+use crate::semconv::{self, AttributePolicy, AttributeRules, Conventions, SemconvVersion};
 
 /// The attribute that says why an incoming context was not used.
 pub const INVALID_CONTEXT_ATTRIBUTE: &str = "tracebridge.context.invalid";
@@ -46,7 +47,19 @@ pub const QUEUE_TIME_METRIC: &str = "tracebridge.messaging.queue_time";
 pub(crate) struct Received {
     pub(crate) name: Cow<'static, str>,
     pub(crate) produced_at: Option<SystemTime>,
+    /// The queue-time and `messaging.process.duration` attributes (empty
+    /// when no metric is recorded).
     pub(crate) metric_attributes: Vec<KeyValue>,
+    /// The `messaging.client.consumed.messages` attributes (likewise).
+    pub(crate) consumed_attributes: Vec<KeyValue>,
+}
+
+impl Received {
+    /// Counts the message as consumed and starts timing its processing.
+    pub(crate) fn start_processing(&mut self, metrics: &MessagingMetrics) -> ProcessTimer {
+        metrics.count_consumed(1, &self.consumed_attributes);
+        ProcessTimer::start(metrics, self.metric_attributes.clone())
+    }
 }
 
 /// Where a process span hangs in the trace: the one join/link choice of
@@ -104,13 +117,14 @@ impl ParentPolicy {
 pub struct Instrumentation {
     tracer: AnyTracer,
     queue_time: Histogram<f64>,
-    stability: Stability,
+    metrics: MessagingMetrics,
+    rules: AttributeRules,
 }
 
 impl std::fmt::Debug for Instrumentation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Instrumentation")
-            .field("stability", &self.stability)
+            .field("rules", &self.rules)
             .finish_non_exhaustive()
     }
 }
@@ -163,10 +177,11 @@ impl AnyTracer {
     }
 }
 
-fn scope() -> InstrumentationScope {
+/// tracebridge's scope, with the schema of the conventions in use.
+fn scope(version: SemconvVersion) -> InstrumentationScope {
     InstrumentationScope::builder(crate::telemetry::SCOPE_NAME)
         .with_version(env!("CARGO_PKG_VERSION"))
-        .with_schema_url("https://opentelemetry.io/schemas/1.44.0")
+        .with_schema_url(version.schema_url())
         .build()
 }
 
@@ -179,16 +194,27 @@ impl Default for Instrumentation {
 impl Instrumentation {
     /// From the global tracer and meter providers (as they are now).
     pub fn global() -> Self {
+        let rules = AttributeRules::from_env();
+        let scope = scope(rules.conventions.version);
         let tracer = match crate::telemetry::installed_provider() {
             // The provider `telemetry::init` installed globally: use its
             // tracer directly rather than through the boxed global API.
-            Some(provider) => AnyTracer::Sdk(provider.tracer_with_scope(scope())),
-            None => AnyTracer::Boxed(Arc::new(global::tracer_with_scope(scope()))),
+            Some(provider) => AnyTracer::Sdk(provider.tracer_with_scope(scope.clone())),
+            None => AnyTracer::Boxed(Arc::new(global::tracer_with_scope(scope.clone()))),
+        };
+        let meters = global::meter_provider();
+        // `telemetry::init` ran and set up no metrics (no OTLP endpoint):
+        // skip building their attributes for every message.
+        let metrics = if crate::telemetry::metrics_disabled() {
+            MessagingMetrics::disabled()
+        } else {
+            MessagingMetrics::from_provider(&*meters, scope.clone())
         };
         Self {
             tracer,
-            queue_time: queue_time_histogram(&*global::meter_provider()),
-            stability: Stability::from_env(),
+            queue_time: queue_time_histogram(&*meters, scope),
+            metrics,
+            rules,
         }
     }
 
@@ -199,38 +225,78 @@ impl Instrumentation {
         P::Tracer: Send + Sync + 'static,
         <P::Tracer as Tracer>::Span: Send + Sync + 'static,
     {
-        let tracer = BoxedTracer::new(Box::new(tracers.tracer_with_scope(scope())));
-        Self::with_tracer(AnyTracer::Boxed(Arc::new(tracer)), meters)
+        let rules = AttributeRules::from_env();
+        let scope = scope(rules.conventions.version);
+        let tracer = BoxedTracer::new(Box::new(tracers.tracer_with_scope(scope.clone())));
+        Self::with_tracer(AnyTracer::Boxed(Arc::new(tracer)), meters, scope, rules)
     }
 
     /// From an SDK tracer provider (the fastest path: no boxing per span);
     /// `meters: None` records no metrics.
     pub fn from_sdk(tracers: &SdkTracerProvider, meters: Option<&dyn MeterProvider>) -> Self {
-        Self::with_tracer(AnyTracer::Sdk(tracers.tracer_with_scope(scope())), meters)
+        let rules = AttributeRules::from_env();
+        let scope = scope(rules.conventions.version);
+        let tracer = AnyTracer::Sdk(tracers.tracer_with_scope(scope.clone()));
+        Self::with_tracer(tracer, meters, scope, rules)
     }
 
-    fn with_tracer(tracer: AnyTracer, meters: Option<&dyn MeterProvider>) -> Self {
-        let queue_time = match meters {
-            Some(meters) => queue_time_histogram(meters),
-            None => queue_time_histogram(&opentelemetry::metrics::noop::NoopMeterProvider::new()),
+    fn with_tracer(
+        tracer: AnyTracer,
+        meters: Option<&dyn MeterProvider>,
+        scope: InstrumentationScope,
+        rules: AttributeRules,
+    ) -> Self {
+        let (queue_time, metrics) = match meters {
+            Some(meters) => (
+                queue_time_histogram(meters, scope.clone()),
+                MessagingMetrics::from_provider(meters, scope),
+            ),
+            None => (
+                queue_time_histogram(
+                    &opentelemetry::metrics::noop::NoopMeterProvider::new(),
+                    scope,
+                ),
+                MessagingMetrics::disabled(),
+            ),
         };
         Self {
             tracer,
             queue_time,
-            stability: Stability::from_env(),
+            metrics,
+            rules,
         }
     }
 
     /// Overrides which semantic-convention keys are emitted. Default: from
-    /// `OTEL_SEMCONV_STABILITY_OPT_IN`.
-    pub fn with_stability(mut self, stability: Stability) -> Self {
-        self.stability = stability;
+    /// `TRACEBRIDGE_SEMCONV_VERSION` and `OTEL_SEMCONV_STABILITY_OPT_IN`.
+    /// The spans' scope keeps the schema URL it was created with.
+    pub fn with_conventions(mut self, conventions: Conventions) -> Self {
+        self.rules.conventions = conventions;
         self
     }
 
-    /// The semantic-convention key set in use.
-    pub fn stability(&self) -> Stability {
-        self.stability
+    /// Pins the conventions' version (keeps `messaging/dup` as it is).
+    pub fn with_semconv_version(mut self, version: SemconvVersion) -> Self {
+        self.rules.conventions.version = version;
+        self
+    }
+
+    /// What may be recorded of message keys, request ids and captured
+    /// headers. Default: from the `TRACEBRIDGE_RECORD_*` variables, else
+    /// keys and request ids left out.
+    pub fn with_attribute_policy(mut self, policy: AttributePolicy) -> Self {
+        self.rules.policy = policy;
+        self
+    }
+
+    /// The conventions and policy in force.
+    pub fn rules(&self) -> &AttributeRules {
+        &self.rules
+    }
+
+    /// The spec's messaging metrics.
+    pub fn metrics(&self) -> &MessagingMetrics {
+        &self.metrics
     }
 
     /// Starts a span of `kind` as a child of `parent`, with attributes
@@ -399,15 +465,39 @@ impl Instrumentation {
     }
 }
 
-fn queue_time_histogram(meters: &(impl MeterProvider + ?Sized)) -> Histogram<f64> {
+fn queue_time_histogram(
+    meters: &(impl MeterProvider + ?Sized),
+    scope: InstrumentationScope,
+) -> Histogram<f64> {
     meters
-        .meter_with_scope(scope())
+        .meter_with_scope(scope)
         .f64_histogram(QUEUE_TIME_METRIC)
         .with_unit("s")
         .with_description(
             "Time a message waited in the broker: consumer clock minus producer timestamp",
         )
         .build()
+}
+
+/// Attributes the PRODUCER span of a send under this context adds: the
+/// relay's attempt number and dead-letter reason travel this way to the
+/// traced producers it sends with.
+#[derive(Clone, Debug)]
+struct SendAnnotations(Vec<KeyValue>);
+
+/// `parent` with `attributes` for the PRODUCER span a traced producer or
+/// publisher starts under it (see [`crate::dead_letter`] for the names the
+/// relay uses).
+pub fn with_send_annotations(parent: &Context, attributes: Vec<KeyValue>) -> Context {
+    parent.with_value(SendAnnotations(attributes))
+}
+
+/// The attributes [`with_send_annotations`] put in `cx`.
+#[cfg_attr(not(any(feature = "kafka", feature = "amqp")), allow(dead_code))]
+pub(crate) fn send_annotations(cx: &Context) -> Vec<KeyValue> {
+    cx.get::<SendAnnotations>()
+        .map(|a| a.0.clone())
+        .unwrap_or_default()
 }
 
 /// The parent of a process span under `policy`.

@@ -37,8 +37,10 @@
 #![forbid(unsafe_code)]
 
 pub mod correlate;
+pub mod dead_letter;
 mod error;
 pub mod instrument;
+pub mod metrics;
 pub mod propagation;
 pub mod redact;
 pub mod semconv;

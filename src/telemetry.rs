@@ -32,6 +32,7 @@
 
 mod accounting;
 mod json_log;
+mod prometheus;
 mod span_file;
 
 use std::path::PathBuf;
@@ -50,6 +51,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 pub use accounting::{SpanCounts, span_counts};
+pub use prometheus::{PrometheusBridge, prometheus_name};
 pub use span_file::{DEFAULT_SPANS_FILE, JsonLinesExporter};
 
 /// The provider [`init`] installed, for [`crate::Instrumentation::global`].
@@ -57,6 +59,23 @@ static INSTALLED: std::sync::OnceLock<SdkTracerProvider> = std::sync::OnceLock::
 
 pub(crate) fn installed_provider() -> Option<SdkTracerProvider> {
     INSTALLED.get().cloned()
+}
+
+/// Whether [`init`] ran and set up no meter provider (so metric
+/// instruments record nothing, and their attributes need not be built).
+static METRICS_OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+pub(crate) fn metrics_disabled() -> bool {
+    METRICS_OFF.get().copied().unwrap_or(false)
+}
+
+/// The bridge [`TelemetryBuilder::with_prometheus`] installed.
+static PROMETHEUS: std::sync::OnceLock<PrometheusBridge> = std::sync::OnceLock::new();
+
+/// The messaging metrics in the Prometheus text format, when a bridge was
+/// installed (the relay's `/metrics` appends them).
+pub fn prometheus_text() -> Option<String> {
+    PROMETHEUS.get().map(PrometheusBridge::render)
 }
 
 /// The instrumentation scope name of tracebridge's own spans.
@@ -191,6 +210,7 @@ pub struct TelemetryBuilder {
     service_name: String,
     targets: Option<Vec<SpanTarget>>,
     log_writer: Option<BoxMakeWriter>,
+    prometheus: Option<PrometheusBridge>,
 }
 
 impl TelemetryBuilder {
@@ -200,6 +220,7 @@ impl TelemetryBuilder {
             service_name: service_name.to_owned(),
             targets: None,
             log_writer: None,
+            prometheus: None,
         }
     }
 
@@ -223,6 +244,14 @@ impl TelemetryBuilder {
         W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
     {
         self.log_writer = Some(BoxMakeWriter::new(writer));
+        self
+    }
+
+    /// Also serves the metrics to a Prometheus scrape
+    /// ([`prometheus_text`]): a meter provider is set up even without an
+    /// OTLP endpoint.
+    pub fn with_prometheus(mut self, bridge: PrometheusBridge) -> Self {
+        self.prometheus = Some(bridge);
         self
     }
 
@@ -256,9 +285,18 @@ impl TelemetryBuilder {
             Box::new(BaggagePropagator::new()),
         ]));
 
-        guard.meters = metrics_provider(&targets, &self.service_name, &mut guard)?;
+        guard.meters = metrics_provider(
+            &targets,
+            &self.service_name,
+            self.prometheus.as_ref(),
+            &mut guard,
+        )?;
         if let Some(meters) = &guard.meters {
             opentelemetry::global::set_meter_provider(meters.clone());
+        }
+        let _ = METRICS_OFF.set(guard.meters.is_none());
+        if let Some(bridge) = self.prometheus {
+            let _ = PROMETHEUS.set(bridge);
         }
 
         let tracer = provider.tracer(SCOPE_NAME);
@@ -324,31 +362,26 @@ fn resource(service_name: &str) -> Resource {
 }
 
 /// Metrics go over OTLP next to the spans (`OTEL_METRICS_EXPORTER`:
-/// `otlp`, the default, or `none`); with no OTLP endpoint there is no meter
-/// provider and instruments are no-ops (the relay serves its own
-/// Prometheus `/metrics`).
+/// `otlp`, the default, or `none`) and to a Prometheus bridge when given;
+/// with neither there is no meter provider and instruments are no-ops.
 fn metrics_provider(
     targets: &[SpanTarget],
     service_name: &str,
+    prometheus: Option<&PrometheusBridge>,
     guard: &mut TelemetryGuard,
 ) -> Result<Option<SdkMeterProvider>, TelemetryError> {
-    let Some(protocol) = targets.iter().find_map(|t| match t {
+    let mut builder = SdkMeterProvider::builder().with_resource(resource(service_name));
+    if let Some(bridge) = prometheus {
+        builder = builder.with_reader(bridge.reader());
+    }
+    let otlp = targets.iter().find_map(|t| match t {
         SpanTarget::Otlp(protocol) => Some(*protocol),
         _ => None,
-    }) else {
-        return Ok(None);
+    });
+    let protocol = match otlp {
+        Some(protocol) if otlp_metrics_wanted()? => protocol,
+        _ => return Ok(prometheus.map(|_| builder.build())),
     };
-    match std::env::var("OTEL_METRICS_EXPORTER").as_deref() {
-        Ok("none") => return Ok(None),
-        Ok("otlp") | Ok("") | Err(_) => {}
-        Ok(other) => {
-            return Err(TelemetryError::UnsupportedValue {
-                variable: "OTEL_METRICS_EXPORTER",
-                value: other.to_owned(),
-                expected: "otlp, none",
-            });
-        }
-    }
     let exporter = build_otlp(
         protocol,
         guard,
@@ -364,12 +397,20 @@ fn metrics_provider(
                 .build()
         },
     )?;
-    Ok(Some(
-        SdkMeterProvider::builder()
-            .with_resource(resource(service_name))
-            .with_periodic_exporter(exporter)
-            .build(),
-    ))
+    Ok(Some(builder.with_periodic_exporter(exporter).build()))
+}
+
+/// `OTEL_METRICS_EXPORTER`: `otlp` (the default) or `none`.
+fn otlp_metrics_wanted() -> Result<bool, TelemetryError> {
+    match std::env::var("OTEL_METRICS_EXPORTER").as_deref() {
+        Ok("none") => Ok(false),
+        Ok("otlp") | Ok("") | Err(_) => Ok(true),
+        Ok(other) => Err(TelemetryError::UnsupportedValue {
+            variable: "OTEL_METRICS_EXPORTER",
+            value: other.to_owned(),
+            expected: "otlp, none",
+        }),
+    }
 }
 
 fn otlp_processor(

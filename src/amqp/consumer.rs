@@ -3,6 +3,7 @@
 
 use std::fmt::Display;
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::StreamExt;
 use lapin::message::Delivery;
@@ -15,6 +16,7 @@ use opentelemetry::trace::{FutureExt as _, SpanKind, TraceContextExt};
 use super::{AmqpHeaderExtractor, error_type};
 use crate::Error;
 use crate::instrument::{self, Instrumentation, ParentPolicy, Received};
+use crate::metrics::ProcessTimer;
 use crate::propagation::{ExtractedContext, Propagation};
 use crate::semconv::{Destination, Endpoint, MessagingAttributes, Operation, Settlement, System};
 
@@ -90,6 +92,9 @@ pub struct TracedDelivery {
     cx: Context,
     // Shared with the consumer: settling needs the same settings.
     tracing: Arc<Tracing>,
+    /// `messaging.process.duration` of a process delivery, recorded when
+    /// it is settled or dropped.
+    timer: Option<ProcessTimer>,
 }
 
 impl TracedConsumer {
@@ -296,17 +301,28 @@ impl Tracing {
             properties: &delivery.properties,
             body_len: delivery.data.len(),
         };
+        let mut received =
+            super::span::received(&delivered, operation, &self.endpoint, &self.instrumentation);
+        let metrics = self.instrumentation.metrics();
+        let timer = match operation {
+            Operation::Process => Some(received.start_processing(metrics)),
+            _ => {
+                metrics.count_consumed(1, &received.consumed_attributes);
+                None
+            }
+        };
         let Received {
             name,
             produced_at,
             metric_attributes,
-        } = super::span::received(&delivered, operation);
+            ..
+        } = received;
         let attributes = || {
             super::span::attributes(
                 &delivered,
                 operation,
                 &self.endpoint,
-                self.instrumentation.stability(),
+                self.instrumentation.rules(),
                 self.record_body_size,
                 None,
             )
@@ -336,6 +352,7 @@ impl Tracing {
             extracted,
             cx,
             tracing: Arc::clone(self),
+            timer,
         }
     }
 
@@ -366,6 +383,9 @@ impl TracedDelivery {
 
     /// Marks handling failed: status ERROR and `error.type`.
     pub fn fail(&self, error_type: &str, description: impl Into<String>) {
+        if let Some(timer) = &self.timer {
+            timer.fail(error_type);
+        }
         instrument::record_failure(&self.cx, error_type, description.into());
     }
 
@@ -420,14 +440,30 @@ impl TracedDelivery {
                     let attributes = MessagingAttributes::new(
                         operation,
                         &destination,
-                        self.tracing.instrumentation.stability(),
+                        self.tracing.instrumentation.rules(),
                     )
                     .delivery_tag(self.delivery.delivery_tag);
                     self.tracing.endpoint.apply(attributes).into_vec()
                 },
             )
         });
+        let started = Instant::now();
         let result = call.await;
+        let metrics = self.tracing.instrumentation.metrics();
+        if metrics.enabled() {
+            let mut attributes = MessagingAttributes::metric(
+                operation,
+                &self.tracing.destination(&self.delivery),
+                None,
+                &self.tracing.endpoint,
+                self.tracing.instrumentation.rules(),
+            )
+            .into_vec();
+            if let Err(err) = &result {
+                attributes.push(crate::semconv::error_type(error_type(err)));
+            }
+            metrics.record_operation(started, &attributes);
+        }
         if let Some(cx) = &settle_cx {
             if let Err(err) = &result {
                 instrument::record_failure(cx, &error_type(err), err.to_string());

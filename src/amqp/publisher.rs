@@ -9,8 +9,10 @@ use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
 use opentelemetry::Context;
 use opentelemetry::trace::{SpanKind, TraceContextExt};
 
+use super::carrier::AmqpHeaderExtractor;
 use super::{AmqpHeaderInjector, error_type};
 use crate::instrument::{self, Instrumentation};
+use crate::metrics::SendTimer;
 use crate::propagation::Propagation;
 use crate::semconv::{Destination, Endpoint, MessagingAttributes, Operation};
 use crate::{Error, Refusal};
@@ -57,6 +59,8 @@ pub struct PendingConfirm {
     confirm: PublisherConfirm,
     cx: Context,
     destination: String,
+    /// The send's metrics, recorded with the broker's answer.
+    timer: SendTimer,
     // lapin closes a channel when its last handle is dropped: a confirm
     // still awaited keeps its channel open even if the publisher is gone.
     _channel: Channel,
@@ -96,8 +100,20 @@ impl PendingConfirm {
         if let Err(Error::Refused { refusal, .. }) = &outcome {
             instrument::record_failure(&self.cx, refusal.error_type(), refusal.to_string());
         }
+        self.timer.finish(outcome.as_ref().err().map(send_error_type).as_deref());
         self.cx.span().end();
         outcome
+    }
+}
+
+/// The `error.type` a failed publish records (as its span does).
+fn send_error_type(err: &Error) -> String {
+    match err {
+        Error::Refused { refusal, .. } => refusal.error_type().to_owned(),
+        Error::Publish { source, .. } => source
+            .downcast_ref::<lapin::Error>()
+            .map_or_else(|| "publish_failed".to_owned(), error_type),
+        _ => "_OTHER".to_owned(),
     }
 }
 
@@ -189,12 +205,20 @@ impl TracedPublisher {
             let attributes = MessagingAttributes::new(
                 Operation::Send,
                 &destination,
-                self.instrumentation.stability(),
+                self.instrumentation.rules(),
             )
             .message_id(properties.message_id().as_ref().map(|id| id.as_str()))
-            .conversation_id(properties.correlation_id().as_ref().map(|id| id.as_str()));
-            self.endpoint.apply(attributes).into_vec()
+            .conversation_id(properties.correlation_id().as_ref().map(|id| id.as_str()))
+            .captured_headers(&AmqpHeaderExtractor(&headers));
+            let mut attributes = self.endpoint.apply(attributes).into_vec();
+            attributes.extend(instrument::send_annotations(parent));
+            attributes
         };
+        let timer = SendTimer::start(self.instrumentation.metrics(), || {
+            let rules = self.instrumentation.rules();
+            MessagingAttributes::metric(Operation::Send, &destination, None, &self.endpoint, rules)
+                .into_vec()
+        });
         let cx = self.instrumentation.start_span_lazy(
             Operation::Send.shared_span_name(&destination),
             SpanKind::Producer,
@@ -231,9 +255,11 @@ impl TracedPublisher {
                 confirm,
                 cx,
                 destination,
+                timer,
                 _channel: self.inner.clone(),
             }),
             Err(source) => {
+                timer.finish(Some(&error_type(&source)));
                 instrument::record_failure(&cx, &error_type(&source), source.to_string());
                 cx.span().end();
                 Err(Error::Publish {

@@ -17,9 +17,9 @@ use rdkafka::util::{AsyncRuntime, DefaultRuntime};
 
 use super::KafkaHeaderExtractor;
 use crate::instrument::{self, Instrumentation, ParentPolicy};
+use crate::metrics::ProcessTimer;
 use crate::propagation::{ExtractedContext, Propagation};
 use crate::semconv::{Destination, Endpoint, MessagingAttributes, Operation, Settlement, System};
-use opentelemetry_semantic_conventions::attribute as attr;
 
 /// A `StreamConsumer` whose messages carry their trace context.
 ///
@@ -74,6 +74,8 @@ pub struct TracedMessage<'a> {
     message: BorrowedMessage<'a>,
     extracted: ExtractedContext,
     cx: Context,
+    /// `messaging.process.duration`, recorded when this is dropped.
+    timer: ProcessTimer,
 }
 
 /// A traced message reads as the rdkafka message it wraps (`&traced`
@@ -120,6 +122,7 @@ impl<'a> TracedMessage<'a> {
 
     /// Marks processing failed: status ERROR and `error.type`.
     pub fn fail(&self, error_type: &str, description: impl Into<String>) {
+        self.timer.fail(error_type);
         instrument::record_failure(&self.cx, error_type, description.into());
     }
 
@@ -316,6 +319,7 @@ where
         wait: Duration,
     ) -> Result<TracedBatch<'_>, crate::Error> {
         let started = SystemTime::now();
+        let poll_started = Instant::now();
         let deadline = Instant::now() + wait;
         let mut messages = Vec::with_capacity(max);
         while messages.len() < max {
@@ -334,12 +338,12 @@ where
                 cx: Context::new(),
             });
         }
-        let stability = self.instrumentation.stability();
+        let rules = self.instrumentation.rules();
         let links: Vec<Link> = messages
             .iter()
             .zip(&extracted)
             .flat_map(|(message, extracted)| {
-                let attributes = MessagingAttributes::later(stability)
+                let attributes = MessagingAttributes::later(rules)
                     .partition(message.partition())
                     .kafka_offset(message.offset())
                     .into_vec();
@@ -349,12 +353,12 @@ where
         let first_topic = messages[0].topic();
         let one_topic = messages.iter().all(|m| m.topic() == first_topic);
         let destination = Destination::kafka(first_topic);
-        let mut attributes = MessagingAttributes::new(Operation::Receive, &destination, stability);
+        let mut attributes = MessagingAttributes::new(Operation::Receive, &destination, rules);
         let name = if one_topic {
             Operation::Receive.shared_span_name(&destination)
         } else {
             // Several topics: no single destination to name.
-            attributes = attributes.without(attr::MESSAGING_DESTINATION_NAME);
+            attributes = attributes.without(rules.conventions.keys().destination_name);
             Operation::Receive.name(System::Kafka).into()
         };
         attributes = attributes.batch_count(messages.len());
@@ -362,6 +366,32 @@ where
             attributes = attributes.consumer_group(group);
         }
         let attributes = self.endpoint.apply(attributes).into_vec();
+        let metrics = self.instrumentation.metrics();
+        if metrics.enabled() {
+            // Per topic: the batch may span several.
+            for message in &messages {
+                let metric = MessagingAttributes::metric(
+                    Operation::Receive,
+                    &Destination::kafka(message.topic()),
+                    self.group.as_deref(),
+                    &self.endpoint,
+                    rules,
+                )
+                .into_vec();
+                metrics.count_consumed(1, &metric);
+            }
+            let mut metric = MessagingAttributes::metric(
+                Operation::Receive,
+                &destination,
+                self.group.as_deref(),
+                &self.endpoint,
+                rules,
+            );
+            if !one_topic {
+                metric = metric.without(rules.conventions.keys().destination_name);
+            }
+            metrics.record_operation(poll_started, &metric.into_vec());
+        }
         let cx = self.instrumentation.start_span_at(
             name,
             SpanKind::Client,
@@ -385,11 +415,12 @@ where
         mode: CommitMode,
     ) -> Result<(), crate::Error> {
         let m = &message.message;
+        let operation = Operation::Settle(Settlement::Commit);
+        let commit_started = Instant::now();
         let cx = self.settle_spans.then(|| {
             let destination = Destination::kafka(m.topic());
-            let operation = Operation::Settle(Settlement::Commit);
             let mut attributes =
-                MessagingAttributes::new(operation, &destination, self.instrumentation.stability())
+                MessagingAttributes::new(operation, &destination, self.instrumentation.rules())
                     .partition(m.partition())
                     .kafka_offset(m.offset());
             if let Some(group) = &self.group {
@@ -404,6 +435,21 @@ where
             )
         });
         let result = self.inner.commit_message(m, mode);
+        let metrics = self.instrumentation.metrics();
+        if metrics.enabled() {
+            let mut metric = MessagingAttributes::metric(
+                operation,
+                &Destination::kafka(m.topic()),
+                self.group.as_deref(),
+                &self.endpoint,
+                self.instrumentation.rules(),
+            )
+            .into_vec();
+            if let Err(err) = &result {
+                metric.push(crate::semconv::error_type(super::error_type(err)));
+            }
+            metrics.record_operation(commit_started, &metric);
+        }
         if let Some(cx) = cx {
             if let Err(err) = &result {
                 instrument::record_failure(&cx, &super::error_type(err), err.to_string());
@@ -456,19 +502,34 @@ where
             timestamp_ms: message.timestamp().to_millis(),
             group: self.group.as_deref(),
         };
-        let received = super::span::received(&record);
+        let mut received = super::span::received(&record, &self.endpoint, &self.instrumentation);
+        let timer = received.start_processing(self.instrumentation.metrics());
+        let no_headers = crate::propagation::HeaderVec::default();
         let cx = self.instrumentation.start_process_span_lazy(
             received.name,
             self.policy,
             &extracted,
             || {
-                super::span::attributes(
-                    &record,
-                    &self.endpoint,
-                    self.instrumentation.stability(),
-                    self.record_body_size,
-                    None,
-                )
+                let rules = self.instrumentation.rules();
+                let body_size = self.record_body_size;
+                match message.headers() {
+                    Some(headers) => super::span::attributes(
+                        &record,
+                        &KafkaHeaderExtractor(headers),
+                        &self.endpoint,
+                        rules,
+                        body_size,
+                        None,
+                    ),
+                    None => super::span::attributes(
+                        &record,
+                        &no_headers,
+                        &self.endpoint,
+                        rules,
+                        body_size,
+                        None,
+                    ),
+                }
             },
         );
         self.instrumentation.record_queue_time(
@@ -480,6 +541,7 @@ where
             message,
             extracted,
             cx,
+            timer,
         }
     }
 

@@ -13,9 +13,10 @@ use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::{AsyncRuntime, DefaultRuntime};
 
-use super::KafkaHeaderInjector;
+use super::{KafkaHeaderExtractor, KafkaHeaderInjector};
 use super::error_type;
 use crate::instrument::{self, Instrumentation};
+use crate::metrics::SendTimer;
 use crate::propagation::Propagation;
 use crate::semconv::{Destination, Endpoint, MessagingAttributes, Operation};
 
@@ -130,15 +131,25 @@ where
             let mut attributes = MessagingAttributes::new(
                 Operation::Send,
                 &destination,
-                self.instrumentation.stability(),
+                self.instrumentation.rules(),
             )
             .kafka_key(record.key.map(ToBytes::to_bytes))
             .tombstone(record.payload.is_none());
             if let Some(partition) = record.partition {
                 attributes = attributes.partition(partition);
             }
-            self.endpoint.apply(attributes).into_vec()
+            if let Some(headers) = &record.headers {
+                attributes = attributes.captured_headers(&KafkaHeaderExtractor(headers));
+            }
+            let mut attributes = self.endpoint.apply(attributes).into_vec();
+            attributes.extend(instrument::send_annotations(parent));
+            attributes
         };
+        let timer = SendTimer::start(self.instrumentation.metrics(), || {
+            let rules = self.instrumentation.rules();
+            MessagingAttributes::metric(Operation::Send, &destination, None, &self.endpoint, rules)
+                .into_vec()
+        });
         let cx = self.instrumentation.start_span_lazy(
             Operation::Send.shared_span_name(&destination),
             SpanKind::Producer,
@@ -152,10 +163,11 @@ where
         record = record.headers(injector.finish());
 
         let result = self.inner.send(record, queue_timeout).await;
+        timer.finish(result.as_ref().err().map(|(e, _)| error_type(e)).as_deref());
         let span = cx.span();
         match &result {
             Ok(delivery) => {
-                let learned = MessagingAttributes::later(self.instrumentation.stability())
+                let learned = MessagingAttributes::later(self.instrumentation.rules())
                     .partition(delivery.partition)
                     .kafka_offset(delivery.offset);
                 for kv in learned.into_vec() {

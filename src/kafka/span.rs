@@ -4,10 +4,10 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use opentelemetry::KeyValue;
-use opentelemetry_semantic_conventions::attribute as attr;
 
-use crate::instrument::Received;
-use crate::semconv::{Destination, Endpoint, MessagingAttributes, Operation, Stability, System};
+use crate::instrument::{Instrumentation, Received};
+use crate::propagation::HeaderReader;
+use crate::semconv::{AttributeRules, Destination, Endpoint, MessagingAttributes, Operation};
 
 /// A consumed record, as far as its span is concerned.
 #[derive(Debug, Clone, Copy)]
@@ -25,18 +25,23 @@ pub(crate) struct Record<'a> {
 
 /// The process span of `record`: `process {topic}`, when the record was
 /// produced, and the queue-time metric's attributes.
-pub(crate) fn received(record: &Record<'_>) -> Received {
+pub(crate) fn received(
+    record: &Record<'_>,
+    endpoint: &Endpoint,
+    instrumentation: &Instrumentation,
+) -> Received {
     let destination = Destination::kafka(record.topic);
-    let mut metric_attributes = vec![
-        KeyValue::new(attr::MESSAGING_SYSTEM, System::Kafka.as_str()),
-        KeyValue::new(attr::MESSAGING_DESTINATION_NAME, record.topic.to_owned()),
-    ];
-    if let Some(group) = record.group {
-        metric_attributes.push(KeyValue::new(
-            attr::MESSAGING_CONSUMER_GROUP_NAME,
-            group.to_owned(),
-        ));
-    }
+    let metric = |operation| {
+        if instrumentation.metrics().enabled() {
+            let rules = instrumentation.rules();
+            MessagingAttributes::metric(operation, &destination, record.group, endpoint, rules)
+                .into_vec()
+        } else {
+            Vec::new()
+        }
+    };
+    let metric_attributes = metric(Operation::Process);
+    let consumed_attributes = metric(Operation::Receive);
     Received {
         name: Operation::Process.shared_span_name(&destination),
         produced_at: record
@@ -44,6 +49,7 @@ pub(crate) fn received(record: &Record<'_>) -> Received {
             .and_then(|ms| u64::try_from(ms).ok())
             .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
         metric_attributes,
+        consumed_attributes,
     }
 }
 
@@ -53,13 +59,14 @@ pub(crate) fn received(record: &Record<'_>) -> Received {
 /// correlation).
 pub(crate) fn attributes(
     record: &Record<'_>,
+    headers: &(impl HeaderReader + ?Sized),
     endpoint: &Endpoint,
-    stability: Stability,
+    rules: &AttributeRules,
     body_size: bool,
     conversation_id: Option<&str>,
 ) -> Vec<KeyValue> {
     let destination = Destination::kafka(record.topic);
-    let mut attributes = MessagingAttributes::new(Operation::Process, &destination, stability)
+    let mut attributes = MessagingAttributes::new(Operation::Process, &destination, rules)
         .partition(record.partition)
         .kafka_offset(record.offset)
         .kafka_key(record.key)
@@ -71,5 +78,7 @@ pub(crate) fn attributes(
     if body_size {
         attributes = attributes.body_size(record.payload_len.unwrap_or(0));
     }
-    endpoint.apply(attributes).into_vec()
+    let mut attributes = endpoint.apply(attributes.captured_headers(headers)).into_vec();
+    attributes.extend(crate::dead_letter::relay_dead_letter_attributes(headers));
+    attributes
 }

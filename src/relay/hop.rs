@@ -19,21 +19,16 @@ use opentelemetry::{Context, KeyValue};
 use super::message::Inbound;
 use super::stats::RouteStats;
 use crate::correlate::{self, Correlator, RequestId};
+use crate::dead_letter;
+use crate::metrics::ProcessTimer;
 use crate::instrument::{self, Instrumentation, ParentPolicy};
 use crate::propagation::{ExtractedContext, Propagation};
 use crate::semconv::Endpoint;
 
-/// Header names on dead letters.
-pub const DEAD_LETTER_ERROR: &str = "x-tracebridge-error";
-/// The route that dead-lettered the message.
-pub const DEAD_LETTER_ROUTE: &str = "x-tracebridge-route";
-/// Where the message came from (`kafka topic[partition]@offset` or
-/// `amqp queue NAME delivery TAG`).
-pub const DEAD_LETTER_SOURCE: &str = "x-tracebridge-source";
-/// How many attempts were made.
-pub const DEAD_LETTER_ATTEMPTS: &str = "x-tracebridge-attempts";
-/// The header naming what a dead letter had to leave out of the original.
-pub const DEAD_LETTER_LEFT_OUT: &str = "x-tracebridge-left-out";
+pub use crate::dead_letter::headers::{
+    ATTEMPTS as DEAD_LETTER_ATTEMPTS, ERROR as DEAD_LETTER_ERROR,
+    LEFT_OUT as DEAD_LETTER_LEFT_OUT, ROUTE as DEAD_LETTER_ROUTE, SOURCE as DEAD_LETTER_SOURCE,
+};
 /// The span attribute naming the relay route.
 pub const ROUTE_ATTRIBUTE: &str = "tracebridge.route";
 
@@ -157,7 +152,7 @@ impl Hop {
     /// says whether the source may be acknowledged.
     pub(crate) async fn relay(&self, message: &Inbound) -> HopOutcome {
         let extracted = self.propagation.extract(&message.headers);
-        let cx = self.start_process_span(message, &extracted).await;
+        let (cx, timer) = self.start_process_span(message, &extracted).await;
         let mut last_error: Option<SendError> = None;
         let mut attempts = 0;
         for attempt in 1..=self.attempts {
@@ -165,7 +160,16 @@ impl Hop {
                 tokio::time::sleep(self.backoff_before(attempt)).await;
             }
             attempts = attempt;
-            match self.sink.send(&cx, message, Dress::Message).await {
+            // Each attempt is its own PRODUCER span under the process span,
+            // numbered; the one that succeeds is the one on the wire.
+            let attempt_cx = instrument::with_send_annotations(
+                &cx,
+                vec![KeyValue::new(
+                    dead_letter::SEND_ATTEMPT_ATTRIBUTE,
+                    i64::from(attempt),
+                )],
+            );
+            match self.sink.send(&attempt_cx, message, Dress::Message).await {
                 Ok(()) => {
                     cx.span().end();
                     return HopOutcome::Delivered { attempts: attempt };
@@ -193,6 +197,7 @@ impl Hop {
         }
         let (error, permanent) = match last_error {
             Some(e) => {
+                timer.fail(&e.error_type);
                 instrument::record_failure(&cx, &e.error_type, e.message.clone());
                 (e.message, e.permanent)
             }
@@ -244,6 +249,14 @@ impl Hop {
             reason: &reason,
             minimal: false,
         };
+        // The dead letter's PRODUCER span says why, under the process span.
+        let cx = &instrument::with_send_annotations(
+            cx,
+            vec![
+                KeyValue::new(dead_letter::REASON_ATTRIBUTE, dead_letter::bounded(&error)),
+                KeyValue::new(dead_letter::ATTEMPTS_ATTRIBUTE, i64::from(attempts)),
+            ],
+        );
         let failure = match sink.send(cx, message, full).await {
             Ok(()) => return HopOutcome::DeadLettered { attempts, error },
             Err(failure) if failure.permanent => {
@@ -269,12 +282,19 @@ impl Hop {
         (self.backoff * factor).min(Duration::from_secs(30))
     }
 
-    async fn start_process_span(&self, message: &Inbound, extracted: &ExtractedContext) -> Context {
+    /// The process span, and the timer of `messaging.process.duration`
+    /// (the message is counted as consumed).
+    async fn start_process_span(
+        &self,
+        message: &Inbound,
+        extracted: &ExtractedContext,
+    ) -> (Context, ProcessTimer) {
         let request_id = self
             .correlation
             .as_ref()
             .and_then(|c| c.extractor.extract(message));
-        let received = message.received();
+        let mut received = message.received(&self.source_endpoint, &self.instrumentation);
+        let timer = received.start_processing(self.instrumentation.metrics());
         // Built only if the span records; correlation's own attributes
         // (and its counters and warnings) come first, whatever the sampler.
         let mut extra = Vec::new();
@@ -291,7 +311,7 @@ impl Hop {
         let attributes = move || {
             let mut attributes = message.attributes(
                 &self.source_endpoint,
-                self.instrumentation.stability(),
+                self.instrumentation.rules(),
                 request_id.as_ref().map(RequestId::as_str),
             );
             attributes.push(KeyValue::new(ROUTE_ATTRIBUTE, self.route_value()));
@@ -321,7 +341,7 @@ impl Hop {
         {
             self.stats.queue_seconds.observe(waited.as_secs_f64());
         }
-        cx
+        (cx, timer)
     }
 
     /// Counts the resolution, records it on the span's attributes, and

@@ -12,9 +12,9 @@ use rdkafka::message::OwnedHeaders;
 use super::config::KeyMapping;
 use opentelemetry::KeyValue;
 
-use crate::instrument::Received;
 use crate::propagation::{HeaderReader, Propagation, Transport};
-use crate::semconv::{Endpoint, Operation, Stability};
+use crate::instrument::{Instrumentation, Received};
+use crate::semconv::{AttributeRules, Endpoint, Operation};
 
 /// A source message's headers, as its broker gave them.
 #[derive(Debug, Clone)]
@@ -179,10 +179,21 @@ impl Inbound {
     /// What its process span says of it: the same model, built by the same
     /// functions, as the library consumer of its transport. `attributes`
     /// is called only if the span records.
-    pub(crate) fn received(&self) -> Received {
+    pub(crate) fn received(
+        &self,
+        endpoint: &Endpoint,
+        instrumentation: &Instrumentation,
+    ) -> Received {
         match self.as_consumed() {
-            Consumed::Kafka(record) => crate::kafka::span::received(&record),
-            Consumed::Amqp(delivery) => crate::amqp::span::received(&delivery, Operation::Process),
+            Consumed::Kafka(record) => {
+                crate::kafka::span::received(&record, endpoint, instrumentation)
+            }
+            Consumed::Amqp(delivery) => crate::amqp::span::received(
+                &delivery,
+                Operation::Process,
+                endpoint,
+                instrumentation,
+            ),
         }
     }
 
@@ -190,18 +201,23 @@ impl Inbound {
     pub(crate) fn attributes(
         &self,
         endpoint: &Endpoint,
-        stability: Stability,
+        rules: &AttributeRules,
         conversation_id: Option<&str>,
     ) -> Vec<KeyValue> {
         match self.as_consumed() {
-            Consumed::Kafka(record) => {
-                crate::kafka::span::attributes(&record, endpoint, stability, false, conversation_id)
-            }
+            Consumed::Kafka(record) => crate::kafka::span::attributes(
+                &record,
+                &self.headers,
+                endpoint,
+                rules,
+                false,
+                conversation_id,
+            ),
             Consumed::Amqp(delivery) => crate::amqp::span::attributes(
                 &delivery,
                 Operation::Process,
                 endpoint,
-                stability,
+                rules,
                 false,
                 conversation_id,
             ),

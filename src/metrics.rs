@@ -1,0 +1,218 @@
+//! The spec's messaging metrics, recorded by every traced client and by the
+//! relay: how long client operations and processing take, how many
+//! messages were sent and consumed.
+//!
+//! | instrument | kind | unit | recorded |
+//! |---|---|---|---|
+//! | `messaging.client.operation.duration` | histogram | `s` | each send (until the broker confirms), poll, commit, ack/nack/reject |
+//! | `messaging.process.duration` | histogram | `s` | each process span, when it ends |
+//! | `messaging.client.sent.messages` | counter | `{message}` | each send attempt (failed ones carry `error.type`) |
+//! | `messaging.client.consumed.messages` | counter | `{message}` | each message delivered to the application (or the relay) |
+//!
+//! Attributes come from [`MessagingAttributes::metric`] under the chosen
+//! [`SemconvVersion`](crate::semconv::SemconvVersion): system, operation
+//! name and type, destination, consumer group, `server.*`, and
+//! `error.type` on failure — never a partition, offset, key or id, so the
+//! series stay few.
+//!
+//! [`MessagingAttributes::metric`]: crate::semconv::MessagingAttributes::metric
+
+use std::time::Instant;
+
+use opentelemetry::metrics::{Counter, Histogram, Meter};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_semantic_conventions::metric as names;
+
+/// The duration histograms' bucket boundaries, in seconds, as the spec
+/// advises.
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// The four instruments, or nothing when no meter provider records them.
+#[derive(Clone, Debug)]
+pub struct MessagingMetrics {
+    instruments: Option<Instruments>,
+}
+
+#[derive(Clone, Debug)]
+struct Instruments {
+    operation_duration: Histogram<f64>,
+    process_duration: Histogram<f64>,
+    sent: Counter<u64>,
+    consumed: Counter<u64>,
+}
+
+impl MessagingMetrics {
+    /// Records nothing (and builds no attribute).
+    pub fn disabled() -> Self {
+        Self { instruments: None }
+    }
+
+    /// The instruments of `meter`.
+    pub fn new(meter: &Meter) -> Self {
+        let histogram = |name: &'static str, description: &'static str| {
+            meter
+                .f64_histogram(name)
+                .with_unit("s")
+                .with_description(description)
+                .with_boundaries(DURATION_BUCKETS.to_vec())
+                .build()
+        };
+        let counter = |name: &'static str, description: &'static str| {
+            meter
+                .u64_counter(name)
+                .with_unit("{message}")
+                .with_description(description)
+                .build()
+        };
+        Self {
+            instruments: Some(Instruments {
+                operation_duration: histogram(
+                    names::MESSAGING_CLIENT_OPERATION_DURATION,
+                    "Duration of a messaging operation initiated by a producer or consumer client",
+                ),
+                process_duration: histogram(
+                    names::MESSAGING_PROCESS_DURATION,
+                    "Duration of processing one message",
+                ),
+                sent: counter(
+                    names::MESSAGING_CLIENT_SENT_MESSAGES,
+                    "Messages a producer attempted to send to the broker",
+                ),
+                consumed: counter(
+                    names::MESSAGING_CLIENT_CONSUMED_MESSAGES,
+                    "Messages delivered to the application",
+                ),
+            }),
+        }
+    }
+
+    /// From a meter provider, under tracebridge's scope.
+    pub(crate) fn from_provider(
+        meters: &(impl opentelemetry::metrics::MeterProvider + ?Sized),
+        scope: InstrumentationScope,
+    ) -> Self {
+        Self::new(&meters.meter_with_scope(scope))
+    }
+
+    /// Whether anything is recorded: callers build attributes only then.
+    pub fn enabled(&self) -> bool {
+        self.instruments.is_some()
+    }
+
+    /// One client operation (send, poll, commit, ack…) that began at
+    /// `started`; `attributes` carry `error.type` when it failed.
+    pub fn record_operation(&self, started: Instant, attributes: &[KeyValue]) {
+        if let Some(i) = &self.instruments {
+            i.operation_duration
+                .record(started.elapsed().as_secs_f64(), attributes);
+        }
+    }
+
+    /// One message's processing, begun at `started`.
+    pub fn record_process(&self, started: Instant, attributes: &[KeyValue]) {
+        if let Some(i) = &self.instruments {
+            i.process_duration
+                .record(started.elapsed().as_secs_f64(), attributes);
+        }
+    }
+
+    /// `count` messages sent (attempted).
+    pub fn count_sent(&self, count: u64, attributes: &[KeyValue]) {
+        if let Some(i) = &self.instruments {
+            i.sent.add(count, attributes);
+        }
+    }
+
+    /// `count` messages delivered to the application.
+    pub fn count_consumed(&self, count: u64, attributes: &[KeyValue]) {
+        if let Some(i) = &self.instruments {
+            i.consumed.add(count, attributes);
+        }
+    }
+}
+
+/// Times one message's processing and records
+/// `messaging.process.duration` when dropped (with `error.type` when
+/// [`ProcessTimer::fail`] was called): it lives as long as the process
+/// span it measures.
+#[derive(Debug)]
+pub(crate) struct ProcessTimer {
+    metrics: MessagingMetrics,
+    started: Instant,
+    attributes: Vec<KeyValue>,
+    error_type: std::sync::OnceLock<String>,
+}
+
+impl ProcessTimer {
+    /// Starts timing now; records nothing when `metrics` are disabled.
+    pub(crate) fn start(metrics: &MessagingMetrics, attributes: Vec<KeyValue>) -> Self {
+        Self {
+            metrics: metrics.clone(),
+            started: Instant::now(),
+            attributes,
+            error_type: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Marks the processing failed (the first error type counts).
+    pub(crate) fn fail(&self, error_type: &str) {
+        let _ = self.error_type.set(error_type.to_owned());
+    }
+}
+
+impl Drop for ProcessTimer {
+    fn drop(&mut self) {
+        if !self.metrics.enabled() {
+            return;
+        }
+        let mut attributes = std::mem::take(&mut self.attributes);
+        if let Some(error_type) = self.error_type.take() {
+            attributes.push(crate::semconv::error_type(error_type));
+        }
+        self.metrics.record_process(self.started, &attributes);
+    }
+}
+
+/// Times one send until the broker answers; [`SendTimer::finish`] records
+/// `messaging.client.operation.duration` and counts the message in
+/// `messaging.client.sent.messages` (with `error.type` when it failed).
+#[derive(Debug)]
+pub(crate) struct SendTimer {
+    metrics: MessagingMetrics,
+    started: Instant,
+    attributes: Vec<KeyValue>,
+}
+
+impl SendTimer {
+    /// Starts timing now; `attributes` are built only when metrics record.
+    pub(crate) fn start(
+        metrics: &MessagingMetrics,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Self {
+        Self {
+            metrics: metrics.clone(),
+            started: Instant::now(),
+            attributes: if metrics.enabled() {
+                attributes()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// Records the send's outcome.
+    pub(crate) fn finish(mut self, error_type: Option<&str>) {
+        if !self.metrics.enabled() {
+            return;
+        }
+        if let Some(error_type) = error_type {
+            self.attributes
+                .push(crate::semconv::error_type(error_type.to_owned()));
+        }
+        self.metrics
+            .record_operation(self.started, &self.attributes);
+        self.metrics.count_sent(1, &self.attributes);
+    }
+}
