@@ -29,7 +29,17 @@ use tracebridge::ParentPolicy;
 use tracebridge::amqp::{AmqpHeaderExtractor, AmqpHeaderInjector};
 use tracebridge::kafka::{KafkaHeaderExtractor, KafkaHeaderInjector};
 use tracebridge::propagation::Propagation;
-use tracebridge::semconv::{Destination, Endpoint, MessagingAttributes, Operation, Stability};
+use tracebridge::semconv::{
+    AttributePolicy, AttributeRules, Conventions, Destination, Endpoint, MessagingAttributes,
+    Operation,
+};
+
+/// The benchmarks' rules: the default version, keys recorded (as before the
+/// policy existed, so figures compare).
+static RULES: std::sync::LazyLock<AttributeRules> = std::sync::LazyLock::new(|| AttributeRules {
+    conventions: Conventions::default(),
+    policy: AttributePolicy::record_all(),
+});
 
 /// One named per-message step.
 pub struct Scenario {
@@ -70,7 +80,9 @@ pub fn all(provider: &SdkTracerProvider, ratio_provider: &SdkTracerProvider) -> 
     let mut all = Vec::new();
     for (sampled, provider) in [(true, provider), (false, ratio_provider)] {
         let instrumentation =
-            Instrumentation::from_sdk(provider, None).with_stability(Stability::Stable);
+            Instrumentation::from_sdk(provider, None)
+                .with_conventions(RULES.conventions)
+                .with_attribute_policy(RULES.policy.clone());
         all.extend(kafka(&instrumentation, provider, sampled));
         all.extend(amqp(&instrumentation, provider, sampled));
     }
@@ -145,7 +157,7 @@ fn kafka(
         move || {
             endpoint
                 .apply(
-                    MessagingAttributes::new(Operation::Send, &destination, Stability::Stable)
+                    MessagingAttributes::new(Operation::Send, &destination, &RULES)
                         .kafka_key(Some(b"order-1")),
                 )
                 .into_vec()
@@ -217,7 +229,7 @@ fn kafka(
     let process_attributes = move || {
         endpoint
             .apply(
-                MessagingAttributes::new(Operation::Process, &destination, Stability::Stable)
+                MessagingAttributes::new(Operation::Process, &destination, &RULES)
                     .consumer_group("billing")
                     .partition(0)
                     .kafka_offset(42)
@@ -275,7 +287,7 @@ fn amqp(
         move || {
             endpoint
                 .apply(
-                    MessagingAttributes::new(Operation::Send, &publish_to, Stability::Stable)
+                    MessagingAttributes::new(Operation::Send, &publish_to, &RULES)
                         .message_id(Some("m-1")),
                 )
                 .into_vec()
@@ -286,7 +298,7 @@ fn amqp(
         move || {
             endpoint
                 .apply(
-                    MessagingAttributes::new(Operation::Process, &delivered, Stability::Stable)
+                    MessagingAttributes::new(Operation::Process, &delivered, &RULES)
                         .delivery_tag(7)
                         .message_id(Some("m-1")),
                 )

@@ -349,7 +349,9 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
     // mean "drain and exit 0", not the default "die".
     let signals = ShutdownSignals::register()?;
     let config = RelayConfig::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let telemetry = tracebridge::telemetry::init(&config.service_name);
+    let telemetry = tracebridge::telemetry::TelemetryBuilder::new(&config.service_name)
+        .with_prometheus(tracebridge::telemetry::PrometheusBridge::new("messaging."))
+        .init();
     // A client library's error may quote a configured value verbatim.
     let secrets = config.secrets();
     let relay = Relay::start(config, tracebridge::Instrumentation::global())

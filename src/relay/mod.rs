@@ -79,11 +79,15 @@ struct RunningRoute {
 impl Relay {
     /// Connects every route's source, sink and dead-letter destination and
     /// starts relaying. Fails, naming the route and broker, when one cannot
-    /// be connected.
+    /// be connected. The configuration's `[telemetry]` rules replace
+    /// `instrumentation`'s.
     pub async fn start(
         config: RelayConfig,
         instrumentation: Instrumentation,
     ) -> Result<Self, Error> {
+        let instrumentation = instrumentation
+            .with_conventions(config.attribute_rules.conventions)
+            .with_attribute_policy(config.attribute_rules.policy.clone());
         let (shutdown, watch) = watch::channel(false);
         let metrics = Arc::new(
             RelayMetrics::new().map_err(|e| Error::Config(format!("metrics registry: {e}")))?,

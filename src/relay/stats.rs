@@ -228,6 +228,11 @@ impl RelayMetrics {
         {
             out = format!("# encoding metrics failed: {err}\n");
         }
+        // The spec's messaging instruments, by OpenTelemetry's Prometheus
+        // names, when telemetry was set up with the bridge.
+        if let Some(messaging) = crate::telemetry::prometheus_text() {
+            out.push_str(&messaging);
+        }
         out
     }
 }

@@ -266,6 +266,13 @@ impl AttributePolicy {
         policy.build()
     }
 
+    /// The hash key as text, for redaction from error messages.
+    pub(crate) fn hash_key_text(&self) -> Option<String> {
+        self.hash_key
+            .as_ref()
+            .map(|key| String::from_utf8_lossy(&key.0).into_owned())
+    }
+
     /// How keys are treated.
     pub fn message_keys(&self) -> Treatment {
         self.message_keys

@@ -67,6 +67,9 @@ pub struct RelayConfig {
     pub service_name: String,
     /// The routes.
     pub routes: Vec<Route>,
+    /// `[telemetry]` over the environment: the convention keys and the
+    /// attribute policy of every span and metric.
+    pub attribute_rules: crate::semconv::AttributeRules,
 }
 
 /// A Kafka cluster.
@@ -163,6 +166,7 @@ impl RelayConfig {
                 }
             }
         }
+        secrets.extend(self.attribute_rules.policy.hash_key_text());
         secrets.sort();
         secrets.dedup();
         secrets

@@ -12,6 +12,7 @@ use toml::Spanned;
 use crate::correlate::{Fallback, Policy, RequestIdExtractor, RequestIdSource};
 use crate::instrument::ParentPolicy;
 use crate::propagation::{Format, Propagation};
+use crate::semconv::Treatment;
 
 /// The file's top level.
 #[derive(Debug, Deserialize)]
@@ -29,6 +30,35 @@ pub(super) struct FileSpec {
     /// `[[route]]`: at least one.
     #[serde(default)]
     pub(super) route: Vec<Spanned<RouteSpec>>,
+    /// `[telemetry]`: which convention keys and which sensitive values the
+    /// spans and metrics carry (each key defaults to its environment
+    /// variable, else the library's default).
+    #[serde(default)]
+    pub(super) telemetry: TelemetrySpec,
+}
+
+/// `[telemetry]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct TelemetrySpec {
+    /// `1.45`, `1.44` or `pre-1.26`. Default `TRACEBRIDGE_SEMCONV_VERSION`,
+    /// else 1.45; `semconv_version = "1.44"`.
+    pub(super) semconv_version: Option<String>,
+    /// `as-is`, `hashed` or `omitted`. Default
+    /// `TRACEBRIDGE_RECORD_MESSAGE_KEYS`, else `omitted`.
+    pub(super) record_message_keys: Option<Treatment>,
+    /// Likewise for request ids (`TRACEBRIDGE_RECORD_REQUEST_IDS`).
+    pub(super) record_request_ids: Option<Treatment>,
+    /// Likewise for captured headers (`TRACEBRIDGE_RECORD_CAPTURED_HEADERS`,
+    /// else `as-is`).
+    pub(super) record_captured_headers: Option<Treatment>,
+    /// Headers recorded as `messaging.header.<name>`. Default
+    /// `TRACEBRIDGE_CAPTURE_HEADERS`, else none;
+    /// `capture_headers = ["x-tenant"]`.
+    pub(super) capture_headers: Option<Vec<String>>,
+    /// The HMAC key of `hashed` (16+ bytes; write `${VAR}`). Default
+    /// `TRACEBRIDGE_ATTRIBUTE_HASH_KEY`.
+    pub(super) attribute_hash_key: Option<String>,
 }
 
 /// `[relay]`.

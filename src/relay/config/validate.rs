@@ -5,9 +5,13 @@
 use std::collections::BTreeMap;
 
 use super::parse::line_of;
-use super::schema::{CorrelationSpec, EndpointSpec, FileSpec};
+use super::schema::{CorrelationSpec, EndpointSpec, FileSpec, TelemetrySpec};
 use super::*;
 use crate::correlate::RequestIdExtractor;
+use crate::semconv::{
+    AttributePolicy, AttributeRules, Conventions, HashKey, SEMCONV_VERSION_ENV, SemconvVersion,
+    policy_env,
+};
 
 /// Resolves broker references and checks each route's shape, adding to the
 /// `problems` reading found.
@@ -114,6 +118,7 @@ pub(super) fn validate(
             });
         }
     }
+    let attribute_rules = attribute_rules(origin, spec.telemetry, &mut problems);
     if problems.is_empty() {
         Ok(RelayConfig {
             listen: spec.relay.listen,
@@ -121,9 +126,75 @@ pub(super) fn validate(
             shutdown_timeout: spec.relay.shutdown_timeout,
             service_name: spec.relay.service_name,
             routes,
+            attribute_rules,
         })
     } else {
         Err(ConfigErrors { problems })
+    }
+}
+
+/// `[telemetry]` over the environment: each key the file sets wins.
+fn attribute_rules(
+    origin: &str,
+    spec: TelemetrySpec,
+    problems: &mut Vec<String>,
+) -> AttributeRules {
+    let at = format!("{origin}: telemetry");
+    let env = |name: &str| std::env::var(name).ok();
+    let version = match &spec.semconv_version {
+        Some(text) => SemconvVersion::parse(text)
+            .map_err(|err| problems.push(format!("{at}.semconv_version: {err}")))
+            .unwrap_or_default(),
+        None => match Conventions::try_from_env() {
+            Ok(conventions) => conventions.version,
+            Err(err) => {
+                problems.push(format!("{at}: {err} (in {SEMCONV_VERSION_ENV})"));
+                SemconvVersion::default()
+            }
+        },
+    };
+    let conventions = Conventions {
+        version,
+        ..Conventions::from_env()
+    };
+    // The environment first (reported as such), then the file's keys.
+    let mut policy = AttributePolicy::from_lookup(|name| {
+        // Checked together with the file's keys below.
+        env(name).filter(|_| name != policy_env::HASH_KEY)
+    })
+    .unwrap_or_else(|err| {
+        problems.push(format!("{at}: {err}"));
+        AttributePolicy::default()
+    });
+    if let Some(t) = spec.record_message_keys {
+        policy = policy.with_message_keys(t);
+    }
+    if let Some(t) = spec.record_request_ids {
+        policy = policy.with_request_ids(t);
+    }
+    if let Some(t) = spec.record_captured_headers {
+        policy = policy.with_captured_headers(t);
+    }
+    if let Some(names) = &spec.capture_headers {
+        policy = policy.with_capture(names);
+    }
+    let key = spec
+        .attribute_hash_key
+        .or_else(|| env(policy_env::HASH_KEY))
+        .filter(|k| !k.is_empty());
+    if let Some(key) = key {
+        match HashKey::new(key) {
+            Ok(key) => policy = policy.with_hash_key(key),
+            Err(err) => problems.push(format!("{at}.attribute_hash_key: {err}")),
+        }
+    }
+    let policy = policy.build().unwrap_or_else(|err| {
+        problems.push(format!("{at}: {err}"));
+        AttributePolicy::default()
+    });
+    AttributeRules {
+        conventions,
+        policy,
     }
 }
 
