@@ -24,6 +24,8 @@ struct Sent {
     minimal: bool,
     reason: Vec<(&'static str, String)>,
     at: Instant,
+    /// What the sink's PRODUCER span was asked to add.
+    annotations: Vec<KeyValue>,
 }
 
 /// A sink that answers each send with the next scripted result (the last
@@ -49,7 +51,7 @@ impl ScriptedSink {
 impl SinkClient for ScriptedSink {
     fn send<'a>(
         &'a self,
-        _parent: &'a Context,
+        parent: &'a Context,
         _message: &'a Inbound,
         dress: Dress<'a>,
     ) -> BoxFuture<'a, Result<(), SendError>> {
@@ -58,6 +60,7 @@ impl SinkClient for ScriptedSink {
             minimal: dress.is_minimal(),
             reason: dress.reason().to_vec(),
             at: Instant::now(),
+            annotations: instrument::send_annotations(parent),
         });
         let mut script = self.script.lock().expect("script");
         let answer = if script.len() > 1 {
@@ -289,7 +292,42 @@ async fn every_way_a_hop_ends() {
                 i + 2
             );
         }
+        // Each attempt's PRODUCER span is numbered.
+        for (i, send) in sent.iter().enumerate() {
+            assert_eq!(
+                send.annotations,
+                vec![KeyValue::new(
+                    crate::dead_letter::SEND_ATTEMPT_ATTRIBUTE,
+                    i as i64 + 1
+                )],
+                "{name}: attempt {}",
+                i + 1
+            );
+        }
         let dead_letters = dead_letter.as_ref().map(|d| d.sent()).unwrap_or_default();
+        // The dead letter's PRODUCER span says why, and after how many.
+        for letter in &dead_letters {
+            let error = match &case.outcome {
+                HopOutcome::DeadLettered { error, .. } => error.clone(),
+                HopOutcome::Failed { error } => error
+                    .split("; dead-lettering failed too")
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+                other => panic!("{name}: a dead letter with outcome {other:?}"),
+            };
+            assert_eq!(
+                letter.annotations,
+                vec![
+                    KeyValue::new(crate::dead_letter::REASON_ATTRIBUTE, error),
+                    KeyValue::new(
+                        crate::dead_letter::ATTEMPTS_ATTRIBUTE,
+                        sent.len() as i64
+                    ),
+                ],
+                "{name}: dead-letter span"
+            );
+        }
         let dressed: Vec<(bool, bool)> = dead_letters
             .iter()
             .map(|s| (s.dead_letter, s.minimal))
