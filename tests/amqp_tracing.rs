@@ -77,7 +77,7 @@ async fn publish_and_process_form_one_trace_with_semconv_attributes_and_an_ack_s
     assert_eq!(publish.span_kind, SpanKind::Producer);
     assert_eq!(publish.status, Status::Unset);
     for (key, value) in [
-        ("messaging.system", Value::from("rabbitmq")),
+        ("messaging.system.name", Value::from("rabbitmq")),
         ("messaging.operation.name", "publish".into()),
         ("messaging.operation.type", "send".into()),
         (
@@ -85,7 +85,7 @@ async fn publish_and_process_form_one_trace_with_semconv_attributes_and_an_ack_s
             format!("{}:{ROUTING_KEY}", rabbit.exchange).into(),
         ),
         (
-            "messaging.rabbitmq.destination.routing_key",
+            "rabbitmq.destination.routing_key",
             ROUTING_KEY.into(),
         ),
         ("messaging.message.id", "m-1".into()),
@@ -109,7 +109,7 @@ async fn publish_and_process_form_one_trace_with_semconv_attributes_and_an_ack_s
     );
     assert_eq!(process.links.len(), 1);
     for (key, value) in [
-        ("messaging.system", Value::from("rabbitmq")),
+        ("messaging.system.name", Value::from("rabbitmq")),
         ("messaging.operation.name", "process".into()),
         ("messaging.operation.type", "process".into()),
         (
@@ -117,10 +117,10 @@ async fn publish_and_process_form_one_trace_with_semconv_attributes_and_an_ack_s
             format!("{}:{ROUTING_KEY}:{}", rabbit.exchange, rabbit.queue).into(),
         ),
         (
-            "messaging.rabbitmq.destination.routing_key",
+            "rabbitmq.destination.routing_key",
             ROUTING_KEY.into(),
         ),
-        ("messaging.rabbitmq.message.delivery_tag", 1i64.into()),
+        ("rabbitmq.message.delivery_tag", 1i64.into()),
         ("messaging.message.id", "m-1".into()),
         ("messaging.message.conversation_id", "req-9".into()),
         ("messaging.message.body.size", 5i64.into()),
@@ -143,7 +143,7 @@ async fn publish_and_process_form_one_trace_with_semconv_attributes_and_an_ack_s
         Some("settle".into())
     );
     assert_eq!(
-        attr(&ack, "messaging.rabbitmq.message.delivery_tag"),
+        attr(&ack, "rabbitmq.message.delivery_tag"),
         Some(1i64.into())
     );
     rabbit.delete().await;

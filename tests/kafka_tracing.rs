@@ -101,11 +101,11 @@ async fn producer_and_consumer_spans_form_one_trace_with_semconv_attributes() {
         "no ambient parent: a root"
     );
     for (key, value) in [
-        ("messaging.system", Value::from("kafka")),
+        ("messaging.system.name", Value::from("kafka")),
         ("messaging.operation.name", "send".into()),
         ("messaging.operation.type", "send".into()),
         ("messaging.destination.name", topic.clone().into()),
-        ("messaging.kafka.message.key", "order-1".into()),
+        ("kafka.message.key", "order-1".into()),
         ("messaging.client.id", "tb-test-producer".into()),
         ("server.address", host.clone().into()),
         ("server.port", port.into()),
@@ -113,7 +113,7 @@ async fn producer_and_consumer_spans_form_one_trace_with_semconv_attributes() {
             "messaging.destination.partition.id",
             delivery.partition.to_string().into(),
         ),
-        ("messaging.kafka.offset", delivery.offset.into()),
+        ("kafka.offset", delivery.offset.into()),
     ] {
         assert_eq!(attr(&send, key), Some(value), "send span {key}");
     }
@@ -133,7 +133,7 @@ async fn producer_and_consumer_spans_form_one_trace_with_semconv_attributes() {
         &send.span_context
     ));
     for (key, value) in [
-        ("messaging.system", Value::from("kafka")),
+        ("messaging.system.name", Value::from("kafka")),
         ("messaging.operation.name", "process".into()),
         ("messaging.operation.type", "process".into()),
         ("messaging.destination.name", topic.clone().into()),
@@ -142,8 +142,8 @@ async fn producer_and_consumer_spans_form_one_trace_with_semconv_attributes() {
             "messaging.destination.partition.id",
             delivery.partition.to_string().into(),
         ),
-        ("messaging.kafka.offset", delivery.offset.into()),
-        ("messaging.kafka.message.key", "order-1".into()),
+        ("kafka.offset", delivery.offset.into()),
+        ("kafka.message.key", "order-1".into()),
         ("messaging.message.body.size", 5i64.into()),
         ("messaging.client.id", "tb-test-consumer".into()),
         ("server.address", host.clone().into()),
@@ -159,7 +159,7 @@ async fn producer_and_consumer_spans_form_one_trace_with_semconv_attributes() {
         1,
         "one queue-time measurement"
     );
-    assert_eq!(attr(&process, "messaging.kafka.message.tombstone"), None);
+    assert_eq!(attr(&process, "kafka.message.tombstone"), None);
     assert_eq!(
         attr(&process, tracebridge::instrument::INVALID_CONTEXT_ATTRIBUTE),
         None
@@ -258,7 +258,7 @@ async fn malformed_or_missing_context_still_delivers_and_starts_a_new_trace_sayi
     let by_key = |k: &str| {
         spans
             .iter()
-            .find(|s| attr(s, "messaging.kafka.message.key") == Some(k.to_owned().into()))
+            .find(|s| attr(s, "kafka.message.key") == Some(k.to_owned().into()))
             .expect("span for key")
             .clone()
     };
@@ -372,7 +372,7 @@ async fn two_consumers_in_a_group_over_three_partitions_keep_every_message_in_it
                     .unwrap()
                     .as_str()
                     .into_owned(),
-                attr(&s, "messaging.kafka.offset")
+                attr(&s, "kafka.offset")
                     .unwrap()
                     .as_str()
                     .into_owned(),
@@ -391,7 +391,7 @@ async fn two_consumers_in_a_group_over_three_partitions_keep_every_message_in_it
                 .unwrap()
                 .as_str()
                 .into_owned(),
-            attr(&process, "messaging.kafka.offset")
+            attr(&process, "kafka.offset")
                 .unwrap()
                 .as_str()
                 .into_owned(),
@@ -477,8 +477,8 @@ async fn batch_poll_links_every_message_with_its_partition_and_offset() {
                 attr(send, "messaging.destination.partition.id")
             );
             assert_eq!(
-                link_attr("messaging.kafka.offset"),
-                attr(send, "messaging.kafka.offset")
+                link_attr("kafka.offset"),
+                attr(send, "kafka.offset")
             );
             linked += 1;
         }
@@ -540,7 +540,7 @@ async fn commit_settle_spans_are_children_of_the_process_span() {
         attr(&commit, "messaging.operation.type"),
         Some("settle".into())
     );
-    assert_eq!(attr(&commit, "messaging.kafka.offset"), Some(0i64.into()));
+    assert_eq!(attr(&commit, "kafka.offset"), Some(0i64.into()));
 }
 
 /// A worker's own consumer context (here: one that counts rebalances) keeps

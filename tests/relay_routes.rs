@@ -437,7 +437,7 @@ dead_letter = {{ amqp = "r", exchange = "{x}", routing_key = "dead" }}"#,
     let failed = cap
         .named(&format!("process {topic}"))
         .into_iter()
-        .find(|s| attr(s, "messaging.kafka.message.key") == Some("poison".into()))
+        .find(|s| attr(s, "kafka.message.key") == Some("poison".into()))
         .expect("the poison message's process span");
     assert!(matches!(
         failed.status,

@@ -79,7 +79,7 @@ pub async fn send_kafka(bootstrap: &str, topic: &str, from: usize, n: usize) -> 
         .named(&format!("send {topic}"))
         .iter()
         .map(|span| {
-            let key = spans::attr(span, "messaging.kafka.message.key")
+            let key = spans::attr(span, "kafka.message.key")
                 .expect("the key is on the send span")
                 .as_str()
                 .into_owned();
@@ -459,6 +459,9 @@ bootstrap_servers = "{bootstrap}"
 properties = {{ "session.timeout.ms" = "10000" }}
 [amqp.r]
 url = "{}"
+[telemetry]
+record_message_keys = "as-is"
+record_request_ids = "as-is"
 [[route]]
 {route}
 "#,

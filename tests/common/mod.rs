@@ -268,8 +268,12 @@ pub mod spans {
     }
 
     impl Capture {
+        /// The default conventions; keys and request ids recorded as is,
+        /// so a span's whole attribute set can be asserted (the default
+        /// policy leaves them out: tests/attribute_policy.rs).
         pub fn instrumentation(&self) -> Instrumentation {
             Instrumentation::new(&self.provider, Some(&self.meters))
+                .with_attribute_policy(tracebridge::semconv::AttributePolicy::record_all())
         }
 
         /// How many values the f64 histogram `name` recorded, summed over
@@ -456,6 +460,12 @@ bootstrap_servers = "{}"
 
 [amqp.r]
 url = "{}"
+
+# The tests assert keys and request ids on the relay's spans; the default
+# leaves both out (tests/attribute_policy.rs checks each mode).
+[telemetry]
+record_message_keys = "as-is"
+record_request_ids = "as-is"
 
 {routes}
 "#,
