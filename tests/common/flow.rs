@@ -416,11 +416,18 @@ pub struct RelaySetup {
 }
 
 impl RelaySetup {
-    /// A relay for `route` (see [`relay_file`]) with `window` in flight.
+    /// A relay for `route` (see [`relay_file`]) with `window` in flight,
+    /// recording keys and request ids as is.
     pub fn new(window: usize, bootstrap: &str, route: &str) -> Self {
+        Self::with_telemetry(window, bootstrap, route, RECORD_ALL)
+    }
+
+    /// [`RelaySetup::new`] with `telemetry` as the `[telemetry]` table's
+    /// body.
+    pub fn with_telemetry(window: usize, bootstrap: &str, route: &str, telemetry: &str) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let port = free_port();
-        let config = relay_file(dir.path(), port, window, bootstrap, route);
+        let config = relay_file(dir.path(), port, window, bootstrap, route, telemetry);
         let spans = dir.path().join("spans.jsonl");
         Self {
             dir,
@@ -436,14 +443,20 @@ impl RelaySetup {
     }
 }
 
+/// The tests assert keys and request ids on the relay's spans; the default
+/// leaves both out (tests/attribute_policy.rs checks each mode).
+pub const RECORD_ALL: &str = "record_message_keys = \"as-is\"\nrecord_request_ids = \"as-is\"";
+
 /// Writes a relay config with one `route` (TOML of the `[[route]]` table),
-/// the cluster `k` at `bootstrap` and the broker `r` at the test AMQP URL.
+/// the cluster `k` at `bootstrap`, the broker `r` at the test AMQP URL and
+/// `telemetry` as the `[telemetry]` table.
 pub fn relay_file(
     dir: &Path,
     listen_port: u16,
     window: usize,
     bootstrap: &str,
     route: &str,
+    telemetry: &str,
 ) -> PathBuf {
     let path = dir.join("relay.toml");
     std::fs::write(
@@ -460,8 +473,7 @@ properties = {{ "session.timeout.ms" = "10000" }}
 [amqp.r]
 url = "{}"
 [telemetry]
-record_message_keys = "as-is"
-record_request_ids = "as-is"
+{telemetry}
 [[route]]
 {route}
 "#,
