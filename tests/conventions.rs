@@ -1,0 +1,767 @@
+//! What dashboards rely on, against the real brokers: every span's keys
+//! under each supported convention version (and `messaging/dup`), the
+//! spec's four messaging metrics from the library and on the relay's
+//! `/metrics`, and RabbitMQ's own dead-lettering continuing the trace.
+#![cfg(all(feature = "kafka", feature = "amqp"))]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::amqp::{ROUTING_KEY, Rabbit};
+use common::spans::{self, attr, trace_id};
+use common::{WAIT, within};
+use lapin::BasicProperties;
+use lapin::options::BasicPublishOptions;
+use opentelemetry::trace::SpanKind;
+use opentelemetry::{Context, KeyValue, Value};
+use opentelemetry_sdk::trace::SpanData;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::producer::FutureRecord;
+use tracebridge::Instrumentation;
+use tracebridge::amqp::{TracedConsumer, TracedPublisher, TracedReceiver};
+use tracebridge::kafka::{TracedProducer, TracedStreamConsumer};
+use tracebridge::semconv::{Conventions, SemconvVersion};
+
+/// Keys only v1.45 has.
+const V1_45_ONLY: [&str; 6] = [
+    "messaging.system.name",
+    "kafka.offset",
+    "kafka.message.key",
+    "kafka.message.tombstone",
+    "rabbitmq.destination.routing_key",
+    "rabbitmq.message.delivery_tag",
+];
+/// Keys v1.44 has and v1.45 renamed (not in the pre-1.26 table either).
+const V1_44_ONLY: [&str; 3] = [
+    "messaging.kafka.offset",
+    "messaging.rabbitmq.message.delivery_tag",
+    // In both 1.44 and pre-1.26, never in 1.45:
+    "messaging.kafka.message.key",
+];
+/// Keys only the pre-1.26 conventions have.
+const PRE_1_26_ONLY: [&str; 8] = [
+    "messaging.operation",
+    "messaging.kafka.consumer.group",
+    "messaging.kafka.destination.partition",
+    "messaging.kafka.message.offset",
+    "messaging.client_id",
+    "messaging.message.payload_size_bytes",
+    "net.peer.name",
+    "net.peer.port",
+];
+/// Keys of 1.26 and later.
+const SINCE_1_26: [&str; 6] = [
+    "messaging.operation.name",
+    "messaging.operation.type",
+    "messaging.consumer.group.name",
+    "messaging.destination.partition.id",
+    "server.address",
+    "server.port",
+];
+
+/// The Kafka process span's keys, from the spec text of each version (key
+/// and conversation id recorded; no body size, no tombstone).
+fn kafka_process_keys(version: SemconvVersion) -> BTreeSet<&'static str> {
+    let keys: &[&str] = match version {
+        SemconvVersion::V1_45 => &[
+            "messaging.system.name",
+            "messaging.operation.name",
+            "messaging.operation.type",
+            "messaging.destination.name",
+            "messaging.destination.partition.id",
+            "kafka.offset",
+            "kafka.message.key",
+            "messaging.consumer.group.name",
+            "server.address",
+            "server.port",
+            "messaging.client.id",
+        ],
+        SemconvVersion::V1_44 => &[
+            "messaging.system",
+            "messaging.operation.name",
+            "messaging.operation.type",
+            "messaging.destination.name",
+            "messaging.destination.partition.id",
+            "messaging.kafka.offset",
+            "messaging.kafka.message.key",
+            "messaging.consumer.group.name",
+            "server.address",
+            "server.port",
+            "messaging.client.id",
+        ],
+        SemconvVersion::Pre1_26 => &[
+            "messaging.system",
+            "messaging.operation",
+            "messaging.destination.name",
+            "messaging.kafka.destination.partition",
+            "messaging.kafka.message.offset",
+            "messaging.kafka.message.key",
+            "messaging.kafka.consumer.group",
+            "net.peer.name",
+            "net.peer.port",
+            "messaging.client_id",
+        ],
+    };
+    keys.iter()
+        .copied()
+        .chain([tracebridge::instrument::QUEUE_TIME_ATTRIBUTE])
+        .collect()
+}
+
+/// The RabbitMQ process span's keys (message id and correlation id set).
+fn amqp_process_keys(version: SemconvVersion) -> BTreeSet<&'static str> {
+    let keys: &[&str] = match version {
+        SemconvVersion::V1_45 => &[
+            "messaging.system.name",
+            "messaging.operation.name",
+            "messaging.operation.type",
+            "messaging.destination.name",
+            "rabbitmq.destination.routing_key",
+            "rabbitmq.message.delivery_tag",
+            "messaging.message.id",
+            "messaging.message.conversation_id",
+            "server.address",
+            "server.port",
+        ],
+        SemconvVersion::V1_44 => &[
+            "messaging.system",
+            "messaging.operation.name",
+            "messaging.operation.type",
+            "messaging.destination.name",
+            "messaging.rabbitmq.destination.routing_key",
+            "messaging.rabbitmq.message.delivery_tag",
+            "messaging.message.id",
+            "messaging.message.conversation_id",
+            "server.address",
+            "server.port",
+        ],
+        SemconvVersion::Pre1_26 => &[
+            "messaging.system",
+            "messaging.operation",
+            "messaging.destination.name",
+            "messaging.rabbitmq.destination.routing_key",
+            "messaging.message.id",
+            "messaging.message.conversation_id",
+            "net.peer.name",
+            "net.peer.port",
+        ],
+    };
+    keys.iter()
+        .copied()
+        .chain([tracebridge::instrument::QUEUE_TIME_ATTRIBUTE])
+        .collect()
+}
+
+fn keys_of(span: &SpanData) -> BTreeSet<&str> {
+    span.attributes.iter().map(|kv| kv.key.as_str()).collect()
+}
+
+/// A traced consumer of `topic` in a new group, and the group's name.
+fn kafka_consumer(instrumentation: Instrumentation, topic: &str) -> (TracedStreamConsumer, String) {
+    let group = common::unique("conv");
+    let mut config = common::kafka::config();
+    config
+        .set("group.id", &group)
+        .set("client.id", "tb-conventions")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false");
+    let consumer = TracedStreamConsumer::from_config(&config)
+        .expect("consumer")
+        .with_settle_spans(true)
+        .with_instrumentation(instrumentation);
+    consumer.get_ref().subscribe(&[topic]).expect("subscribe");
+    (consumer, group)
+}
+
+async fn amqp_publisher(rabbit: &Rabbit, instrumentation: Instrumentation) -> TracedPublisher {
+    let channel = rabbit.conn.create_channel().await.expect("channel");
+    TracedPublisher::new(channel, tracebridge::amqp::endpoint(&common::amqp_url()))
+        .await
+        .expect("publisher")
+        .with_instrumentation(instrumentation)
+}
+
+async fn publish(publisher: &TracedPublisher, rabbit: &Rabbit, id: &str) {
+    publisher
+        .publish(
+            &rabbit.exchange,
+            ROUTING_KEY,
+            BasicPublishOptions::default(),
+            BasicProperties::default()
+                .with_message_id(id.into())
+                .with_correlation_id("req-1".into()),
+            b"{}",
+        )
+        .await
+        .expect("published")
+        .confirmed()
+        .await
+        .expect("confirmed");
+}
+
+/// Every span kind of both transports under `conventions`: Kafka send,
+/// process, commit, poll; RabbitMQ publish, process, ack, receive.
+async fn every_span_kind(conventions: Conventions) -> spans::Capture {
+    let cap = spans::capture();
+    let instrumentation = cap.instrumentation().with_conventions(conventions);
+    let topic = common::unique("conv");
+    common::kafka::create_topic(&topic, 1).await;
+    let producer = TracedProducer::from_config(&common::kafka::config())
+        .expect("producer")
+        .with_instrumentation(instrumentation.clone());
+    for key in ["k-1", "k-2"] {
+        producer
+            .send(
+                FutureRecord::to(&topic).key(key).payload("{}"),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("delivered");
+    }
+    let (consumer, _) = kafka_consumer(instrumentation.clone(), &topic);
+    let message = within("a Kafka message", consumer.recv())
+        .await
+        .expect("received");
+    consumer
+        .commit(&message, CommitMode::Sync)
+        .expect("committed");
+    message.end();
+    let batch = within("a Kafka batch", consumer.recv_batch(1, WAIT))
+        .await
+        .expect("polled");
+    drop(batch);
+
+    let rabbit = Rabbit::new("conv").await;
+    let publisher = amqp_publisher(&rabbit, instrumentation.clone()).await;
+    publish(&publisher, &rabbit, "m-1").await;
+    let mut consumer = TracedConsumer::new(
+        rabbit.consumer().await,
+        tracebridge::amqp::endpoint(&common::amqp_url()),
+    )
+    .with_instrumentation(instrumentation.clone());
+    within(
+        "a RabbitMQ delivery",
+        consumer.process_next(async |_| Ok::<_, std::io::Error>(())),
+    )
+    .await
+    .expect("received")
+    .expect("not cancelled")
+    .expect("handled");
+    drop(consumer);
+    publish(&publisher, &rabbit, "m-2").await;
+    let receiver = TracedReceiver::new(
+        rabbit.conn.create_channel().await.expect("channel"),
+        &rabbit.queue,
+        tracebridge::amqp::endpoint(&common::amqp_url()),
+    )
+    .with_instrumentation(instrumentation);
+    let got = loop {
+        if let Some(got) = receiver.receive().await.expect("basic.get") {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    got.ack().await.expect("ack");
+    rabbit.delete().await;
+    cap
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_span_follows_its_versions_table() {
+    for version in SemconvVersion::ALL {
+        let cap = every_span_kind(Conventions::new(version)).await;
+        let spans = cap.spans();
+        let kinds: BTreeSet<String> = spans.iter().map(|s| format!("{:?}", s.span_kind)).collect();
+        assert_eq!(
+            kinds.len(),
+            3,
+            "PRODUCER, CONSUMER and CLIENT spans: {kinds:?}"
+        );
+        let names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
+        for kind in ["send ", "process ", "poll ", "commit ", "publish ", "ack", "receive "] {
+            assert!(
+                names.iter().any(|n| n.starts_with(kind)),
+                "a {kind:?} span among {names:?}"
+            );
+        }
+        let forbidden: Vec<&str> = match version {
+            SemconvVersion::V1_45 => V1_44_ONLY.iter().chain(&PRE_1_26_ONLY).copied().collect(),
+            SemconvVersion::V1_44 => V1_45_ONLY.iter().chain(&PRE_1_26_ONLY).copied().collect(),
+            SemconvVersion::Pre1_26 => V1_45_ONLY
+                .iter()
+                .chain(&SINCE_1_26)
+                .chain(&["messaging.kafka.offset", "messaging.rabbitmq.message.delivery_tag"])
+                .copied()
+                .collect(),
+        };
+        for span in &spans {
+            for key in keys_of(span) {
+                assert!(
+                    !forbidden.contains(&key),
+                    "{} under {}: {key} belongs to another version",
+                    span.name,
+                    version.as_str()
+                );
+            }
+        }
+        let process = |prefix: &str| {
+            spans
+                .iter()
+                .find(|s| s.span_kind == SpanKind::Consumer && s.name.starts_with(prefix))
+                .unwrap_or_else(|| panic!("a {prefix} process span: {:?}", spans.iter().map(|s| (s.name.clone(), s.span_kind.clone())).collect::<Vec<_>>()))
+                .clone()
+        };
+        let kafka = process("process tb-conv-");
+        assert!(!kafka.name.contains(':'), "{}", kafka.name);
+        assert_eq!(
+            keys_of(&kafka),
+            kafka_process_keys(version),
+            "Kafka process span under {}",
+            version.as_str()
+        );
+        let amqp = spans
+            .iter()
+            .find(|s| s.span_kind == SpanKind::Consumer && s.name.contains(':'))
+            .expect("the RabbitMQ process span");
+        assert_eq!(
+            keys_of(amqp),
+            amqp_process_keys(version),
+            "RabbitMQ process span under {}",
+            version.as_str()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messaging_dup_adds_the_pre_1_26_keys_to_every_span() {
+    let cap = every_span_kind(Conventions {
+        version: SemconvVersion::V1_45,
+        duplicate_pre_1_26: true,
+    })
+    .await;
+    let spans = cap.spans();
+    let kafka = spans
+        .iter()
+        .find(|s| s.span_kind == SpanKind::Consumer && !s.name.contains(':'))
+        .expect("the Kafka process span");
+    let want: BTreeSet<&str> = kafka_process_keys(SemconvVersion::V1_45)
+        .union(&kafka_process_keys(SemconvVersion::Pre1_26))
+        .copied()
+        .collect();
+    assert_eq!(keys_of(kafka), want);
+    // The old partition stays an integer, the new one a string.
+    assert_eq!(
+        attr(kafka, "messaging.kafka.destination.partition"),
+        Some(Value::I64(0))
+    );
+    assert_eq!(
+        attr(kafka, "messaging.destination.partition.id"),
+        Some(Value::from("0"))
+    );
+    for span in &spans {
+        assert!(
+            keys_of(span).contains("messaging.operation"),
+            "{}: the pre-1.26 operation",
+            span.name
+        );
+    }
+}
+
+/// A metric's data points as (attributes, count or sum), with its unit
+/// and histogram bounds.
+struct Points {
+    unit: String,
+    bounds: Vec<f64>,
+    points: Vec<(BTreeSet<(String, String)>, u64)>,
+}
+
+fn points(cap: &spans::Capture, name: &str) -> Points {
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+    cap.meters.force_flush().expect("flush metrics");
+    let finished = cap.metrics.get_finished_metrics().expect("metrics");
+    // Cumulative: the last export holds everything.
+    let last = finished.last().expect("an export");
+    let metric = last
+        .scope_metrics()
+        .flat_map(|sm| sm.metrics())
+        .find(|m| m.name() == name)
+        .unwrap_or_else(|| panic!("no metric {name}"));
+    let labels = |attrs: &mut dyn Iterator<Item = &KeyValue>| -> BTreeSet<(String, String)> {
+        attrs
+            .map(|kv| (kv.key.to_string(), kv.value.as_str().into_owned()))
+            .collect()
+    };
+    let mut out = Points {
+        unit: metric.unit().to_owned(),
+        bounds: Vec::new(),
+        points: Vec::new(),
+    };
+    match metric.data() {
+        AggregatedMetrics::F64(MetricData::Histogram(h)) => {
+            for p in h.data_points() {
+                out.bounds = p.bounds().collect();
+                out.points.push((labels(&mut p.attributes()), p.count()));
+            }
+        }
+        AggregatedMetrics::U64(MetricData::Sum(s)) => {
+            for p in s.data_points() {
+                out.points.push((labels(&mut p.attributes()), p.value()));
+            }
+        }
+        other => panic!("{name}: unexpected data {other:?}"),
+    }
+    out
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeSet<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_four_instruments_count_every_send_and_consume() {
+    const N: usize = 5;
+    let cap = spans::capture();
+    let instrumentation = cap.instrumentation();
+    let topic = common::unique("metrics");
+    common::kafka::create_topic(&topic, 1).await;
+    let producer = TracedProducer::from_config(&common::kafka::config())
+        .expect("producer")
+        .with_instrumentation(instrumentation.clone());
+    for i in 0..N {
+        producer
+            .send(
+                FutureRecord::to(&topic).key(&format!("k{i}")).payload("{}"),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("delivered");
+    }
+    let (consumer, group) = kafka_consumer(instrumentation.clone(), &topic);
+    for _ in 0..N {
+        let message = within("a Kafka message", consumer.recv())
+            .await
+            .expect("received");
+        consumer
+            .commit(&message, CommitMode::Sync)
+            .expect("committed");
+    }
+    let rabbit = Rabbit::new("metrics").await;
+    let publisher = amqp_publisher(&rabbit, instrumentation.clone()).await;
+    for i in 0..N {
+        publish(&publisher, &rabbit, &format!("m{i}")).await;
+    }
+    let mut amqp = TracedConsumer::new(
+        rabbit.consumer().await,
+        tracebridge::amqp::endpoint(&common::amqp_url()),
+    )
+    .with_instrumentation(instrumentation);
+    for _ in 0..N {
+        within(
+            "a RabbitMQ delivery",
+            amqp.process_next(async |_| Ok::<_, std::io::Error>(())),
+        )
+        .await
+        .expect("received")
+        .expect("not cancelled")
+        .expect("handled");
+    }
+
+    let (kafka_host, kafka_port) = common::kafka_server();
+    let amqp_endpoint = tracebridge::amqp::endpoint(&common::amqp_url());
+    let amqp_host = amqp_endpoint.address.as_deref().expect("host").to_owned();
+    let amqp_port = amqp_endpoint.port.expect("port").to_string();
+    let kafka_port = kafka_port.to_string();
+    let amqp_destination = format!("{}:{ROUTING_KEY}", rabbit.exchange);
+    let amqp_delivery = format!("{}:{ROUTING_KEY}:{}", rabbit.exchange, rabbit.queue);
+    let kafka_base = [
+        ("messaging.system.name", "kafka"),
+        ("messaging.destination.name", topic.as_str()),
+        ("server.address", kafka_host.as_str()),
+        ("server.port", kafka_port.as_str()),
+    ];
+    let with = |base: &[(&'static str, &str)], more: &[(&'static str, &str)]| {
+        let mut all: Vec<(&str, &str)> = base.to_vec();
+        all.extend_from_slice(more);
+        labels(&all)
+    };
+    let amqp_base = [
+        ("messaging.system.name", "rabbitmq"),
+        ("server.address", amqp_host.as_str()),
+        ("server.port", amqp_port.as_str()),
+    ];
+
+    let sent = points(&cap, "messaging.client.sent.messages");
+    assert_eq!(sent.unit, "{message}");
+    let kafka_send = with(
+        &kafka_base,
+        &[
+            ("messaging.operation.name", "send"),
+            ("messaging.operation.type", "send"),
+        ],
+    );
+    let amqp_send = with(
+        &amqp_base,
+        &[
+            ("messaging.operation.name", "publish"),
+            ("messaging.operation.type", "send"),
+            ("messaging.destination.name", amqp_destination.as_str()),
+        ],
+    );
+    assert_eq!(
+        sorted(sent.points.clone()),
+        sorted(vec![(kafka_send.clone(), N as u64), (amqp_send.clone(), N as u64)])
+    );
+
+    let consumed = points(&cap, "messaging.client.consumed.messages");
+    assert_eq!(consumed.unit, "{message}");
+    let kafka_poll = with(
+        &kafka_base,
+        &[
+            ("messaging.operation.name", "poll"),
+            ("messaging.operation.type", "receive"),
+            ("messaging.consumer.group.name", group.as_str()),
+        ],
+    );
+    let amqp_receive = with(
+        &amqp_base,
+        &[
+            ("messaging.operation.name", "receive"),
+            ("messaging.operation.type", "receive"),
+            ("messaging.destination.name", amqp_delivery.as_str()),
+        ],
+    );
+    assert_eq!(
+        sorted(consumed.points),
+        sorted(vec![(kafka_poll, N as u64), (amqp_receive, N as u64)])
+    );
+
+    let spec_buckets = tracebridge::metrics::DURATION_BUCKETS.to_vec();
+    let process = points(&cap, "messaging.process.duration");
+    assert_eq!((process.unit.as_str(), &process.bounds), ("s", &spec_buckets));
+    let kafka_process = with(
+        &kafka_base,
+        &[
+            ("messaging.operation.name", "process"),
+            ("messaging.operation.type", "process"),
+            ("messaging.consumer.group.name", group.as_str()),
+        ],
+    );
+    let amqp_process = with(
+        &amqp_base,
+        &[
+            ("messaging.operation.name", "process"),
+            ("messaging.operation.type", "process"),
+            ("messaging.destination.name", amqp_delivery.as_str()),
+        ],
+    );
+    assert_eq!(
+        sorted(process.points),
+        sorted(vec![(kafka_process, N as u64), (amqp_process, N as u64)])
+    );
+
+    let operations = points(&cap, "messaging.client.operation.duration");
+    assert_eq!(
+        (operations.unit.as_str(), &operations.bounds),
+        ("s", &spec_buckets)
+    );
+    let kafka_commit = with(
+        &kafka_base,
+        &[
+            ("messaging.operation.name", "commit"),
+            ("messaging.operation.type", "settle"),
+            ("messaging.consumer.group.name", group.as_str()),
+        ],
+    );
+    let amqp_ack = with(
+        &amqp_base,
+        &[
+            ("messaging.operation.name", "ack"),
+            ("messaging.operation.type", "settle"),
+            ("messaging.destination.name", amqp_delivery.as_str()),
+        ],
+    );
+    assert_eq!(
+        sorted(operations.points),
+        sorted(vec![
+            (kafka_send, N as u64),
+            (amqp_send, N as u64),
+            (kafka_commit, N as u64),
+            (amqp_ack, N as u64),
+        ])
+    );
+    rabbit.delete().await;
+}
+
+fn sorted(
+    mut points: Vec<(BTreeSet<(String, String)>, u64)>,
+) -> Vec<(BTreeSet<(String, String)>, u64)> {
+    points.sort();
+    points
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rabbitmq_dead_letter_continues_the_trace_with_its_death_count() {
+    use lapin::ExchangeKind;
+    use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::{AMQPValue, FieldTable, LongString};
+    let cap = spans::capture();
+    let instrumentation = cap.instrumentation();
+    let conn = common::amqp::connect().await;
+    let channel = conn.create_channel().await.expect("channel");
+    let (dlx, dlq, work) = (
+        common::unique("dlx"),
+        common::unique("dlq"),
+        common::unique("work"),
+    );
+    channel
+        .exchange_declare(
+            dlx.as_str().into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare the DLX");
+    for (queue, arguments) in [
+        (&dlq, FieldTable::default()),
+        (&work, {
+            let mut args = FieldTable::default();
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString(LongString::from(dlx.as_str())),
+            );
+            args
+        }),
+    ] {
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                arguments,
+            )
+            .await
+            .expect("declare a queue");
+    }
+    channel
+        .queue_bind(
+            dlq.as_str().into(),
+            dlx.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind the DLQ");
+
+    let publisher = TracedPublisher::new(
+        conn.create_channel().await.expect("channel"),
+        tracebridge::amqp::endpoint(&common::amqp_url()),
+    )
+    .await
+    .expect("publisher")
+    .with_instrumentation(instrumentation.clone());
+    publisher
+        .publish_with_parent(
+            &Context::new(),
+            "",
+            &work,
+            BasicPublishOptions::default(),
+            BasicProperties::default(),
+            b"{}",
+        )
+        .await
+        .expect("published")
+        .confirmed()
+        .await
+        .expect("confirmed");
+
+    let consume = |queue: String| {
+        let conn = &conn;
+        let instrumentation = instrumentation.clone();
+        async move {
+            use lapin::options::BasicConsumeOptions;
+            let channel = conn.create_channel().await.expect("channel");
+            let inner = channel
+                .basic_consume(
+                    queue.as_str().into(),
+                    common::unique("tag").as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("consume");
+            TracedConsumer::new(inner, tracebridge::amqp::endpoint(&common::amqp_url()))
+                .with_instrumentation(instrumentation)
+        }
+    };
+    // The default on_error: requeue once, then reject into the DLX.
+    let mut worker = consume(work.clone()).await;
+    for attempt in 1..=2 {
+        let outcome = within(
+            "a delivery of the failing message",
+            worker.process_next(async |_| Err::<(), _>(std::io::Error::other("declined"))),
+        )
+        .await
+        .expect("received")
+        .expect("not cancelled");
+        assert!(outcome.is_err(), "attempt {attempt} fails");
+    }
+    let mut dead = consume(dlq.clone()).await;
+    within(
+        "the dead letter",
+        dead.process_next(async |_| Ok::<_, std::io::Error>(())),
+    )
+    .await
+    .expect("received")
+    .expect("not cancelled")
+    .expect("handled");
+
+    let publish = cap
+        .spans()
+        .into_iter()
+        .find(|s| s.span_kind == SpanKind::Producer)
+        .expect("the publish span");
+    let processes: Vec<SpanData> = cap
+        .spans()
+        .into_iter()
+        .filter(|s| s.span_kind == SpanKind::Consumer)
+        .collect();
+    assert_eq!(processes.len(), 3, "two failed deliveries and the dead letter");
+    for process in &processes {
+        assert_eq!(trace_id(process), trace_id(&publish), "{}: one trace", process.name);
+    }
+    let (first, redelivery, dead_letter) = (&processes[0], &processes[1], &processes[2]);
+    assert_eq!(attr(first, tracebridge::amqp::REDELIVERED_ATTRIBUTE), None);
+    assert_eq!(
+        attr(redelivery, tracebridge::amqp::REDELIVERED_ATTRIBUTE),
+        Some(Value::Bool(true))
+    );
+    assert!(dead_letter.name.ends_with(&dlq), "{}", dead_letter.name);
+    assert_eq!(
+        attr(dead_letter, tracebridge::dead_letter::DEATH_COUNT_ATTRIBUTE),
+        Some(Value::I64(1))
+    );
+    assert_eq!(
+        attr(dead_letter, tracebridge::dead_letter::REASON_ATTRIBUTE),
+        Some(Value::from("rejected"))
+    );
+    let _ = channel
+        .queue_delete(work.as_str().into(), Default::default())
+        .await;
+    let _ = channel
+        .queue_delete(dlq.as_str().into(), Default::default())
+        .await;
+}
