@@ -79,10 +79,9 @@ fn floor(
 pub fn all(provider: &SdkTracerProvider, ratio_provider: &SdkTracerProvider) -> Vec<Scenario> {
     let mut all = Vec::new();
     for (sampled, provider) in [(true, provider), (false, ratio_provider)] {
-        let instrumentation =
-            Instrumentation::from_sdk(provider, None)
-                .with_conventions(RULES.conventions)
-                .with_attribute_policy(RULES.policy.clone());
+        let instrumentation = Instrumentation::from_sdk(provider, None)
+            .with_conventions(RULES.conventions)
+            .with_attribute_policy(RULES.policy.clone());
         all.extend(kafka(&instrumentation, provider, sampled));
         all.extend(amqp(&instrumentation, provider, sampled));
     }

@@ -22,8 +22,8 @@ use opentelemetry::{Context, InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::propagation::ExtractedContext;
 use crate::metrics::{MessagingMetrics, ProcessTimer};
+use crate::propagation::ExtractedContext;
 use crate::semconv::{self, AttributePolicy, AttributeRules, Conventions, SemconvVersion};
 
 /// The attribute that says why an incoming context was not used.

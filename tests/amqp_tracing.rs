@@ -84,10 +84,7 @@ async fn publish_and_process_form_one_trace_with_semconv_attributes_and_an_ack_s
             "messaging.destination.name",
             format!("{}:{ROUTING_KEY}", rabbit.exchange).into(),
         ),
-        (
-            "rabbitmq.destination.routing_key",
-            ROUTING_KEY.into(),
-        ),
+        ("rabbitmq.destination.routing_key", ROUTING_KEY.into()),
         ("messaging.message.id", "m-1".into()),
         ("messaging.message.conversation_id", "req-9".into()),
         ("server.address", host.clone().into()),
@@ -116,10 +113,7 @@ async fn publish_and_process_form_one_trace_with_semconv_attributes_and_an_ack_s
             "messaging.destination.name",
             format!("{}:{ROUTING_KEY}:{}", rabbit.exchange, rabbit.queue).into(),
         ),
-        (
-            "rabbitmq.destination.routing_key",
-            ROUTING_KEY.into(),
-        ),
+        ("rabbitmq.destination.routing_key", ROUTING_KEY.into()),
         ("rabbitmq.message.delivery_tag", 1i64.into()),
         ("messaging.message.id", "m-1".into()),
         ("messaging.message.conversation_id", "req-9".into()),

@@ -80,9 +80,7 @@ async fn run(policy: AttributePolicy, telemetry: &str, prefix: &str) -> Seen {
     relay.wait_ready(Duration::from_secs(60)).await;
 
     let cap = spans::capture();
-    let instrumentation = cap
-        .instrumentation()
-        .with_attribute_policy(policy.clone());
+    let instrumentation = cap.instrumentation().with_attribute_policy(policy.clone());
     let producer = TracedProducer::from_config(&common::kafka::config())
         .expect("producer")
         .with_instrumentation(instrumentation.clone());
@@ -144,7 +142,10 @@ async fn run(policy: AttributePolicy, telemetry: &str, prefix: &str) -> Seen {
         seen.values.push((span, attribute, value));
     }
     let log = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(log.contains("relay running"), "the relay's log was read: {log}");
+    assert!(
+        log.contains("relay running"),
+        "the relay's log was read: {log}"
+    );
     seen.relay_text = std::fs::read_to_string(&setup.spans).expect("span file") + &log;
     rabbit.delete().await;
     seen
@@ -224,7 +225,8 @@ async fn hashed_values_group_across_relays_and_never_show_the_value() {
         };
         let got = first.get(span, attribute);
         assert!(
-            got.as_deref().is_some_and(|v| v.starts_with("hmac-sha256:")),
+            got.as_deref()
+                .is_some_and(|v| v.starts_with("hmac-sha256:")),
             "{span} {attribute}: {got:?}"
         );
         assert_eq!(got, want, "{span} {attribute}: the library's hash");

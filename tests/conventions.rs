@@ -281,7 +281,9 @@ async fn every_span_follows_its_versions_table() {
             "PRODUCER, CONSUMER and CLIENT spans: {kinds:?}"
         );
         let names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
-        for kind in ["send ", "process ", "poll ", "commit ", "publish ", "ack", "receive "] {
+        for kind in [
+            "send ", "process ", "poll ", "commit ", "publish ", "ack", "receive ",
+        ] {
             assert!(
                 names.iter().any(|n| n.starts_with(kind)),
                 "a {kind:?} span among {names:?}"
@@ -293,7 +295,10 @@ async fn every_span_follows_its_versions_table() {
             SemconvVersion::Pre1_26 => V1_45_ONLY
                 .iter()
                 .chain(&SINCE_1_26)
-                .chain(&["messaging.kafka.offset", "messaging.rabbitmq.message.delivery_tag"])
+                .chain(&[
+                    "messaging.kafka.offset",
+                    "messaging.rabbitmq.message.delivery_tag",
+                ])
                 .copied()
                 .collect(),
         };
@@ -311,7 +316,15 @@ async fn every_span_follows_its_versions_table() {
             spans
                 .iter()
                 .find(|s| s.span_kind == SpanKind::Consumer && s.name.starts_with(prefix))
-                .unwrap_or_else(|| panic!("a {prefix} process span: {:?}", spans.iter().map(|s| (s.name.clone(), s.span_kind.clone())).collect::<Vec<_>>()))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "a {prefix} process span: {:?}",
+                        spans
+                            .iter()
+                            .map(|s| (s.name.clone(), s.span_kind.clone()))
+                            .collect::<Vec<_>>()
+                    )
+                })
                 .clone()
         };
         let kafka = process("process tb-conv-");
@@ -516,7 +529,10 @@ async fn the_four_instruments_count_every_send_and_consume() {
     );
     assert_eq!(
         sorted(sent.points.clone()),
-        sorted(vec![(kafka_send.clone(), N as u64), (amqp_send.clone(), N as u64)])
+        sorted(vec![
+            (kafka_send.clone(), N as u64),
+            (amqp_send.clone(), N as u64)
+        ])
     );
 
     let consumed = points(&cap, "messaging.client.consumed.messages");
@@ -544,7 +560,10 @@ async fn the_four_instruments_count_every_send_and_consume() {
 
     let spec_buckets = tracebridge::metrics::DURATION_BUCKETS.to_vec();
     let process = points(&cap, "messaging.process.duration");
-    assert_eq!((process.unit.as_str(), &process.bounds), ("s", &spec_buckets));
+    assert_eq!(
+        (process.unit.as_str(), &process.bounds),
+        ("s", &spec_buckets)
+    );
     let kafka_process = with(
         &kafka_base,
         &[
@@ -739,9 +758,18 @@ async fn a_rabbitmq_dead_letter_continues_the_trace_with_its_death_count() {
         .into_iter()
         .filter(|s| s.span_kind == SpanKind::Consumer)
         .collect();
-    assert_eq!(processes.len(), 3, "two failed deliveries and the dead letter");
+    assert_eq!(
+        processes.len(),
+        3,
+        "two failed deliveries and the dead letter"
+    );
     for process in &processes {
-        assert_eq!(trace_id(process), trace_id(&publish), "{}: one trace", process.name);
+        assert_eq!(
+            trace_id(process),
+            trace_id(&publish),
+            "{}: one trace",
+            process.name
+        );
     }
     let (first, redelivery, dead_letter) = (&processes[0], &processes[1], &processes[2]);
     assert_eq!(attr(first, tracebridge::amqp::REDELIVERED_ATTRIBUTE), None);
@@ -764,4 +792,97 @@ async fn a_rabbitmq_dead_letter_continues_the_trace_with_its_death_count() {
     let _ = channel
         .queue_delete(dlq.as_str().into(), Default::default())
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relays_metrics_page_shows_the_four_instruments_by_their_prometheus_names() {
+    use common::flow::{RelaySetup, Seen, Until, drain_amqp, kafka_to_amqp, send_kafka};
+    const N: usize = 20;
+    let bootstrap = common::kafka_bootstrap();
+    let topic = common::unique("prom");
+    common::kafka::create_topic(&topic, 1).await;
+    let rabbit = Rabbit::new("prom").await;
+    let setup = RelaySetup::new(
+        16,
+        &bootstrap,
+        &kafka_to_amqp("prom", &topic, &rabbit.exchange),
+    );
+    let relay = setup.start();
+    relay.wait_ready(Duration::from_secs(60)).await;
+    send_kafka(&bootstrap, &topic, 0, N).await;
+    let mut seen = Seen::new();
+    drain_amqp(
+        &rabbit.channel,
+        &rabbit.queue,
+        &mut seen,
+        N,
+        Until::Arrived,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(seen.len(), N, "every message relayed");
+    // The process span (and its histogram) ends after the sink's confirm.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, page) = common::http_get(relay.listen, "/metrics").await;
+    relay.stop();
+    assert_eq!(status, 200);
+    let value = |name: &str, labels: &[&str]| -> f64 {
+        page.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .find(|l| labels.iter().all(|want| l.contains(want)))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} with {labels:?} in:\n{page}"))
+    };
+    let n = N as f64;
+    let kafka = "messaging_system_name=\"kafka\"";
+    let rabbitmq = "messaging_system_name=\"rabbitmq\"";
+    let topic_label = format!("messaging_destination_name=\"{topic}\"");
+    assert_eq!(
+        value(
+            "messaging_client_consumed_messages_total",
+            &[kafka, &topic_label, "messaging_operation_name=\"poll\""]
+        ),
+        n
+    );
+    assert_eq!(
+        value(
+            "messaging_process_duration_seconds_count",
+            &[kafka, &topic_label, "messaging_operation_name=\"process\""]
+        ),
+        n
+    );
+    assert_eq!(
+        value(
+            "messaging_client_sent_messages_total",
+            &[rabbitmq, "messaging_operation_name=\"publish\""]
+        ),
+        n
+    );
+    assert_eq!(
+        value(
+            "messaging_client_operation_duration_seconds_bucket",
+            &[
+                rabbitmq,
+                "messaging_operation_name=\"publish\"",
+                "le=\"+Inf\""
+            ]
+        ),
+        n
+    );
+    for name in [
+        "messaging_client_operation_duration_seconds",
+        "messaging_process_duration_seconds",
+    ] {
+        assert!(page.contains(&format!("# TYPE {name} histogram")), "{name}");
+    }
+    for name in [
+        "messaging_client_sent_messages_total",
+        "messaging_client_consumed_messages_total",
+    ] {
+        assert!(page.contains(&format!("# TYPE {name} counter")), "{name}");
+    }
+    // Its own series are still there.
+    assert!(page.contains("tracebridge_relay_"), "{page}");
+    rabbit.delete().await;
 }

@@ -372,10 +372,7 @@ async fn two_consumers_in_a_group_over_three_partitions_keep_every_message_in_it
                     .unwrap()
                     .as_str()
                     .into_owned(),
-                attr(&s, "kafka.offset")
-                    .unwrap()
-                    .as_str()
-                    .into_owned(),
+                attr(&s, "kafka.offset").unwrap().as_str().into_owned(),
             );
             (key, s)
         })
@@ -476,10 +473,7 @@ async fn batch_poll_links_every_message_with_its_partition_and_offset() {
                 link_attr("messaging.destination.partition.id"),
                 attr(send, "messaging.destination.partition.id")
             );
-            assert_eq!(
-                link_attr("kafka.offset"),
-                attr(send, "kafka.offset")
-            );
+            assert_eq!(link_attr("kafka.offset"), attr(send, "kafka.offset"));
             linked += 1;
         }
     }

@@ -372,7 +372,10 @@ dead_letter = {{ amqp = "r", exchange = "{x}", routing_key = "dead" }}"#,
     )
     .await
     .expect("relay starts");
-    let producer = common::kafka::producer();
+    // Traced: the dead letter must stay in the origin's trace.
+    let producer = TracedProducer::from_config(&common::kafka::config())
+        .expect("producer")
+        .with_instrumentation(cap.instrumentation());
     for (key, route) in [("poison", "nowhere"), ("good", ROUTING_KEY)] {
         producer
             .send(
@@ -400,17 +403,25 @@ dead_letter = {{ amqp = "r", exchange = "{x}", routing_key = "dead" }}"#,
     .expect("ok");
     assert_eq!(good, b"good");
 
-    let receiver =
-        tracebridge::amqp::TracedReceiver::new(rabbit.channel.clone(), &dlq, Default::default());
-    let dead = within("the dead letter", async {
-        loop {
-            if let Some(d) = receiver.receive().await.expect("basic.get") {
-                break d;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    // A traced consumer of the dead-letter queue, as a user would run.
+    let dead_channel = rabbit.conn.create_channel().await.expect("channel");
+    let mut dead_consumer = TracedConsumer::new(
+        dead_channel
+            .basic_consume(
+                dlq.as_str().into(),
+                common::unique("dead").as_str().into(),
+                lapin::options::BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume the dead letters"),
+        tracebridge::amqp::endpoint(&common::amqp_url()),
+    )
+    .with_instrumentation(cap.instrumentation());
+    let dead = within("the dead letter", dead_consumer.recv())
+        .await
+        .expect("received")
+        .expect("open");
     assert!(relay.shutdown().await);
     assert_eq!(dead.delivery().data, b"poison");
     let headers = dead
@@ -448,6 +459,47 @@ dead_letter = {{ amqp = "r", exchange = "{x}", routing_key = "dead" }}"#,
         attempts.len(),
         1,
         "one publish span: no retry of a permanent failure"
+    );
+    assert_eq!(
+        attr(
+            &attempts[0],
+            tracebridge::dead_letter::SEND_ATTEMPT_ATTRIBUTE
+        ),
+        Some(1i64.into())
+    );
+    // The dead letter: a PRODUCER span under the process span, saying why;
+    // its consumer continues the origin's trace and reads the reason.
+    let origin = cap
+        .named(&format!("send {topic}"))
+        .into_iter()
+        .find(|s| attr(s, "kafka.message.key") == Some("poison".into()))
+        .expect("the poison message's send span");
+    assert_eq!(
+        trace_id(&failed),
+        trace_id(&origin),
+        "the relay joins the origin trace"
+    );
+    let dead_publish = cap.one(&format!("publish {}:dead", rabbit.exchange));
+    assert_eq!(dead_publish.parent_span_id, span_id(&failed));
+    let reason = attr(&dead_publish, tracebridge::dead_letter::REASON_ATTRIBUTE)
+        .expect("the dead letter's reason")
+        .as_str()
+        .into_owned();
+    assert!(reason.contains("unroutable"), "{reason}");
+    assert_eq!(
+        attr(&dead_publish, tracebridge::dead_letter::ATTEMPTS_ATTRIBUTE),
+        Some(1i64.into())
+    );
+    let received = cap.one(&format!("process {}:dead:{dlq}", rabbit.exchange));
+    assert_eq!(trace_id(&received), trace_id(&origin), "the origin's trace");
+    assert_eq!(received.parent_span_id, span_id(&dead_publish));
+    assert_eq!(
+        attr(&received, tracebridge::dead_letter::REASON_ATTRIBUTE),
+        Some(reason.into())
+    );
+    assert_eq!(
+        attr(&received, tracebridge::dead_letter::ATTEMPTS_ATTRIBUTE),
+        Some(1i64.into())
     );
     let channel = rabbit.conn.create_channel().await.unwrap();
     let _ = channel

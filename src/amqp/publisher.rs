@@ -100,7 +100,8 @@ impl PendingConfirm {
         if let Err(Error::Refused { refusal, .. }) = &outcome {
             instrument::record_failure(&self.cx, refusal.error_type(), refusal.to_string());
         }
-        self.timer.finish(outcome.as_ref().err().map(send_error_type).as_deref());
+        self.timer
+            .finish(outcome.as_ref().err().map(send_error_type).as_deref());
         self.cx.span().end();
         outcome
     }

@@ -105,7 +105,8 @@ fn broker_history(headers: &FieldTable) -> Vec<KeyValue> {
         let mut reason = None;
         for death in deaths.as_slice() {
             if let AMQPValue::FieldTable(death) = death {
-                count = count.saturating_add(death.inner().get("count").and_then(as_i64).unwrap_or(1));
+                count =
+                    count.saturating_add(death.inner().get("count").and_then(as_i64).unwrap_or(1));
                 if reason.is_none()
                     && let Some(AMQPValue::LongString(text)) = death.inner().get("reason")
                 {

@@ -13,8 +13,8 @@ use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::{AsyncRuntime, DefaultRuntime};
 
-use super::{KafkaHeaderExtractor, KafkaHeaderInjector};
 use super::error_type;
+use super::{KafkaHeaderExtractor, KafkaHeaderInjector};
 use crate::instrument::{self, Instrumentation};
 use crate::metrics::SendTimer;
 use crate::propagation::Propagation;

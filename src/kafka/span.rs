@@ -78,7 +78,9 @@ pub(crate) fn attributes(
     if body_size {
         attributes = attributes.body_size(record.payload_len.unwrap_or(0));
     }
-    let mut attributes = endpoint.apply(attributes.captured_headers(headers)).into_vec();
+    let mut attributes = endpoint
+        .apply(attributes.captured_headers(headers))
+        .into_vec();
     attributes.extend(crate::dead_letter::relay_dead_letter_attributes(headers));
     attributes
 }

@@ -20,14 +20,14 @@ use super::message::Inbound;
 use super::stats::RouteStats;
 use crate::correlate::{self, Correlator, RequestId};
 use crate::dead_letter;
-use crate::metrics::ProcessTimer;
 use crate::instrument::{self, Instrumentation, ParentPolicy};
+use crate::metrics::ProcessTimer;
 use crate::propagation::{ExtractedContext, Propagation};
 use crate::semconv::Endpoint;
 
 pub use crate::dead_letter::headers::{
-    ATTEMPTS as DEAD_LETTER_ATTEMPTS, ERROR as DEAD_LETTER_ERROR,
-    LEFT_OUT as DEAD_LETTER_LEFT_OUT, ROUTE as DEAD_LETTER_ROUTE, SOURCE as DEAD_LETTER_SOURCE,
+    ATTEMPTS as DEAD_LETTER_ATTEMPTS, ERROR as DEAD_LETTER_ERROR, LEFT_OUT as DEAD_LETTER_LEFT_OUT,
+    ROUTE as DEAD_LETTER_ROUTE, SOURCE as DEAD_LETTER_SOURCE,
 };
 /// The span attribute naming the relay route.
 pub const ROUTE_ATTRIBUTE: &str = "tracebridge.route";

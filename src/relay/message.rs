@@ -12,8 +12,8 @@ use rdkafka::message::OwnedHeaders;
 use super::config::KeyMapping;
 use opentelemetry::KeyValue;
 
-use crate::propagation::{HeaderReader, Propagation, Transport};
 use crate::instrument::{Instrumentation, Received};
+use crate::propagation::{HeaderReader, Propagation, Transport};
 use crate::semconv::{AttributeRules, Endpoint, Operation};
 
 /// A source message's headers, as its broker gave them.

@@ -411,7 +411,11 @@ impl Conventions {
     }
 
     /// The pre-1.26 key beside `current`, when asked for and different.
-    fn duplicate(self, current: Option<&'static str>, old: Option<&'static str>) -> Option<&'static str> {
+    fn duplicate(
+        self,
+        current: Option<&'static str>,
+        old: Option<&'static str>,
+    ) -> Option<&'static str> {
         old.filter(|old| self.duplicate_pre_1_26 && Some(*old) != current)
     }
 }
@@ -1041,7 +1045,10 @@ mod tests {
         ("messaging.system.name", "messaging.system"),
         ("kafka.offset", "messaging.kafka.offset"),
         ("kafka.message.key", "messaging.kafka.message.key"),
-        ("kafka.message.tombstone", "messaging.kafka.message.tombstone"),
+        (
+            "kafka.message.tombstone",
+            "messaging.kafka.message.tombstone",
+        ),
         (
             "rabbitmq.destination.routing_key",
             "messaging.rabbitmq.destination.routing_key",
@@ -1102,8 +1109,9 @@ mod tests {
                         .map_or(*key, |(_, old)| *old);
                     Some((renamed.to_owned(), value.to_string()))
                 }
-                SemconvVersion::Pre1_26 => pre_1_26_name(key)
-                    .map(|old| (old.to_owned(), pre_1_26_value(key, value))),
+                SemconvVersion::Pre1_26 => {
+                    pre_1_26_name(key).map(|old| (old.to_owned(), pre_1_26_value(key, value)))
+                }
             })
             .collect();
         pairs.sort();
@@ -1180,10 +1188,11 @@ mod tests {
         assert!(get(&attrs, "kafka.message.tombstone").is_none());
         // The default policy: no key, no request id.
         let default = AttributeRules::default();
-        let attrs = MessagingAttributes::new(Operation::Process, &Destination::kafka("t"), &default)
-            .kafka_key(Some(b"user-42"))
-            .conversation_id(Some("req-9"))
-            .into_vec();
+        let attrs =
+            MessagingAttributes::new(Operation::Process, &Destination::kafka("t"), &default)
+                .kafka_key(Some(b"user-42"))
+                .conversation_id(Some("req-9"))
+                .into_vec();
         assert!(get(&attrs, "kafka.message.key").is_none());
         assert!(get(&attrs, "messaging.message.conversation_id").is_none());
     }
@@ -1234,5 +1243,4 @@ mod tests {
             .into_vec();
         assert_eq!(attrs.len(), 3);
     }
-
 }

@@ -73,7 +73,9 @@ impl fmt::Debug for HashKey {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
     /// `hashed` was chosen without a key.
-    #[error("{what} are to be hashed but no hash key is set (TRACEBRIDGE_ATTRIBUTE_HASH_KEY, or the relay's [telemetry] attribute_hash_key)")]
+    #[error(
+        "{what} are to be hashed but no hash key is set (TRACEBRIDGE_ATTRIBUTE_HASH_KEY, or the relay's [telemetry] attribute_hash_key)"
+    )]
     MissingKey {
         /// Which kind of value.
         what: &'static str,
@@ -377,16 +379,22 @@ mod tests {
             .with_message_keys(Treatment::Hashed)
             .build()
             .expect_err("no key");
-        assert!(err.to_string().contains("TRACEBRIDGE_ATTRIBUTE_HASH_KEY"), "{err}");
+        assert!(
+            err.to_string().contains("TRACEBRIDGE_ATTRIBUTE_HASH_KEY"),
+            "{err}"
+        );
         assert_eq!(
             HashKey::new("short").expect_err("5 bytes"),
             PolicyError::ShortKey { len: 5 }
         );
-        let err = AttributePolicy::from_lookup(|n| {
-            (n == env::MESSAGE_KEYS).then(|| "hash".to_owned())
-        })
-        .expect_err("typo");
-        assert!(err.to_string().contains("TRACEBRIDGE_RECORD_MESSAGE_KEYS=\"hash\""), "{err}");
+        let err =
+            AttributePolicy::from_lookup(|n| (n == env::MESSAGE_KEYS).then(|| "hash".to_owned()))
+                .expect_err("typo");
+        assert!(
+            err.to_string()
+                .contains("TRACEBRIDGE_RECORD_MESSAGE_KEYS=\"hash\""),
+            "{err}"
+        );
         let err = AttributePolicy::default()
             .with_capture(["x tenant"])
             .build()
@@ -410,7 +418,10 @@ mod tests {
         assert_eq!(
             policy.captured(),
             &[
-                ("x-tenant".to_owned(), "messaging.header.x_tenant".to_owned()),
+                (
+                    "x-tenant".to_owned(),
+                    "messaging.header.x_tenant".to_owned()
+                ),
                 (
                     "tenant_region".to_owned(),
                     "messaging.header.tenant_region".to_owned()

@@ -90,7 +90,13 @@ pub fn prometheus_name(name: &str, unit: &str, counter: bool) -> String {
         "1" => "ratio",
         // Annotations (`{message}`) and empty units add nothing.
         u if u.is_empty() || u.starts_with('{') => "",
-        u => return format!("{out}_{}{}", sanitize(u), if counter { "_total" } else { "" }),
+        u => {
+            return format!(
+                "{out}_{}{}",
+                sanitize(u),
+                if counter { "_total" } else { "" }
+            );
+        }
     };
     if !suffix.is_empty() && !out.ends_with(suffix) {
         out.push('_');
@@ -104,7 +110,13 @@ pub fn prometheus_name(name: &str, unit: &str, counter: bool) -> String {
 
 fn sanitize(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -158,7 +170,12 @@ fn render_data<T: Copy>(
             header(out, &name, if counter { "counter" } else { "gauge" });
             for point in sum.data_points() {
                 let attrs: Vec<&KeyValue> = point.attributes().collect();
-                let _ = writeln!(out, "{name}{} {}", labels(&attrs, None), as_f64(point.value()));
+                let _ = writeln!(
+                    out,
+                    "{name}{} {}",
+                    labels(&attrs, None),
+                    as_f64(point.value())
+                );
             }
         }
         MetricData::Gauge(gauge) => {
@@ -166,7 +183,12 @@ fn render_data<T: Copy>(
             header(out, &name, "gauge");
             for point in gauge.data_points() {
                 let attrs: Vec<&KeyValue> = point.attributes().collect();
-                let _ = writeln!(out, "{name}{} {}", labels(&attrs, None), as_f64(point.value()));
+                let _ = writeln!(
+                    out,
+                    "{name}{} {}",
+                    labels(&attrs, None),
+                    as_f64(point.value())
+                );
             }
         }
         MetricData::Histogram(histogram) => {
@@ -191,8 +213,18 @@ fn render_data<T: Copy>(
                     labels(&attrs, Some(("le", "+Inf"))),
                     point.count()
                 );
-                let _ = writeln!(out, "{name}_sum{} {}", labels(&attrs, None), as_f64(point.sum()));
-                let _ = writeln!(out, "{name}_count{} {}", labels(&attrs, None), point.count());
+                let _ = writeln!(
+                    out,
+                    "{name}_sum{} {}",
+                    labels(&attrs, None),
+                    as_f64(point.sum())
+                );
+                let _ = writeln!(
+                    out,
+                    "{name}_count{} {}",
+                    labels(&attrs, None),
+                    point.count()
+                );
             }
         }
         // Not produced by tracebridge's instruments.

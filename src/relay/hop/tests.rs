@@ -320,10 +320,7 @@ async fn every_way_a_hop_ends() {
                 letter.annotations,
                 vec![
                     KeyValue::new(crate::dead_letter::REASON_ATTRIBUTE, error),
-                    KeyValue::new(
-                        crate::dead_letter::ATTEMPTS_ATTRIBUTE,
-                        sent.len() as i64
-                    ),
+                    KeyValue::new(crate::dead_letter::ATTEMPTS_ATTRIBUTE, sent.len() as i64),
                 ],
                 "{name}: dead-letter span"
             );
