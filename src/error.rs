@@ -98,6 +98,34 @@ pub enum Refusal {
     },
 }
 
+impl Error {
+    /// The low-cardinality `error.type` of this error, as spans and metrics
+    /// record it: the refusal, or the broker client's error kind, else
+    /// `_OTHER` (the conventions' fallback).
+    pub fn error_type(&self) -> String {
+        let source = match self {
+            Error::Refused { refusal, .. } => return refusal.error_type().to_owned(),
+            Error::Config(_) => return "config".to_owned(),
+            Error::Connect { source, .. }
+            | Error::Publish { source, .. }
+            | Error::Consume { source, .. }
+            | Error::CreateTopic { source, .. }
+            | Error::Commit { source, .. }
+            | Error::Ack { source, .. } => source,
+        };
+        #[cfg(feature = "amqp")]
+        if let Some(err) = source.downcast_ref::<lapin::Error>() {
+            return crate::amqp::error_type(err);
+        }
+        #[cfg(feature = "kafka")]
+        if let Some(err) = source.downcast_ref::<rdkafka::error::KafkaError>() {
+            return crate::kafka::error_type(err);
+        }
+        let _ = source;
+        "_OTHER".to_owned()
+    }
+}
+
 impl Refusal {
     /// The `error.type` recorded for this refusal.
     pub fn error_type(&self) -> &'static str {

@@ -43,6 +43,7 @@ pub const QUEUE_TIME_METRIC: &str = "tracebridge.messaging.queue_time";
 /// The span's attributes are not here: each transport's `attributes`
 /// function builds them, called only when the span records (see
 /// [`Instrumentation::start_span_lazy`]).
+#[cfg_attr(not(any(feature = "kafka", feature = "amqp")), allow(dead_code))]
 #[derive(Debug)]
 pub(crate) struct Received {
     pub(crate) name: Cow<'static, str>,
@@ -54,6 +55,7 @@ pub(crate) struct Received {
     pub(crate) consumed_attributes: Vec<KeyValue>,
 }
 
+#[cfg_attr(not(any(feature = "kafka", feature = "amqp")), allow(dead_code))]
 impl Received {
     /// Counts the message as consumed and starts timing its processing.
     pub(crate) fn start_processing(&mut self, metrics: &MessagingMetrics) -> ProcessTimer {

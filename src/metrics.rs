@@ -137,6 +137,7 @@ impl MessagingMetrics {
 /// `messaging.process.duration` when dropped (with `error.type` when
 /// [`ProcessTimer::fail`] was called): it lives as long as the process
 /// span it measures.
+#[cfg_attr(not(any(feature = "kafka", feature = "amqp")), allow(dead_code))]
 #[derive(Debug)]
 pub(crate) struct ProcessTimer {
     metrics: MessagingMetrics,
@@ -145,6 +146,7 @@ pub(crate) struct ProcessTimer {
     error_type: std::sync::OnceLock<String>,
 }
 
+#[cfg_attr(not(any(feature = "kafka", feature = "amqp")), allow(dead_code))]
 impl ProcessTimer {
     /// Starts timing now; records nothing when `metrics` are disabled.
     pub(crate) fn start(metrics: &MessagingMetrics, attributes: Vec<KeyValue>) -> Self {
@@ -178,6 +180,7 @@ impl Drop for ProcessTimer {
 /// Times one send until the broker answers; [`SendTimer::finish`] records
 /// `messaging.client.operation.duration` and counts the message in
 /// `messaging.client.sent.messages` (with `error.type` when it failed).
+#[cfg_attr(not(any(feature = "kafka", feature = "amqp")), allow(dead_code))]
 #[derive(Debug)]
 pub(crate) struct SendTimer {
     metrics: MessagingMetrics,
@@ -185,6 +188,7 @@ pub(crate) struct SendTimer {
     attributes: Vec<KeyValue>,
 }
 
+#[cfg_attr(not(any(feature = "kafka", feature = "amqp")), allow(dead_code))]
 impl SendTimer {
     /// Starts timing now; `attributes` are built only when metrics record.
     pub(crate) fn start(

@@ -101,20 +101,9 @@ impl PendingConfirm {
             instrument::record_failure(&self.cx, refusal.error_type(), refusal.to_string());
         }
         self.timer
-            .finish(outcome.as_ref().err().map(send_error_type).as_deref());
+            .finish(outcome.as_ref().err().map(Error::error_type).as_deref());
         self.cx.span().end();
         outcome
-    }
-}
-
-/// The `error.type` a failed publish records (as its span does).
-fn send_error_type(err: &Error) -> String {
-    match err {
-        Error::Refused { refusal, .. } => refusal.error_type().to_owned(),
-        Error::Publish { source, .. } => source
-            .downcast_ref::<lapin::Error>()
-            .map_or_else(|| "publish_failed".to_owned(), error_type),
-        _ => "_OTHER".to_owned(),
     }
 }
 

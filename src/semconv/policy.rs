@@ -269,6 +269,7 @@ impl AttributePolicy {
     }
 
     /// The hash key as text, for redaction from error messages.
+    #[cfg_attr(not(all(feature = "kafka", feature = "amqp")), allow(dead_code))]
     pub(crate) fn hash_key_text(&self) -> Option<String> {
         self.hash_key
             .as_ref()

@@ -229,15 +229,8 @@ fn send_error(err: crate::Error) -> SendError {
             refusal: refusal @ crate::error::Refusal::Returned { .. },
             ..
         } => (refusal.error_type().to_owned(), true),
-        crate::Error::Refused { refusal, .. } => (refusal.error_type().to_owned(), false),
         // The same `error.type` the publish span records for it.
-        crate::Error::Publish { source, .. } => (
-            source
-                .downcast_ref::<lapin::Error>()
-                .map_or_else(|| "publish_failed".to_owned(), crate::amqp::error_type),
-            false,
-        ),
-        _ => ("error".to_owned(), false),
+        other => (other.error_type(), false),
     };
     SendError {
         error_type,
