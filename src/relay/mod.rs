@@ -540,8 +540,39 @@ pub mod fuzzing {
         assert!(back.count() <= names);
     }
 
-    /// An AMQP table (as a foreign client may send it) → Kafka headers.
+    /// An AMQP table (as a foreign client may send it) → Kafka headers,
+    /// and the consumer span's attributes read from it (`x-death`,
+    /// `x-delivery-count`, the relay's reason headers, captured headers).
     pub fn amqp_to_kafka(table: FieldTable) {
+        use crate::semconv::{
+            AttributePolicy, AttributeRules, Conventions, Endpoint, Operation, SemconvVersion,
+        };
+        let properties = BasicProperties::default().with_headers(table.clone());
+        let delivered = crate::amqp::span::Delivered {
+            exchange: "x",
+            routing_key: "rk",
+            queue: "q",
+            delivery_tag: 1,
+            redelivered: true,
+            properties: &properties,
+            body_len: 0,
+        };
+        let rules = AttributeRules {
+            conventions: Conventions {
+                version: SemconvVersion::V1_45,
+                duplicate_pre_1_26: true,
+            },
+            policy: AttributePolicy::record_all().with_capture(["x-tenant", "x-death"]),
+        };
+        let attributes = crate::amqp::span::attributes(
+            &delivered,
+            Operation::Process,
+            &Endpoint::default(),
+            &rules,
+            true,
+            None,
+        );
+        assert!(!attributes.is_empty());
         let size = encoded_table_size(&table);
         assert!(size >= 4);
         let out = kafka_headers_from(
