@@ -196,7 +196,12 @@ impl Default for Instrumentation {
 impl Instrumentation {
     /// From the global tracer and meter providers (as they are now).
     pub fn global() -> Self {
-        let rules = AttributeRules::from_env();
+        Self::global_with_rules(AttributeRules::from_env())
+    }
+
+    /// [`Instrumentation::global`] with these conventions and policy (the
+    /// scope's schema URL names their version).
+    pub fn global_with_rules(rules: AttributeRules) -> Self {
         let scope = scope(rules.conventions.version);
         let tracer = match crate::telemetry::installed_provider() {
             // The provider `telemetry::init` installed globally: use its

@@ -199,6 +199,26 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         config.max_in_flight,
         humantime::format_duration(config.shutdown_timeout)
     )?;
+    let rules = &config.attribute_rules;
+    let captured: Vec<String> = rules
+        .policy
+        .captured()
+        .iter()
+        .map(|(name, _)| format!("\"{name}\""))
+        .collect();
+    writeln!(
+        out,
+        "  [telemetry] semconv_version = \"{}\"{}, record_message_keys = \"{}\", record_request_ids = \"{}\", capture_headers = [{}]",
+        rules.conventions.version.as_str(),
+        if rules.conventions.duplicate_pre_1_26 {
+            " (+ pre-1.26 keys: messaging/dup)"
+        } else {
+            ""
+        },
+        rules.policy.message_keys().as_str(),
+        rules.policy.request_ids().as_str(),
+        captured.join(", ")
+    )?;
     for route in &config.routes {
         let formats = |formats: &[tracebridge::Format]| {
             let names: Vec<String> = formats
@@ -354,14 +374,15 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
         .init();
     // A client library's error may quote a configured value verbatim.
     let secrets = config.secrets();
-    let relay = Relay::start(config, tracebridge::Instrumentation::global())
-        .await
-        .map_err(|err| {
-            anyhow::anyhow!(
-                "starting the relay: {}",
-                tracebridge::redact::redact_secrets(&format!("{err:#}"), &secrets)
-            )
-        })?;
+    // The config's conventions, so the spans' schema URL names them too.
+    let instrumentation =
+        tracebridge::Instrumentation::global_with_rules(config.attribute_rules.clone());
+    let relay = Relay::start(config, instrumentation).await.map_err(|err| {
+        anyhow::anyhow!(
+            "starting the relay: {}",
+            tracebridge::redact::redact_secrets(&format!("{err:#}"), &secrets)
+        )
+    })?;
     tracing::info!(config = %path.display(), "relay running");
     signals.recv().await;
     tracing::info!("shutdown requested: draining messages in flight");

@@ -442,3 +442,67 @@ max_entries = 0
     ));
     assert!(bad_policy[0].contains("guess"), "{bad_policy:?}");
 }
+
+#[test]
+fn the_telemetry_table_sets_conventions_and_policy() {
+    use crate::semconv::{SemconvVersion, Treatment};
+    let config = parse(&format!(
+        "{FULL}\n[telemetry]\nsemconv_version = \"1.44\"\nrecord_message_keys = \"hashed\"\n\
+         record_request_ids = \"as-is\"\ncapture_headers = [\"X-Tenant\"]\n\
+         attribute_hash_key = \"0123456789abcdef-secret\"\n"
+    ))
+    .expect("valid");
+    let rules = &config.attribute_rules;
+    assert_eq!(rules.conventions.version, SemconvVersion::V1_44);
+    assert_eq!(rules.policy.message_keys(), Treatment::Hashed);
+    assert_eq!(rules.policy.request_ids(), Treatment::AsIs);
+    assert_eq!(rules.policy.captured()[0].0, "x-tenant");
+    // The key is a secret: never in an error message.
+    assert!(
+        config
+            .secrets()
+            .contains(&"0123456789abcdef-secret".to_owned())
+    );
+    // Nothing set: the safe defaults.
+    let default = parse(FULL).expect("valid");
+    assert_eq!(
+        default.attribute_rules.policy.message_keys(),
+        Treatment::Omitted
+    );
+}
+
+#[test]
+fn telemetry_mistakes_are_each_named() {
+    let found = problems(&format!(
+        "{FULL}\n[telemetry]\nsemconv_version = \"1.99\"\nrecord_message_keys = \"hashed\"\n"
+    ));
+    assert!(
+        found.iter().any(
+            |p| p.contains("telemetry.semconv_version") && p.contains("1.45, 1.44 or pre-1.26")
+        ),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("message keys are to be hashed but no hash key is set")),
+        "{found:?}"
+    );
+    let found = problems(&format!(
+        "{FULL}\n[telemetry]\nrecord_request_ids = \"hash\"\nattribute_hash_key = \"short\"\n"
+    ));
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("relay.toml:40:") && p.contains("unknown variant `hash`")),
+        "{found:?}"
+    );
+    let short = found
+        .iter()
+        .find(|p| p.contains("telemetry.attribute_hash_key"))
+        .expect("the short key is named");
+    assert!(
+        short.contains("has 5 bytes") && !short.contains("\"short\""),
+        "{short}"
+    );
+}
