@@ -234,7 +234,7 @@ impl AttributePolicy {
         Ok(self)
     }
 
-    /// From the [`env`] variables (unset ones keep the defaults).
+    /// From the [`env`](mod@env) variables (unset ones keep the defaults).
     pub fn from_env() -> Result<Self, PolicyError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }

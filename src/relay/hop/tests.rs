@@ -408,3 +408,114 @@ async fn every_way_a_hop_ends() {
         assert_eq!(stats.is_poisoned(), case.poisoned, "{name}");
     }
 }
+
+/// A sink that behaves as the real ones do — a PRODUCER span per send
+/// under the hop's context, with the annotations it carries, its context
+/// written into the outgoing headers — failing the first `failures` sends.
+struct TracingSink {
+    instrumentation: Instrumentation,
+    failures: Mutex<u32>,
+    /// The outgoing headers of the send that succeeded.
+    wire: Mutex<Option<crate::propagation::HeaderVec>>,
+}
+
+impl SinkClient for TracingSink {
+    fn send<'a>(
+        &'a self,
+        parent: &'a Context,
+        message: &'a Inbound,
+        _dress: Dress<'a>,
+    ) -> BoxFuture<'a, Result<(), SendError>> {
+        let cx = self.instrumentation.start_span(
+            "send downstream",
+            SpanKind::Producer,
+            parent,
+            instrument::send_annotations(parent),
+            Vec::new(),
+        );
+        // The incoming headers, with the hop's trace headers replaced.
+        let mut wire = crate::propagation::HeaderVec::new(crate::propagation::Transport::Kafka);
+        use crate::propagation::HeaderReader;
+        for name in message.headers.header_names() {
+            if let Some(value) = message.headers.header_bytes(name) {
+                wire.push(name, value);
+            }
+        }
+        Propagation::default().inject(&cx, &mut wire);
+        let mut failures = self.failures.lock().expect("failures");
+        let answer = if *failures > 0 {
+            *failures -= 1;
+            instrument::record_failure(&cx, "broker_down", "connection refused".into());
+            transient()
+        } else {
+            *self.wire.lock().expect("wire") = Some(wire);
+            Ok(())
+        };
+        cx.span().end();
+        Box::pin(std::future::ready(answer))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_sent_at_the_third_attempt_is_one_trace_with_three_numbered_sends() {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let instrumentation = Instrumentation::from_sdk(&provider, None);
+    let sink = Arc::new(TracingSink {
+        instrumentation: instrumentation.clone(),
+        failures: Mutex::new(2),
+        wire: Mutex::default(),
+    });
+    let metrics = RelayMetrics::new().expect("registry");
+    let hop = Hop {
+        route: "r".into(),
+        mode: ParentPolicy::Join,
+        propagation: Propagation::default(),
+        attempts: 5,
+        backoff: Duration::from_millis(10),
+        source_endpoint: Endpoint::default(),
+        sink: sink.clone(),
+        dead_letter: None,
+        instrumentation,
+        correlation: None,
+        stats: metrics.route("r"),
+    };
+    assert_eq!(
+        hop.relay(&message()).await,
+        HopOutcome::Delivered { attempts: 3 }
+    );
+    provider.force_flush().expect("flush");
+    let spans = exporter.get_finished_spans().expect("spans");
+    let process: Vec<&SpanData> = spans
+        .iter()
+        .filter(|s| s.span_kind == SpanKind::Consumer)
+        .collect();
+    assert_eq!(process.len(), 1, "one process span");
+    let process = process[0];
+    assert_eq!(process.span_context.trace_id().to_string(), TRACE_ID);
+    let sends: Vec<&SpanData> = spans
+        .iter()
+        .filter(|s| s.span_kind == SpanKind::Producer)
+        .collect();
+    assert_eq!(sends.len(), 3, "a PRODUCER span per attempt");
+    for (i, send) in sends.iter().enumerate() {
+        assert_eq!(send.parent_span_id, process.span_context.span_id());
+        assert_eq!(
+            attribute(send, crate::dead_letter::SEND_ATTEMPT_ATTRIBUTE),
+            Some(&opentelemetry::Value::I64(i as i64 + 1))
+        );
+        let failed = matches!(send.status, Status::Error { .. });
+        assert_eq!(failed, i < 2, "attempt {} failed: {failed}", i + 1);
+    }
+    let wire = sink.wire.lock().expect("wire").clone().expect("delivered");
+    let traceparents = wire.all("traceparent");
+    assert_eq!(traceparents.len(), 1, "one traceparent on the wire");
+    let delivered = sends[2].span_context.span_id().to_string();
+    assert_eq!(
+        std::str::from_utf8(traceparents[0]).expect("text"),
+        format!("00-{TRACE_ID}-{delivered}-01"),
+        "downstream is a child of the attempt that delivered, in the origin trace"
+    );
+}
