@@ -85,7 +85,63 @@ pub fn all(provider: &SdkTracerProvider, ratio_provider: &SdkTracerProvider) -> 
         all.extend(kafka(&instrumentation, provider, sampled));
         all.extend(amqp(&instrumentation, provider, sampled));
     }
+    all.extend(metrics());
     all
+}
+
+/// `metrics/{send,process}`: what the spec's messaging metrics add to a
+/// message when a meter provider records them (the traced scenarios above
+/// have none, as with `telemetry::init` and no OTLP endpoint): a send's
+/// duration and count, a consumed message's count and processing time,
+/// each with its attributes built as the wrappers build them.
+fn metrics() -> Vec<Scenario> {
+    use opentelemetry::metrics::MeterProvider as _;
+    use std::time::Instant;
+    use tracebridge::metrics::MessagingMetrics;
+    let meters = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+        .with_reader(opentelemetry_sdk::metrics::ManualReader::builder().build())
+        .build();
+    let metrics = MessagingMetrics::new(&meters.meter("bench"));
+    let endpoint = Endpoint::from_servers("127.0.0.1:9092", Some("bench"));
+    let destination = Destination::kafka("orders");
+    let send = {
+        let (metrics, endpoint, destination) =
+            (metrics.clone(), endpoint.clone(), destination.clone());
+        scenario("metrics/send", move || {
+            let started = Instant::now();
+            let attributes =
+                MessagingAttributes::metric(Operation::Send, &destination, None, &endpoint, &RULES)
+                    .into_vec();
+            metrics.record_operation(started, &attributes);
+            metrics.count_sent(1, &attributes);
+            black_box(attributes);
+        })
+    };
+    let process = scenario("metrics/process", move || {
+        let started = Instant::now();
+        let consumed = MessagingAttributes::metric(
+            Operation::Receive,
+            &destination,
+            Some("billing"),
+            &endpoint,
+            &RULES,
+        )
+        .into_vec();
+        metrics.count_consumed(1, &consumed);
+        let process = MessagingAttributes::metric(
+            Operation::Process,
+            &destination,
+            Some("billing"),
+            &endpoint,
+            &RULES,
+        )
+        .into_vec();
+        metrics.record_process(started, &process);
+        black_box((consumed, process));
+        // Held for the provider's life: the scenario owns it.
+        let _ = &meters;
+    });
+    vec![send, process]
 }
 
 /// The scenario's name for a sampled or an unsampled message.
