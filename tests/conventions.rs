@@ -886,3 +886,108 @@ async fn the_relays_metrics_page_shows_the_four_instruments_by_their_prometheus_
     assert!(page.contains("tracebridge_relay_"), "{page}");
     rabbit.delete().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_queue_redelivery_records_its_delivery_count() {
+    use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+    use lapin::types::{AMQPValue, FieldTable, LongString};
+    let cap = spans::capture();
+    let instrumentation = cap.instrumentation();
+    let conn = common::amqp::connect().await;
+    let channel = conn.create_channel().await.expect("channel");
+    let queue = common::unique("quorum");
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from("quorum")),
+    );
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            arguments,
+        )
+        .await
+        .expect("declare a quorum queue");
+    let publisher = TracedPublisher::new(
+        conn.create_channel().await.expect("channel"),
+        tracebridge::amqp::endpoint(&common::amqp_url()),
+    )
+    .await
+    .expect("publisher")
+    .with_instrumentation(instrumentation.clone());
+    publisher
+        .publish_with_parent(
+            &Context::new(),
+            "",
+            &queue,
+            BasicPublishOptions::default(),
+            BasicProperties::default(),
+            b"{}",
+        )
+        .await
+        .expect("published")
+        .confirmed()
+        .await
+        .expect("confirmed");
+    let inner = conn
+        .create_channel()
+        .await
+        .expect("channel")
+        .basic_consume(
+            queue.as_str().into(),
+            common::unique("tag").as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let mut consumer = TracedConsumer::new(inner, tracebridge::amqp::endpoint(&common::amqp_url()))
+        .with_instrumentation(instrumentation);
+    // Fails once (requeued), then succeeds.
+    let failed = within(
+        "the first delivery",
+        consumer.process_next(async |_| Err::<(), _>(std::io::Error::other("busy"))),
+    )
+    .await
+    .expect("received")
+    .expect("open");
+    assert!(failed.is_err());
+    within(
+        "the redelivery",
+        consumer.process_next(async |_| Ok::<_, std::io::Error>(())),
+    )
+    .await
+    .expect("received")
+    .expect("open")
+    .expect("handled");
+    let processes: Vec<SpanData> = cap
+        .spans()
+        .into_iter()
+        .filter(|s| s.span_kind == SpanKind::Consumer)
+        .collect();
+    assert_eq!(processes.len(), 2);
+    assert_eq!(
+        attr(
+            &processes[0],
+            tracebridge::dead_letter::DELIVERY_COUNT_ATTRIBUTE
+        ),
+        None,
+        "a first delivery has no count"
+    );
+    assert_eq!(
+        attr(
+            &processes[1],
+            tracebridge::dead_letter::DELIVERY_COUNT_ATTRIBUTE
+        ),
+        Some(Value::I64(1)),
+        "the redelivery counts the failed delivery"
+    );
+    assert_eq!(trace_id(&processes[0]), trace_id(&processes[1]));
+    let _ = channel
+        .queue_delete(queue.as_str().into(), Default::default())
+        .await;
+}
