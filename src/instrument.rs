@@ -22,9 +22,12 @@ use opentelemetry::{Context, InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::metrics::{MessagingMetrics, ProcessTimer};
+use crate::metrics::{MessagingMetrics, ProcessTimer, SendTimer};
 use crate::propagation::ExtractedContext;
-use crate::semconv::{self, AttributePolicy, AttributeRules, Conventions, SemconvVersion};
+use crate::semconv::{
+    self, AttributePolicy, AttributeRules, Conventions, Destination, Endpoint, MessagingAttributes,
+    Operation, SemconvVersion,
+};
 
 /// The attribute that says why an incoming context was not used.
 pub const INVALID_CONTEXT_ATTRIBUTE: &str = "tracebridge.context.invalid";
@@ -306,6 +309,32 @@ impl Instrumentation {
         &self.metrics
     }
 
+    /// The messaging metrics' attributes for `operation` on `destination`
+    /// (see [`semconv::MessagingAttributes::metric`]), or none when no
+    /// metric records them: nothing is built for nothing.
+    #[cfg_attr(not(any(feature = "kafka", feature = "amqp")), allow(dead_code))]
+    pub(crate) fn metric_attributes(
+        &self,
+        operation: Operation,
+        destination: &Destination,
+        group: Option<&str>,
+        endpoint: &Endpoint,
+    ) -> Vec<KeyValue> {
+        if !self.metrics.enabled() {
+            return Vec::new();
+        }
+        MessagingAttributes::metric(operation, destination, group, endpoint, &self.rules).into_vec()
+    }
+
+    /// Starts timing a send (see [`SendTimer`]).
+    #[cfg_attr(not(any(feature = "kafka", feature = "amqp")), allow(dead_code))]
+    pub(crate) fn time_send(&self, destination: &Destination, endpoint: &Endpoint) -> SendTimer {
+        SendTimer::start(
+            &self.metrics,
+            self.metric_attributes(Operation::Send, destination, None, endpoint),
+        )
+    }
+
     /// Starts a span of `kind` as a child of `parent`, with attributes
     /// (available to samplers) and links; returns the context holding it.
     pub fn start_span(
@@ -497,6 +526,19 @@ struct SendAnnotations(Vec<KeyValue>);
 /// relay uses).
 pub fn with_send_annotations(parent: &Context, attributes: Vec<KeyValue>) -> Context {
     parent.with_value(SendAnnotations(attributes))
+}
+
+/// A PRODUCER span's attributes: `attributes` with the client's endpoint,
+/// then the annotations the caller put in `parent`.
+#[cfg_attr(not(any(feature = "kafka", feature = "amqp")), allow(dead_code))]
+pub(crate) fn producer_attributes(
+    attributes: MessagingAttributes<'_>,
+    endpoint: &Endpoint,
+    parent: &Context,
+) -> Vec<KeyValue> {
+    let mut attributes = endpoint.apply(attributes).into_vec();
+    attributes.extend(send_annotations(parent));
+    attributes
 }
 
 /// The attributes [`with_send_annotations`] put in `cx`.

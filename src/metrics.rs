@@ -190,19 +190,12 @@ pub(crate) struct SendTimer {
 
 #[cfg_attr(not(any(feature = "kafka", feature = "amqp")), allow(dead_code))]
 impl SendTimer {
-    /// Starts timing now; `attributes` are built only when metrics record.
-    pub(crate) fn start(
-        metrics: &MessagingMetrics,
-        attributes: impl FnOnce() -> Vec<KeyValue>,
-    ) -> Self {
+    /// Starts timing now.
+    pub(crate) fn start(metrics: &MessagingMetrics, attributes: Vec<KeyValue>) -> Self {
         Self {
             metrics: metrics.clone(),
             started: Instant::now(),
-            attributes: if metrics.enabled() {
-                attributes()
-            } else {
-                Vec::new()
-            },
+            attributes,
         }
     }
 

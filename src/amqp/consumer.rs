@@ -451,14 +451,12 @@ impl TracedDelivery {
         let result = call.await;
         let metrics = self.tracing.instrumentation.metrics();
         if metrics.enabled() {
-            let mut attributes = MessagingAttributes::metric(
+            let mut attributes = self.tracing.instrumentation.metric_attributes(
                 operation,
                 &self.tracing.destination(&self.delivery),
                 None,
                 &self.tracing.endpoint,
-                self.tracing.instrumentation.rules(),
-            )
-            .into_vec();
+            );
             if let Err(err) = &result {
                 attributes.push(crate::semconv::error_type(error_type(err)));
             }

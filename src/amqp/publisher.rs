@@ -200,15 +200,9 @@ impl TracedPublisher {
             .message_id(properties.message_id().as_ref().map(|id| id.as_str()))
             .conversation_id(properties.correlation_id().as_ref().map(|id| id.as_str()))
             .captured_headers(&AmqpHeaderExtractor(&headers));
-            let mut attributes = self.endpoint.apply(attributes).into_vec();
-            attributes.extend(instrument::send_annotations(parent));
-            attributes
+            instrument::producer_attributes(attributes, &self.endpoint, parent)
         };
-        let timer = SendTimer::start(self.instrumentation.metrics(), || {
-            let rules = self.instrumentation.rules();
-            MessagingAttributes::metric(Operation::Send, &destination, None, &self.endpoint, rules)
-                .into_vec()
-        });
+        let timer = self.instrumentation.time_send(&destination, &self.endpoint);
         let cx = self.instrumentation.start_span_lazy(
             Operation::Send.shared_span_name(&destination),
             SpanKind::Producer,

@@ -37,14 +37,8 @@ pub(crate) fn received(
 ) -> Received {
     let destination =
         Destination::rabbitmq_queue(delivery.exchange, delivery.routing_key, delivery.queue);
-    let metric = |operation| {
-        if instrumentation.metrics().enabled() {
-            let rules = instrumentation.rules();
-            MessagingAttributes::metric(operation, &destination, None, endpoint, rules).into_vec()
-        } else {
-            Vec::new()
-        }
-    };
+    let metric =
+        |operation| instrumentation.metric_attributes(operation, &destination, None, endpoint);
     Received {
         name: operation.shared_span_name(&destination),
         produced_at: delivery

@@ -367,31 +367,27 @@ where
         }
         let attributes = self.endpoint.apply(attributes).into_vec();
         let metrics = self.instrumentation.metrics();
-        if metrics.enabled() {
-            // Per topic: the batch may span several.
-            for message in &messages {
-                let metric = MessagingAttributes::metric(
-                    Operation::Receive,
-                    &Destination::kafka(message.topic()),
-                    self.group.as_deref(),
-                    &self.endpoint,
-                    rules,
-                )
-                .into_vec();
-                metrics.count_consumed(1, &metric);
-            }
-            let mut metric = MessagingAttributes::metric(
+        // Per topic: the batch may span several.
+        for message in &messages {
+            let consumed = self.instrumentation.metric_attributes(
                 Operation::Receive,
-                &destination,
+                &Destination::kafka(message.topic()),
                 self.group.as_deref(),
                 &self.endpoint,
-                rules,
             );
-            if !one_topic {
-                metric = metric.without(rules.conventions.keys().destination_name);
-            }
-            metrics.record_operation(poll_started, &metric.into_vec());
+            metrics.count_consumed(1, &consumed);
         }
+        let mut poll = self.instrumentation.metric_attributes(
+            Operation::Receive,
+            &destination,
+            self.group.as_deref(),
+            &self.endpoint,
+        );
+        if !one_topic {
+            let key = rules.conventions.keys().destination_name;
+            poll.retain(|kv| kv.key.as_str() != key);
+        }
+        metrics.record_operation(poll_started, &poll);
         let cx = self.instrumentation.start_span_at(
             name,
             SpanKind::Client,
@@ -437,14 +433,12 @@ where
         let result = self.inner.commit_message(m, mode);
         let metrics = self.instrumentation.metrics();
         if metrics.enabled() {
-            let mut metric = MessagingAttributes::metric(
+            let mut metric = self.instrumentation.metric_attributes(
                 operation,
                 &Destination::kafka(m.topic()),
                 self.group.as_deref(),
                 &self.endpoint,
-                self.instrumentation.rules(),
-            )
-            .into_vec();
+            );
             if let Err(err) = &result {
                 metric.push(crate::semconv::error_type(super::error_type(err)));
             }

@@ -16,7 +16,6 @@ use rdkafka::util::{AsyncRuntime, DefaultRuntime};
 use super::error_type;
 use super::{KafkaHeaderExtractor, KafkaHeaderInjector};
 use crate::instrument::{self, Instrumentation};
-use crate::metrics::SendTimer;
 use crate::propagation::Propagation;
 use crate::semconv::{Destination, Endpoint, MessagingAttributes, Operation};
 
@@ -141,15 +140,9 @@ where
             if let Some(headers) = &record.headers {
                 attributes = attributes.captured_headers(&KafkaHeaderExtractor(headers));
             }
-            let mut attributes = self.endpoint.apply(attributes).into_vec();
-            attributes.extend(instrument::send_annotations(parent));
-            attributes
+            instrument::producer_attributes(attributes, &self.endpoint, parent)
         };
-        let timer = SendTimer::start(self.instrumentation.metrics(), || {
-            let rules = self.instrumentation.rules();
-            MessagingAttributes::metric(Operation::Send, &destination, None, &self.endpoint, rules)
-                .into_vec()
-        });
+        let timer = self.instrumentation.time_send(&destination, &self.endpoint);
         let cx = self.instrumentation.start_span_lazy(
             Operation::Send.shared_span_name(&destination),
             SpanKind::Producer,

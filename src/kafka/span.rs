@@ -32,13 +32,7 @@ pub(crate) fn received(
 ) -> Received {
     let destination = Destination::kafka(record.topic);
     let metric = |operation| {
-        if instrumentation.metrics().enabled() {
-            let rules = instrumentation.rules();
-            MessagingAttributes::metric(operation, &destination, record.group, endpoint, rules)
-                .into_vec()
-        } else {
-            Vec::new()
-        }
+        instrumentation.metric_attributes(operation, &destination, record.group, endpoint)
     };
     let metric_attributes = metric(Operation::Process);
     let consumed_attributes = metric(Operation::Receive);

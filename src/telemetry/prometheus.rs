@@ -168,28 +168,18 @@ fn render_data<T: Copy>(
             let counter = sum.is_monotonic();
             let name = prometheus_name(metric.name(), metric.unit(), counter);
             header(out, &name, if counter { "counter" } else { "gauge" });
-            for point in sum.data_points() {
-                let attrs: Vec<&KeyValue> = point.attributes().collect();
-                let _ = writeln!(
-                    out,
-                    "{name}{} {}",
-                    labels(&attrs, None),
-                    as_f64(point.value())
-                );
-            }
+            let points = sum
+                .data_points()
+                .map(|p| (p.attributes().collect(), p.value()));
+            render_values(&name, points, out, &as_f64);
         }
         MetricData::Gauge(gauge) => {
             let name = prometheus_name(metric.name(), metric.unit(), false);
             header(out, &name, "gauge");
-            for point in gauge.data_points() {
-                let attrs: Vec<&KeyValue> = point.attributes().collect();
-                let _ = writeln!(
-                    out,
-                    "{name}{} {}",
-                    labels(&attrs, None),
-                    as_f64(point.value())
-                );
-            }
+            let points = gauge
+                .data_points()
+                .map(|p| (p.attributes().collect(), p.value()));
+            render_values(&name, points, out, &as_f64);
         }
         MetricData::Histogram(histogram) => {
             let name = prometheus_name(metric.name(), metric.unit(), false);
@@ -229,6 +219,18 @@ fn render_data<T: Copy>(
         }
         // Not produced by tracebridge's instruments.
         MetricData::ExponentialHistogram(_) => {}
+    }
+}
+
+/// One line per data point: `name{labels} value`.
+fn render_values<'a, T: Copy + 'a>(
+    name: &str,
+    points: impl Iterator<Item = (Vec<&'a KeyValue>, T)>,
+    out: &mut String,
+    as_f64: &impl Fn(T) -> f64,
+) {
+    for (attrs, value) in points {
+        let _ = writeln!(out, "{name}{} {}", labels(&attrs, None), as_f64(value));
     }
 }
 
