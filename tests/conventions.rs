@@ -201,6 +201,57 @@ async fn publish(publisher: &TracedPublisher, rabbit: &Rabbit, id: &str) {
         .expect("confirmed");
 }
 
+/// Publishes one traced message to `queue` through the default exchange
+/// and waits for the confirm.
+async fn publish_to_queue(
+    conn: &lapin::Connection,
+    instrumentation: &Instrumentation,
+    queue: &str,
+) {
+    TracedPublisher::new(
+        conn.create_channel().await.expect("channel"),
+        tracebridge::amqp::endpoint(&common::amqp_url()),
+    )
+    .await
+    .expect("publisher")
+    .with_instrumentation(instrumentation.clone())
+    .publish_with_parent(
+        &Context::new(),
+        "",
+        queue,
+        BasicPublishOptions::default(),
+        BasicProperties::default(),
+        b"{}",
+    )
+    .await
+    .expect("published")
+    .confirmed()
+    .await
+    .expect("confirmed");
+}
+
+/// A traced consumer of `queue` on a channel of its own.
+async fn consume_queue(
+    conn: &lapin::Connection,
+    instrumentation: &Instrumentation,
+    queue: &str,
+) -> TracedConsumer {
+    let inner = conn
+        .create_channel()
+        .await
+        .expect("channel")
+        .basic_consume(
+            queue.into(),
+            common::unique("tag").as_str().into(),
+            lapin::options::BasicConsumeOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    TracedConsumer::new(inner, tracebridge::amqp::endpoint(&common::amqp_url()))
+        .with_instrumentation(instrumentation.clone())
+}
+
 /// Every span kind of both transports under `conventions`: Kafka send,
 /// process, commit, poll; RabbitMQ publish, process, ack, receive.
 async fn every_span_kind(conventions: Conventions) -> spans::Capture {
@@ -685,49 +736,10 @@ async fn a_rabbitmq_dead_letter_continues_the_trace_with_its_death_count() {
         .await
         .expect("bind the DLQ");
 
-    let publisher = TracedPublisher::new(
-        conn.create_channel().await.expect("channel"),
-        tracebridge::amqp::endpoint(&common::amqp_url()),
-    )
-    .await
-    .expect("publisher")
-    .with_instrumentation(instrumentation.clone());
-    publisher
-        .publish_with_parent(
-            &Context::new(),
-            "",
-            &work,
-            BasicPublishOptions::default(),
-            BasicProperties::default(),
-            b"{}",
-        )
-        .await
-        .expect("published")
-        .confirmed()
-        .await
-        .expect("confirmed");
+    publish_to_queue(&conn, &instrumentation, &work).await;
 
-    let consume = |queue: String| {
-        let conn = &conn;
-        let instrumentation = instrumentation.clone();
-        async move {
-            use lapin::options::BasicConsumeOptions;
-            let channel = conn.create_channel().await.expect("channel");
-            let inner = channel
-                .basic_consume(
-                    queue.as_str().into(),
-                    common::unique("tag").as_str().into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .expect("consume");
-            TracedConsumer::new(inner, tracebridge::amqp::endpoint(&common::amqp_url()))
-                .with_instrumentation(instrumentation)
-        }
-    };
     // The default on_error: requeue once, then reject into the DLX.
-    let mut worker = consume(work.clone()).await;
+    let mut worker = consume_queue(&conn, &instrumentation, &work).await;
     for attempt in 1..=2 {
         let outcome = within(
             "a delivery of the failing message",
@@ -738,7 +750,7 @@ async fn a_rabbitmq_dead_letter_continues_the_trace_with_its_death_count() {
         .expect("not cancelled");
         assert!(outcome.is_err(), "attempt {attempt} fails");
     }
-    let mut dead = consume(dlq.clone()).await;
+    let mut dead = consume_queue(&conn, &instrumentation, &dlq).await;
     within(
         "the dead letter",
         dead.process_next(async |_| Ok::<_, std::io::Error>(())),
@@ -889,7 +901,7 @@ async fn the_relays_metrics_page_shows_the_four_instruments_by_their_prometheus_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quorum_queue_redelivery_records_its_delivery_count() {
-    use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+    use lapin::options::QueueDeclareOptions;
     use lapin::types::{AMQPValue, FieldTable, LongString};
     let cap = spans::capture();
     let instrumentation = cap.instrumentation();
@@ -912,41 +924,8 @@ async fn a_quorum_queue_redelivery_records_its_delivery_count() {
         )
         .await
         .expect("declare a quorum queue");
-    let publisher = TracedPublisher::new(
-        conn.create_channel().await.expect("channel"),
-        tracebridge::amqp::endpoint(&common::amqp_url()),
-    )
-    .await
-    .expect("publisher")
-    .with_instrumentation(instrumentation.clone());
-    publisher
-        .publish_with_parent(
-            &Context::new(),
-            "",
-            &queue,
-            BasicPublishOptions::default(),
-            BasicProperties::default(),
-            b"{}",
-        )
-        .await
-        .expect("published")
-        .confirmed()
-        .await
-        .expect("confirmed");
-    let inner = conn
-        .create_channel()
-        .await
-        .expect("channel")
-        .basic_consume(
-            queue.as_str().into(),
-            common::unique("tag").as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
-    let mut consumer = TracedConsumer::new(inner, tracebridge::amqp::endpoint(&common::amqp_url()))
-        .with_instrumentation(instrumentation);
+    publish_to_queue(&conn, &instrumentation, &queue).await;
+    let mut consumer = consume_queue(&conn, &instrumentation, &queue).await;
     // Fails once (requeued), then succeeds.
     let failed = within(
         "the first delivery",
