@@ -561,23 +561,31 @@ async fn the_four_instruments_count_every_send_and_consume() {
         ("server.port", amqp_port.as_str()),
     ];
 
+    let kafka_op = |name: &'static str, kind: &'static str, grouped: bool| {
+        let mut more = vec![
+            ("messaging.operation.name", name),
+            ("messaging.operation.type", kind),
+        ];
+        if grouped {
+            more.push(("messaging.consumer.group.name", group.as_str()));
+        }
+        with(&kafka_base, &more)
+    };
+    let amqp_op = |name: &'static str, kind: &'static str, destination: &str| {
+        with(
+            &amqp_base,
+            &[
+                ("messaging.operation.name", name),
+                ("messaging.operation.type", kind),
+                ("messaging.destination.name", destination),
+            ],
+        )
+    };
+
     let sent = points(&cap, "messaging.client.sent.messages");
     assert_eq!(sent.unit, "{message}");
-    let kafka_send = with(
-        &kafka_base,
-        &[
-            ("messaging.operation.name", "send"),
-            ("messaging.operation.type", "send"),
-        ],
-    );
-    let amqp_send = with(
-        &amqp_base,
-        &[
-            ("messaging.operation.name", "publish"),
-            ("messaging.operation.type", "send"),
-            ("messaging.destination.name", amqp_destination.as_str()),
-        ],
-    );
+    let kafka_send = kafka_op("send", "send", false);
+    let amqp_send = amqp_op("publish", "send", &amqp_destination);
     assert_eq!(
         sorted(sent.points.clone()),
         sorted(vec![
@@ -588,22 +596,8 @@ async fn the_four_instruments_count_every_send_and_consume() {
 
     let consumed = points(&cap, "messaging.client.consumed.messages");
     assert_eq!(consumed.unit, "{message}");
-    let kafka_poll = with(
-        &kafka_base,
-        &[
-            ("messaging.operation.name", "poll"),
-            ("messaging.operation.type", "receive"),
-            ("messaging.consumer.group.name", group.as_str()),
-        ],
-    );
-    let amqp_receive = with(
-        &amqp_base,
-        &[
-            ("messaging.operation.name", "receive"),
-            ("messaging.operation.type", "receive"),
-            ("messaging.destination.name", amqp_delivery.as_str()),
-        ],
-    );
+    let kafka_poll = kafka_op("poll", "receive", true);
+    let amqp_receive = amqp_op("receive", "receive", &amqp_delivery);
     assert_eq!(
         sorted(consumed.points),
         sorted(vec![(kafka_poll, N as u64), (amqp_receive, N as u64)])
@@ -615,22 +609,8 @@ async fn the_four_instruments_count_every_send_and_consume() {
         (process.unit.as_str(), &process.bounds),
         ("s", &spec_buckets)
     );
-    let kafka_process = with(
-        &kafka_base,
-        &[
-            ("messaging.operation.name", "process"),
-            ("messaging.operation.type", "process"),
-            ("messaging.consumer.group.name", group.as_str()),
-        ],
-    );
-    let amqp_process = with(
-        &amqp_base,
-        &[
-            ("messaging.operation.name", "process"),
-            ("messaging.operation.type", "process"),
-            ("messaging.destination.name", amqp_delivery.as_str()),
-        ],
-    );
+    let kafka_process = kafka_op("process", "process", true);
+    let amqp_process = amqp_op("process", "process", &amqp_delivery);
     assert_eq!(
         sorted(process.points),
         sorted(vec![(kafka_process, N as u64), (amqp_process, N as u64)])
@@ -641,22 +621,8 @@ async fn the_four_instruments_count_every_send_and_consume() {
         (operations.unit.as_str(), &operations.bounds),
         ("s", &spec_buckets)
     );
-    let kafka_commit = with(
-        &kafka_base,
-        &[
-            ("messaging.operation.name", "commit"),
-            ("messaging.operation.type", "settle"),
-            ("messaging.consumer.group.name", group.as_str()),
-        ],
-    );
-    let amqp_ack = with(
-        &amqp_base,
-        &[
-            ("messaging.operation.name", "ack"),
-            ("messaging.operation.type", "settle"),
-            ("messaging.destination.name", amqp_delivery.as_str()),
-        ],
-    );
+    let kafka_commit = kafka_op("commit", "settle", true);
+    let amqp_ack = amqp_op("ack", "settle", &amqp_delivery);
     assert_eq!(
         sorted(operations.points),
         sorted(vec![
