@@ -573,11 +573,6 @@ impl<'r> MessagingAttributes<'r> {
         self.push(key, true)
     }
 
-    /// Any attribute outside the conventions (tracebridge's own).
-    pub fn custom(self, key: &'static str, value: impl Into<Value>) -> Self {
-        self.push(key, value)
-    }
-
     /// Drops every attribute with this key.
     pub fn without(mut self, key: &str) -> Self {
         self.attrs.retain(|kv| kv.key.as_str() != key);
