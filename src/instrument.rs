@@ -22,7 +22,7 @@ use opentelemetry::{Context, InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::metrics::{MessagingMetrics, ProcessTimer, SendTimer};
+use crate::metrics::{MessagingMetrics, SendTimer};
 use crate::propagation::ExtractedContext;
 use crate::semconv::{
     self, AttributePolicy, AttributeRules, Conventions, Destination, Endpoint, MessagingAttributes,
@@ -56,15 +56,6 @@ pub(crate) struct Received {
     pub(crate) metric_attributes: Vec<KeyValue>,
     /// The `messaging.client.consumed.messages` attributes (likewise).
     pub(crate) consumed_attributes: Vec<KeyValue>,
-}
-
-#[cfg_attr(not(any(feature = "kafka", feature = "amqp")), allow(dead_code))]
-impl Received {
-    /// Counts the message as consumed and starts timing its processing.
-    pub(crate) fn start_processing(&mut self, metrics: &MessagingMetrics) -> ProcessTimer {
-        metrics.count_consumed(1, &self.consumed_attributes);
-        ProcessTimer::start(metrics, self.metric_attributes.clone())
-    }
 }
 
 /// Where a process span hangs in the trace: the one join/link choice of

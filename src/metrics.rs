@@ -32,7 +32,8 @@ pub const DURATION_BUCKETS: [f64; 14] = [
 /// The four instruments, or nothing when no meter provider records them.
 #[derive(Clone, Debug)]
 pub struct MessagingMetrics {
-    instruments: Option<Instruments>,
+    /// Shared: every timed message holds a handle (one reference count).
+    instruments: Option<std::sync::Arc<Instruments>>,
 }
 
 #[derive(Clone, Debug)]
@@ -67,7 +68,7 @@ impl MessagingMetrics {
                 .build()
         };
         Self {
-            instruments: Some(Instruments {
+            instruments: Some(std::sync::Arc::new(Instruments {
                 operation_duration: histogram(
                     names::MESSAGING_CLIENT_OPERATION_DURATION,
                     "Duration of a messaging operation initiated by a producer or consumer client",
@@ -84,7 +85,7 @@ impl MessagingMetrics {
                     names::MESSAGING_CLIENT_CONSUMED_MESSAGES,
                     "Messages delivered to the application",
                 ),
-            }),
+            })),
         }
     }
 
@@ -148,11 +149,20 @@ pub(crate) struct ProcessTimer {
 
 #[cfg_attr(not(any(feature = "kafka", feature = "amqp")), allow(dead_code))]
 impl ProcessTimer {
-    /// Starts timing now; records nothing when `metrics` are disabled.
-    pub(crate) fn start(metrics: &MessagingMetrics, attributes: Vec<KeyValue>) -> Self {
+    /// Counts a message received at `started` as consumed (with
+    /// `consumed` attributes) and times its processing from then (with
+    /// `attributes`, which the caller no longer needs: they move here).
+    /// Records nothing when `metrics` are disabled.
+    pub(crate) fn consumed(
+        metrics: &MessagingMetrics,
+        started: Instant,
+        consumed: &[KeyValue],
+        attributes: Vec<KeyValue>,
+    ) -> Self {
+        metrics.count_consumed(1, consumed);
         Self {
             metrics: metrics.clone(),
-            started: Instant::now(),
+            started,
             attributes,
             error_type: std::sync::OnceLock::new(),
         }

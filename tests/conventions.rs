@@ -175,23 +175,31 @@ fn kafka_consumer(instrumentation: Instrumentation, topic: &str) -> (TracedStrea
     (consumer, group)
 }
 
-async fn amqp_publisher(rabbit: &Rabbit, instrumentation: Instrumentation) -> TracedPublisher {
-    let channel = rabbit.conn.create_channel().await.expect("channel");
+async fn amqp_publisher(
+    conn: &lapin::Connection,
+    instrumentation: &Instrumentation,
+) -> TracedPublisher {
+    let channel = conn.create_channel().await.expect("channel");
     TracedPublisher::new(channel, tracebridge::amqp::endpoint(&common::amqp_url()))
         .await
         .expect("publisher")
-        .with_instrumentation(instrumentation)
+        .with_instrumentation(instrumentation.clone())
 }
 
-async fn publish(publisher: &TracedPublisher, rabbit: &Rabbit, id: &str) {
+/// Publishes one message and waits for the broker's confirm.
+async fn publish_confirmed(
+    publisher: &TracedPublisher,
+    exchange: &str,
+    routing_key: &str,
+    properties: BasicProperties,
+) {
     publisher
-        .publish(
-            &rabbit.exchange,
-            ROUTING_KEY,
+        .publish_with_parent(
+            &Context::new(),
+            exchange,
+            routing_key,
             BasicPublishOptions::default(),
-            BasicProperties::default()
-                .with_message_id(id.into())
-                .with_correlation_id("req-1".into()),
+            properties,
             b"{}",
         )
         .await
@@ -201,33 +209,22 @@ async fn publish(publisher: &TracedPublisher, rabbit: &Rabbit, id: &str) {
         .expect("confirmed");
 }
 
-/// Publishes one traced message to `queue` through the default exchange
-/// and waits for the confirm.
+/// One message to the test exchange, with a message id and a request id.
+async fn publish(publisher: &TracedPublisher, rabbit: &Rabbit, id: &str) {
+    let properties = BasicProperties::default()
+        .with_message_id(id.into())
+        .with_correlation_id("req-1".into());
+    publish_confirmed(publisher, &rabbit.exchange, ROUTING_KEY, properties).await;
+}
+
+/// One message to `queue` through the default exchange.
 async fn publish_to_queue(
     conn: &lapin::Connection,
     instrumentation: &Instrumentation,
     queue: &str,
 ) {
-    TracedPublisher::new(
-        conn.create_channel().await.expect("channel"),
-        tracebridge::amqp::endpoint(&common::amqp_url()),
-    )
-    .await
-    .expect("publisher")
-    .with_instrumentation(instrumentation.clone())
-    .publish_with_parent(
-        &Context::new(),
-        "",
-        queue,
-        BasicPublishOptions::default(),
-        BasicProperties::default(),
-        b"{}",
-    )
-    .await
-    .expect("published")
-    .confirmed()
-    .await
-    .expect("confirmed");
+    let publisher = amqp_publisher(conn, instrumentation).await;
+    publish_confirmed(&publisher, "", queue, BasicProperties::default()).await;
 }
 
 /// A traced consumer of `queue` on a channel of its own.
@@ -286,7 +283,7 @@ async fn every_span_kind(conventions: Conventions) -> spans::Capture {
     drop(batch);
 
     let rabbit = Rabbit::new("conv").await;
-    let publisher = amqp_publisher(&rabbit, instrumentation.clone()).await;
+    let publisher = amqp_publisher(&rabbit.conn, &instrumentation).await;
     publish(&publisher, &rabbit, "m-1").await;
     let mut consumer = TracedConsumer::new(
         rabbit.consumer().await,
@@ -517,7 +514,7 @@ async fn the_four_instruments_count_every_send_and_consume() {
             .expect("committed");
     }
     let rabbit = Rabbit::new("metrics").await;
-    let publisher = amqp_publisher(&rabbit, instrumentation.clone()).await;
+    let publisher = amqp_publisher(&rabbit.conn, &instrumentation).await;
     for i in 0..N {
         publish(&publisher, &rabbit, &format!("m{i}")).await;
     }

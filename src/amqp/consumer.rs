@@ -301,22 +301,13 @@ impl Tracing {
             properties: &delivery.properties,
             body_len: delivery.data.len(),
         };
-        let mut received =
-            super::span::received(&delivered, operation, &self.endpoint, &self.instrumentation);
-        let metrics = self.instrumentation.metrics();
-        let timer = match operation {
-            Operation::Process => Some(received.start_processing(metrics)),
-            _ => {
-                metrics.count_consumed(1, &received.consumed_attributes);
-                None
-            }
-        };
+        let received_at = Instant::now();
         let Received {
             name,
             produced_at,
             metric_attributes,
-            ..
-        } = received;
+            consumed_attributes,
+        } = super::span::received(&delivered, operation, &self.endpoint, &self.instrumentation);
         let attributes = || {
             super::span::attributes(
                 &delivered,
@@ -347,6 +338,20 @@ impl Tracing {
         };
         self.instrumentation
             .record_queue_time(&cx, produced_at, &metric_attributes);
+        let metrics = self.instrumentation.metrics();
+        let timer = match operation {
+            Operation::Process => Some(ProcessTimer::consumed(
+                metrics,
+                received_at,
+                &consumed_attributes,
+                metric_attributes,
+            )),
+            // A `basic.get` is received, not processed here.
+            _ => {
+                metrics.count_consumed(1, &consumed_attributes);
+                None
+            }
+        };
         TracedDelivery {
             delivery,
             extracted,

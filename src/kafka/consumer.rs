@@ -18,7 +18,7 @@ use rdkafka::util::{AsyncRuntime, DefaultRuntime};
 use super::KafkaHeaderExtractor;
 use crate::instrument::{self, Instrumentation, ParentPolicy};
 use crate::metrics::ProcessTimer;
-use crate::propagation::{ExtractedContext, Propagation};
+use crate::propagation::{ExtractedContext, HeaderReader, Propagation};
 use crate::semconv::{Destination, Endpoint, MessagingAttributes, Operation, Settlement, System};
 
 /// A `StreamConsumer` whose messages carry their trace context.
@@ -496,40 +496,39 @@ where
             timestamp_ms: message.timestamp().to_millis(),
             group: self.group.as_deref(),
         };
-        let mut received = super::span::received(&record, &self.endpoint, &self.instrumentation);
-        let timer = received.start_processing(self.instrumentation.metrics());
+        let received_at = Instant::now();
+        let received = super::span::received(&record, &self.endpoint, &self.instrumentation);
         let no_headers = crate::propagation::HeaderVec::default();
+        let extractor = message.headers().map(KafkaHeaderExtractor);
+        let headers: &dyn HeaderReader = match &extractor {
+            Some(extractor) => extractor,
+            None => &no_headers,
+        };
         let cx = self.instrumentation.start_process_span_lazy(
             received.name,
             self.policy,
             &extracted,
             || {
-                let rules = self.instrumentation.rules();
-                let body_size = self.record_body_size;
-                match message.headers() {
-                    Some(headers) => super::span::attributes(
-                        &record,
-                        &KafkaHeaderExtractor(headers),
-                        &self.endpoint,
-                        rules,
-                        body_size,
-                        None,
-                    ),
-                    None => super::span::attributes(
-                        &record,
-                        &no_headers,
-                        &self.endpoint,
-                        rules,
-                        body_size,
-                        None,
-                    ),
-                }
+                super::span::attributes(
+                    &record,
+                    headers,
+                    &self.endpoint,
+                    self.instrumentation.rules(),
+                    self.record_body_size,
+                    None,
+                )
             },
         );
         self.instrumentation.record_queue_time(
             &cx,
             received.produced_at,
             &received.metric_attributes,
+        );
+        let timer = ProcessTimer::consumed(
+            self.instrumentation.metrics(),
+            received_at,
+            &received.consumed_attributes,
+            received.metric_attributes,
         );
         TracedMessage {
             message,

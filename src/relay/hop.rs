@@ -162,13 +162,12 @@ impl Hop {
             attempts = attempt;
             // Each attempt is its own PRODUCER span under the process span,
             // numbered; the one that succeeds is the one on the wire.
-            let attempt_cx = instrument::with_send_annotations(
-                &cx,
+            let attempt_cx = annotated(&cx, || {
                 vec![KeyValue::new(
                     dead_letter::SEND_ATTEMPT_ATTRIBUTE,
                     i64::from(attempt),
-                )],
-            );
+                )]
+            });
             match self.sink.send(&attempt_cx, message, Dress::Message).await {
                 Ok(()) => {
                     cx.span().end();
@@ -250,13 +249,12 @@ impl Hop {
             minimal: false,
         };
         // The dead letter's PRODUCER span says why, under the process span.
-        let cx = &instrument::with_send_annotations(
-            cx,
+        let cx = &annotated(cx, || {
             vec![
                 KeyValue::new(dead_letter::REASON_ATTRIBUTE, dead_letter::bounded(&error)),
                 KeyValue::new(dead_letter::ATTEMPTS_ATTRIBUTE, i64::from(attempts)),
-            ],
-        );
+            ]
+        });
         let failure = match sink.send(cx, message, full).await {
             Ok(()) => return HopOutcome::DeadLettered { attempts, error },
             Err(failure) if failure.permanent => {
@@ -293,8 +291,8 @@ impl Hop {
             .correlation
             .as_ref()
             .and_then(|c| c.extractor.extract(message));
-        let mut received = message.received(&self.source_endpoint, &self.instrumentation);
-        let timer = received.start_processing(self.instrumentation.metrics());
+        let received_at = std::time::Instant::now();
+        let received = message.received(&self.source_endpoint, &self.instrumentation);
         // Built only if the span records; correlation's own attributes
         // (and its counters and warnings) come first, whatever the sampler.
         let mut extra = Vec::new();
@@ -341,6 +339,13 @@ impl Hop {
         {
             self.stats.queue_seconds.observe(waited.as_secs_f64());
         }
+        // Timed from receipt (correlation included), with the route too.
+        let timer = ProcessTimer::consumed(
+            self.instrumentation.metrics(),
+            received_at,
+            &received.consumed_attributes,
+            metric_attributes,
+        );
         (cx, timer)
     }
 
@@ -378,6 +383,17 @@ impl Hop {
 
     fn route_value(&self) -> opentelemetry::StringValue {
         self.route.clone().into()
+    }
+}
+
+/// `cx` with `annotations` for the sink's PRODUCER span, when the process
+/// span records: under a parent-based sampler its children do not, and a
+/// context value costs an allocation per message.
+fn annotated(cx: &Context, annotations: impl FnOnce() -> Vec<KeyValue>) -> Context {
+    if cx.span().is_recording() {
+        instrument::with_send_annotations(cx, annotations())
+    } else {
+        cx.clone()
     }
 }
 
