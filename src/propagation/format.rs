@@ -11,10 +11,13 @@ use opentelemetry::trace::{SpanContext, TraceContextExt, TraceState};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use serde::{Deserialize, Serialize};
 
+use opentelemetry_propagator_b3::{B3Encoding, Propagator as B3Propagator};
+
 use super::InvalidReason;
 use super::carrier::{
     HeaderReader, HeaderWriter, PrefixedInjector, ReaderExtractor, SkipEmpty, Transport,
 };
+use super::jaeger::JaegerPropagator;
 use super::traceparent;
 
 /// One trace-context (or baggage) wire format.
@@ -201,19 +204,11 @@ static TRACE_CONTEXT: LazyLock<TraceContextPropagator> = LazyLock::new(TraceCont
 static BAGGAGE: LazyLock<BaggagePropagator> = LazyLock::new(BaggagePropagator::new);
 // B3 and Jaeger are deprecated upstream in favour of W3C, which is exactly
 // why a relay must still read them: legacy services keep sending them.
-#[allow(deprecated)]
-static B3_SINGLE: LazyLock<opentelemetry_zipkin::Propagator> = LazyLock::new(|| {
-    opentelemetry_zipkin::Propagator::with_encoding(opentelemetry_zipkin::B3Encoding::SingleHeader)
-});
-#[allow(deprecated)]
-static B3_MULTI: LazyLock<opentelemetry_zipkin::Propagator> = LazyLock::new(|| {
-    opentelemetry_zipkin::Propagator::with_encoding(
-        opentelemetry_zipkin::B3Encoding::MultipleHeader,
-    )
-});
-#[allow(deprecated)]
-static JAEGER: LazyLock<opentelemetry_jaeger_propagator::Propagator> =
-    LazyLock::new(opentelemetry_jaeger_propagator::Propagator::new);
+static B3_SINGLE: LazyLock<B3Propagator> =
+    LazyLock::new(|| B3Propagator::with_encoding(B3Encoding::SingleHeader));
+static B3_MULTI: LazyLock<B3Propagator> =
+    LazyLock::new(|| B3Propagator::with_encoding(B3Encoding::MultipleHeader));
+static JAEGER: LazyLock<JaegerPropagator> = LazyLock::new(JaegerPropagator::new);
 
 fn check_raw(raw: &[u8]) -> Result<(), InvalidReason> {
     if raw.len() > MAX_CONTEXT_HEADER_LEN {

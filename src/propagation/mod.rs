@@ -31,6 +31,7 @@
 
 mod carrier;
 mod format;
+mod jaeger;
 mod traceparent;
 
 use std::fmt;
