@@ -1,13 +1,14 @@
 //! `tracebridge demo`: one request's journey across Kafka and RabbitMQ as
 //! ONE trace, against the local brokers, in this one process.
 //!
-//! * "checkout" sends order events with `TracedProducer` to Kafka `orders`;
+//! * "checkout" sends order events with tracebridge's `FutureProducer` to
+//!   Kafka `orders`;
 //! * the relay (`bridge-config/demo.toml`) moves them to RabbitMQ exchange
 //!   `fulfillment`, recording each order's request id → context;
 //! * "legacy billing" (plain rdkafka, never instrumented) sends charges to
 //!   Kafka `billing` with only `x-request-id`; the relay joins each into
 //!   its order's trace;
-//! * "fulfillment" consumes both with `TracedConsumer`, works in nested
+//! * "fulfillment" consumes both on a traced `Channel`, works in nested
 //!   spans and logs with trace ids; one order fails (error, nack, then
 //!   reject into the dead-letter queue).
 //!
@@ -19,20 +20,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
+use futures::StreamExt as _;
 use lapin::options::{
-    BasicConsumeOptions, BasicGetOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions, QueuePurgeOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicRejectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueuePurgeOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
-use opentelemetry::trace::{SpanKind, TraceContextExt as _};
+use opentelemetry::trace::{SpanKind, TraceContextExt as _, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use tracebridge::Instrumentation;
-use tracebridge::amqp::TracedConsumer;
-use tracebridge::kafka::TracedProducer;
+use tracebridge::kafka::producer::FutureProducer;
 use tracebridge::relay::{Relay, RelayConfig};
 use tracebridge::traces::{Kind, Options, SpanRecord, Traces};
 
@@ -59,11 +61,12 @@ pub(crate) struct Settings {
     pub(crate) timeout: Duration,
 }
 
-/// The services' tracers.
+/// The services' tracer providers (each its own `service.name`), and the
+/// relay's instrumentation.
 pub(crate) struct Services {
-    pub(crate) checkout: Instrumentation,
+    pub(crate) checkout: SdkTracerProvider,
     pub(crate) relay: Instrumentation,
-    pub(crate) fulfillment: Instrumentation,
+    pub(crate) fulfillment: SdkTracerProvider,
 }
 
 /// One order as the demo follows it.
@@ -140,10 +143,13 @@ pub(crate) async fn run(
     };
 
     let board: Board = Arc::default();
+    let channel = tracebridge::amqp::Channel::from(amqp.create_channel().await?)
+        .with_server(&settings.amqp)
+        .with_instrumentation(Instrumentation::from_sdk(&services.fulfillment, None));
     let worker = tokio::spawn(worker(
+        channel,
         amqp.create_channel().await?,
-        amqp.create_channel().await?,
-        services.fulfillment.clone(),
+        services.fulfillment.tracer("fulfillment"),
         board.clone(),
     ));
 
@@ -151,9 +157,10 @@ pub(crate) async fn run(
         "checkout: sending {} orders to Kafka topic {ORDERS_TOPIC}",
         settings.orders
     ));
-    let producer = TracedProducer::from_config(&kafka)
-        .context("creating the checkout producer")?
-        .with_instrumentation(services.checkout.clone());
+    let producer: FutureProducer = kafka.create().context("creating the checkout producer")?;
+    let producer =
+        producer.with_instrumentation(Instrumentation::from_sdk(&services.checkout, None));
+    let checkout_tracer = services.checkout.tracer("checkout");
     let mut ids = Vec::new();
     for n in 1..=settings.orders {
         let request_id = format!("req-{run_id}-{n}");
@@ -162,7 +169,7 @@ pub(crate) async fn run(
             .lock()
             .map_err(|_| anyhow!("board lock"))?
             .insert(request_id.clone(), Progress::default());
-        let trace_id = checkout(&producer, &services.checkout, &request_id, n).await?;
+        let trace_id = checkout(&producer, &checkout_tracer, &request_id, n).await?;
         ids.push((request_id, trace_id));
     }
 
@@ -180,7 +187,7 @@ pub(crate) async fn run(
         "legacy billing: sending {} charges to Kafka topic {BILLING_TOPIC} with only x-request-id",
         ids.len()
     ));
-    let legacy: FutureProducer = kafka
+    let legacy: rdkafka::producer::FutureProducer = kafka
         .create()
         .context("creating the legacy billing producer")?;
     for (request_id, _) in &ids {
@@ -233,21 +240,20 @@ pub(crate) async fn run(
 
 /// A SERVER span for the checkout request, and the order sent under it.
 async fn checkout(
-    producer: &TracedProducer,
-    checkout: &Instrumentation,
+    producer: &FutureProducer,
+    checkout: &SdkTracer,
     request_id: &str,
     n: usize,
 ) -> anyhow::Result<String> {
-    let cx = checkout.start_span(
-        "POST /checkout",
-        SpanKind::Server,
-        &Context::new(),
-        vec![
+    let span = checkout
+        .span_builder("POST /checkout")
+        .with_kind(SpanKind::Server)
+        .with_attributes([
             KeyValue::new("http.request.method", "POST"),
             KeyValue::new("http.route", "/checkout"),
-        ],
-        vec![],
-    );
+        ])
+        .start(checkout);
+    let cx = Context::new().with_span(span);
     let trace_id = cx.span().span_context().trace_id().to_string();
     let body = serde_json::json!({
         "request_id": request_id,
@@ -256,19 +262,18 @@ async fn checkout(
         "fail": n == FAILING_ORDER,
     })
     .to_string();
-    let sent = producer
-        .send_with_parent(
-            &cx,
-            FutureRecord::<str, str>::to(ORDERS_TOPIC)
-                .key(request_id)
-                .payload(&body)
-                .headers(OwnedHeaders::new().insert(Header {
-                    key: "x-request-id",
-                    value: Some(request_id),
-                })),
-            Duration::from_secs(10),
-        )
-        .await;
+    let send = producer.send(
+        FutureRecord::<str, str>::to(ORDERS_TOPIC)
+            .key(request_id)
+            .payload(&body)
+            .headers(OwnedHeaders::new().insert(Header {
+                key: "x-request-id",
+                value: Some(request_id),
+            })),
+        Duration::from_secs(10),
+    );
+    // Sent under the request's span (`with_context` of anyhow is another).
+    let sent = opentelemetry::trace::FutureExt::with_context(send, cx.clone()).await;
     cx.span().end();
     sent.map_err(|(e, _)| anyhow!("checkout could not send order {n}: {e}"))?;
     Ok(trace_id)
@@ -347,13 +352,13 @@ struct Declined(String);
 /// The fulfillment worker: orders and charges from `fulfillment.work`,
 /// and the dead letters from `fulfillment.dead`.
 async fn worker(
-    channel: lapin::Channel,
+    channel: tracebridge::amqp::Channel,
     dead: lapin::Channel,
-    fulfillment: Instrumentation,
+    tracer: SdkTracer,
     board: Board,
 ) -> anyhow::Result<()> {
     channel.basic_qos(8, Default::default()).await?;
-    let consumer = channel
+    let mut consumer = channel
         .basic_consume(
             WORK_QUEUE.into(),
             "demo-fulfillment".into(),
@@ -361,21 +366,29 @@ async fn worker(
             FieldTable::default(),
         )
         .await?;
-    let mut consumer =
-        TracedConsumer::new(consumer, tracebridge::amqp::endpoint("amqp://127.0.0.1"))
-            .with_instrumentation(fulfillment.clone());
     loop {
-        let handled = tokio::time::timeout(
-            Duration::from_millis(200),
-            consumer.process_next(async |delivery| handle(delivery, &fulfillment, &board).await),
-        )
-        .await;
-        if let Ok(result) = handled {
-            match result {
-                Ok(Some(_)) => {}
-                Ok(None) => return Ok(()),
-                Err(err) => return Err(err.into()),
-            }
+        if let Ok(next) = tokio::time::timeout(Duration::from_millis(200), consumer.next()).await {
+            let Some(delivery) = next else {
+                return Ok(());
+            };
+            let delivery = delivery?;
+            match delivery.in_span(handle(&delivery, &tracer, &board)).await {
+                Ok(()) => delivery.ack(BasicAckOptions::default()).await?,
+                // Retried once, then to the dead-letter exchange.
+                Err(_) if !delivery.redelivered => {
+                    delivery
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        })
+                        .await?
+                }
+                Err(_) => {
+                    delivery
+                        .reject(BasicRejectOptions { requeue: false })
+                        .await?
+                }
+            };
         }
         if let Some(message) = dead
             .basic_get(DEAD_QUEUE.into(), BasicGetOptions { no_ack: true })
@@ -401,7 +414,7 @@ async fn worker(
 /// spans, with logs that carry the trace id.
 async fn handle(
     delivery: &lapin::message::Delivery,
-    fulfillment: &Instrumentation,
+    tracer: &SdkTracer,
     board: &Board,
 ) -> Result<(), Declined> {
     let body: serde_json::Value = serde_json::from_slice(&delivery.data).unwrap_or_default();
@@ -420,13 +433,12 @@ async fn handle(
     };
     let parent = Context::current();
     for step in steps {
-        let cx = fulfillment.start_span(
-            *step,
-            SpanKind::Internal,
-            &parent,
-            vec![KeyValue::new("app.request_id", request_id.clone())],
-            vec![],
-        );
+        let span = tracer
+            .span_builder(*step)
+            .with_kind(SpanKind::Internal)
+            .with_attributes([KeyValue::new("app.request_id", request_id.clone())])
+            .start_with_context(tracer, &parent);
+        let cx = parent.with_span(span);
         {
             let _attached = cx.clone().attach();
             tracing::info!(request_id = %request_id, step, "fulfillment step");

@@ -17,6 +17,9 @@ pub enum Error {
     Connect {
         /// The broker address or URL, without credentials.
         target: String,
+        /// The client error's low-cardinality kind, as spans and metrics
+        /// record it (`error.type`), named by the transport that failed.
+        error_type: String,
         /// The client's error.
         #[source]
         source: ClientError,
@@ -26,6 +29,9 @@ pub enum Error {
     Publish {
         /// `{exchange}:{routing_key}`, as in the span name.
         destination: String,
+        /// The client error's low-cardinality kind, as spans and metrics
+        /// record it (`error.type`), named by the transport that failed.
+        error_type: String,
         /// The client's error.
         #[source]
         source: ClientError,
@@ -44,6 +50,9 @@ pub enum Error {
     Consume {
         /// The topic or queue.
         source_name: String,
+        /// The client error's low-cardinality kind, as spans and metrics
+        /// record it (`error.type`), named by the transport that failed.
+        error_type: String,
         /// The client's error.
         #[source]
         source: ClientError,
@@ -53,6 +62,9 @@ pub enum Error {
     CreateTopic {
         /// The topic.
         topic: String,
+        /// The client error's low-cardinality kind, as spans and metrics
+        /// record it (`error.type`), named by the transport that failed.
+        error_type: String,
         /// The client's error.
         #[source]
         source: ClientError,
@@ -66,6 +78,9 @@ pub enum Error {
         partition: i32,
         /// The offset.
         offset: i64,
+        /// The client error's low-cardinality kind, as spans and metrics
+        /// record it (`error.type`), named by the transport that failed.
+        error_type: String,
         /// The client's error.
         #[source]
         source: ClientError,
@@ -77,6 +92,9 @@ pub enum Error {
         operation: &'static str,
         /// The delivery tag.
         delivery_tag: u64,
+        /// The client error's low-cardinality kind, as spans and metrics
+        /// record it (`error.type`), named by the transport that failed.
+        error_type: String,
         /// The client's error.
         #[source]
         source: ClientError,
@@ -100,29 +118,18 @@ pub enum Refusal {
 
 impl Error {
     /// The low-cardinality `error.type` of this error, as spans and metrics
-    /// record it: the refusal, or the broker client's error kind, else
-    /// `_OTHER` (the conventions' fallback).
+    /// record it: the refusal, or the broker client's error kind.
     pub fn error_type(&self) -> String {
-        let source = match self {
-            Error::Refused { refusal, .. } => return refusal.error_type().to_owned(),
-            Error::Config(_) => return "config".to_owned(),
-            Error::Connect { source, .. }
-            | Error::Publish { source, .. }
-            | Error::Consume { source, .. }
-            | Error::CreateTopic { source, .. }
-            | Error::Commit { source, .. }
-            | Error::Ack { source, .. } => source,
-        };
-        #[cfg(feature = "amqp")]
-        if let Some(err) = source.downcast_ref::<lapin::Error>() {
-            return crate::amqp::error_type(err);
+        match self {
+            Error::Refused { refusal, .. } => refusal.error_type().to_owned(),
+            Error::Config(_) => "config".to_owned(),
+            Error::Connect { error_type, .. }
+            | Error::Publish { error_type, .. }
+            | Error::Consume { error_type, .. }
+            | Error::CreateTopic { error_type, .. }
+            | Error::Commit { error_type, .. }
+            | Error::Ack { error_type, .. } => error_type.clone(),
         }
-        #[cfg(feature = "kafka")]
-        if let Some(err) = source.downcast_ref::<rdkafka::error::KafkaError>() {
-            return crate::kafka::error_type(err);
-        }
-        let _ = source;
-        "_OTHER".to_owned()
     }
 }
 

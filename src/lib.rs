@@ -34,7 +34,7 @@
 //! ```
 
 #![warn(missing_docs, unreachable_pub)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod correlate;
 pub mod dead_letter;

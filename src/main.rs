@@ -374,9 +374,20 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
         .init();
     // A client library's error may quote a configured value verbatim.
     let secrets = config.secrets();
-    // The config's conventions, so the spans' schema URL names them too.
-    let instrumentation =
-        tracebridge::Instrumentation::global_with_rules(config.attribute_rules.clone());
+    // The providers set up above, directly (no per-span lookup), under the
+    // config's conventions, so the spans' schema URL names them too.
+    let instrumentation = match telemetry.provider() {
+        Some(provider) => tracebridge::Instrumentation::from_sdk_with_rules(
+            provider,
+            telemetry
+                .meter_provider()
+                .map(|meters| meters as &dyn opentelemetry::metrics::MeterProvider),
+            config.attribute_rules.clone(),
+        ),
+        None => tracebridge::Instrumentation::global()
+            .with_conventions(config.attribute_rules.conventions)
+            .with_attribute_policy(config.attribute_rules.policy.clone()),
+    };
     let relay = Relay::start(config, instrumentation).await.map_err(|err| {
         anyhow::anyhow!(
             "starting the relay: {}",
@@ -471,10 +482,14 @@ async fn run_demo(
         .try_init()?;
     let checkout = guard.service_provider("checkout")?;
     let fulfillment = guard.service_provider("fulfillment")?;
+    let relay = match guard.provider() {
+        Some(provider) => tracebridge::Instrumentation::from_sdk(provider, None),
+        None => tracebridge::Instrumentation::global(),
+    };
     let services = demo::Services {
-        checkout: tracebridge::Instrumentation::from_sdk(&checkout, None),
-        relay: tracebridge::Instrumentation::global(),
-        fulfillment: tracebridge::Instrumentation::from_sdk(&fulfillment, None),
+        checkout,
+        relay,
+        fulfillment,
     };
     let ran = demo::run(settings, services).await;
     // Flushes every service's spans into the file before it is read.

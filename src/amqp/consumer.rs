@@ -1,344 +1,203 @@
-//! [`TracedConsumer`] (basic.consume) and [`TracedReceiver`] (basic.get):
-//! deliveries with their creation context, a span, and traced settlement.
+//! [`Consumer`] (`basic.consume`) and the [`Delivery`]s it yields, each with
+//! its span, settled with traced acks, nacks and rejects.
 
-use std::fmt::Display;
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
-use futures::StreamExt;
-use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicRejectOptions};
-use lapin::types::FieldTable;
-use lapin::{Channel, Consumer};
+use futures::Stream;
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
+use lapin::types::{FieldTable, ShortString};
 use opentelemetry::Context;
-use opentelemetry::trace::{FutureExt as _, SpanKind, TraceContextExt};
+use opentelemetry::trace::{SpanKind, TraceContextExt};
 
+use super::channel::ChannelTracing;
 use super::{AmqpHeaderExtractor, error_type};
-use crate::Error;
-use crate::instrument::{self, Instrumentation, ParentPolicy, Received};
+use crate::instrument::{self, HandlerOutcome, Received};
 use crate::metrics::ProcessTimer;
-use crate::propagation::{ExtractedContext, Propagation};
-use crate::semconv::{Destination, Endpoint, MessagingAttributes, Operation, Settlement, System};
+use crate::propagation::ExtractedContext;
+use crate::semconv::{Destination, MessagingAttributes, Operation, Settlement, System};
 
-/// Whether a delivery was redelivered by the broker (set only when true).
-pub const REDELIVERED_ATTRIBUTE: &str = "tracebridge.rabbitmq.redelivered";
-
-/// How [`TracedConsumer::process_next`] settles a delivery whose handler
-/// failed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum OnError {
-    /// `nack` with requeue the first time; `reject` without requeue when
-    /// the broker already redelivered it (a queue with a dead-letter
-    /// exchange keeps it; without one the broker drops it). The default:
-    /// retries once without looping forever on a poison message.
-    #[default]
-    RequeueOnce,
-    /// Always `nack` with requeue.
-    Requeue,
-    /// Always `reject` without requeue (to the dead-letter exchange).
-    Reject,
-}
-
-/// Settings shared by every delivery of one consumer or receiver.
-#[derive(Clone)]
-struct Tracing {
+/// lapin's `Consumer`: a stream of deliveries, each a [`Delivery`] with its
+/// CONSUMER span (see [`super::Channel`]).
+pub struct Consumer {
+    inner: lapin::Consumer,
     queue: String,
-    endpoint: Endpoint,
-    propagation: Propagation,
-    policy: ParentPolicy,
-    record_body_size: bool,
-    settle_spans: bool,
-    instrumentation: Instrumentation,
+    tracing: Arc<ChannelTracing>,
 }
 
-/// A lapin `Consumer` whose deliveries come with their trace context.
-///
-/// Every delivery gets a CONSUMER span
-/// `process {exchange}:{routing_key}:{queue}` (empty parts left out): by
-/// default a child of the publisher's context plus a link to it
-/// ([`ParentPolicy`] changes that), carrying the delivery tag, routing key,
-/// message and conversation ids, the redelivered flag, optionally the body
-/// size, and how long the message waited (from the `timestamp` property). A
-/// delivery with missing or unusable trace headers is still handled: its
-/// span starts a new trace and says why in `tracebridge.context.invalid`.
-/// Acks, nacks and rejects are CLIENT spans `ack` / `nack` / `reject`,
-/// children of the process span (see [`TracedConsumer::with_settle_spans`]).
-///
-/// ```no_run
-/// # async fn run(consumer: lapin::Consumer) -> Result<(), tracebridge::Error> {
-/// let endpoint = tracebridge::amqp::endpoint("amqp://127.0.0.1:5672/%2f");
-/// let mut consumer = tracebridge::amqp::TracedConsumer::new(consumer, endpoint);
-/// consumer
-///     .process(async |delivery| {
-///         // Runs inside the process span; Ok acks, Err nacks.
-///         tracing::info!(bytes = delivery.data.len(), "shipping");
-///         Ok::<(), std::io::Error>(())
-///     })
-///     .await
-/// # }
-/// ```
-pub struct TracedConsumer {
-    inner: Consumer,
-    tracing: Arc<Tracing>,
-    on_error: OnError,
-}
-
-/// One delivery, its creation context and its span. Settle it with
-/// [`TracedDelivery::ack`], [`TracedDelivery::nack`] or
-/// [`TracedDelivery::reject`]; the span ends then (or when dropped).
-pub struct TracedDelivery {
-    delivery: Delivery,
-    extracted: ExtractedContext,
-    cx: Context,
-    // Shared with the consumer: settling needs the same settings.
-    tracing: Arc<Tracing>,
-    /// `messaging.process.duration` of a process delivery, recorded when
-    /// it is settled or dropped.
-    timer: Option<ProcessTimer>,
-}
-
-impl TracedConsumer {
-    /// Wraps a consumer (its queue is read from it).
-    pub fn new(inner: Consumer, endpoint: Endpoint) -> Self {
+impl Consumer {
+    pub(crate) fn new(inner: lapin::Consumer, tracing: Arc<ChannelTracing>) -> Self {
         let queue = inner.queue().to_string();
         Self {
             inner,
-            tracing: Arc::new(Tracing {
-                queue,
-                endpoint,
-                propagation: Propagation::default(),
-                policy: ParentPolicy::default(),
-                record_body_size: false,
-                settle_spans: true,
-                instrumentation: Instrumentation::global(),
-            }),
-            on_error: OnError::default(),
+            queue,
+            tracing,
         }
     }
 
-    /// Formats to read. Default: `tracecontext` + `baggage`.
-    pub fn with_propagation(mut self, propagation: Propagation) -> Self {
-        Arc::make_mut(&mut self.tracing).propagation = propagation;
-        self
+    /// lapin's [`Consumer::tag`](lapin::Consumer::tag), unchanged.
+    pub fn tag(&self) -> ShortString {
+        self.inner.tag()
     }
 
-    /// Where process spans hang. Default: [`ParentPolicy::Join`].
-    pub fn with_parent_policy(mut self, policy: ParentPolicy) -> Self {
-        Arc::make_mut(&mut self.tracing).policy = policy;
-        self
+    /// lapin's [`Consumer::queue`](lapin::Consumer::queue), unchanged.
+    pub fn queue(&self) -> ShortString {
+        self.inner.queue()
     }
 
-    /// Records `messaging.message.body.size`. Default: off (opt-in, as the
-    /// conventions say).
-    pub fn with_body_size(mut self, record: bool) -> Self {
-        Arc::make_mut(&mut self.tracing).record_body_size = record;
-        self
-    }
-
-    /// Records acks, nacks and rejects as CLIENT spans. Default: on; turn
-    /// off if you find them noisy.
-    pub fn with_settle_spans(mut self, enabled: bool) -> Self {
-        Arc::make_mut(&mut self.tracing).settle_spans = enabled;
-        self
-    }
-
-    /// How a failed handler's delivery is settled. Default:
-    /// [`OnError::RequeueOnce`].
-    pub fn with_on_error(mut self, on_error: OnError) -> Self {
-        self.on_error = on_error;
-        self
-    }
-
-    /// Tracer and meters to use. Default: the global providers.
-    pub fn with_instrumentation(mut self, instrumentation: Instrumentation) -> Self {
-        Arc::make_mut(&mut self.tracing).instrumentation = instrumentation;
-        self
-    }
-
-    /// The next delivery with its process span; `None` once the consumer is
-    /// cancelled.
-    pub async fn recv(&mut self) -> Result<Option<TracedDelivery>, Error> {
-        match self.inner.next().await {
-            None => Ok(None),
-            Some(Err(source)) => Err(Error::Consume {
-                source_name: self.tracing.queue.clone(),
-                source: Box::new(source),
-            }),
-            Some(Ok(delivery)) => Ok(Some(self.tracing.trace(delivery, Operation::Process))),
-        }
-    }
-
-    /// Receives one delivery and runs `handler` on it inside its process
-    /// span (spans opened after `.await`s and in tasks spawned with
-    /// [`crate::spawn_in_context`] are children). `Ok` acks; `Err` sets
-    /// status ERROR and `error.type` and settles per [`OnError`]. `None`
-    /// once the consumer is cancelled.
-    pub async fn process_next<T, E>(
-        &mut self,
-        handler: impl AsyncFnOnce(&Delivery) -> Result<T, E>,
-    ) -> Result<Option<Result<T, E>>, Error>
-    where
-        E: Display,
-    {
-        let Some(traced) = self.recv().await? else {
-            return Ok(None);
-        };
-        let result = handler(&traced.delivery)
-            .with_context(traced.cx.clone())
-            .await;
-        match &result {
-            Ok(_) => traced.ack().await?,
-            Err(err) => {
-                traced.fail(instrument::type_error_name::<E>(), err.to_string());
-                match self.on_error {
-                    OnError::Requeue => traced.nack(true).await?,
-                    OnError::RequeueOnce if !traced.delivery.redelivered => {
-                        traced.nack(true).await?
-                    }
-                    OnError::RequeueOnce | OnError::Reject => traced.reject(false).await?,
-                }
-            }
-        }
-        Ok(Some(result))
-    }
-
-    /// Runs `handler` on every delivery until the consumer is cancelled;
-    /// handler errors are recorded, logged and settled per [`OnError`].
-    pub async fn process<E>(
-        &mut self,
-        mut handler: impl AsyncFnMut(&Delivery) -> Result<(), E>,
-    ) -> Result<(), Error>
-    where
-        E: Display,
-    {
-        loop {
-            let outcome = self.process_next(async |d| handler(d).await).await?;
-            match outcome {
-                None => return Ok(()),
-                Some(Err(err)) => {
-                    tracing::warn!(queue = %self.tracing.queue, error = %err, "message handler failed");
-                }
-                Some(Ok(())) => {}
-            }
-        }
-    }
-
-    /// The wrapped consumer.
-    pub fn get_ref(&self) -> &Consumer {
-        &self.inner
-    }
-
-    /// The wrapped consumer, mutably.
-    pub fn get_mut(&mut self) -> &mut Consumer {
-        &mut self.inner
-    }
-
-    /// Unwraps the consumer.
-    pub fn into_inner(self) -> Consumer {
+    /// The untraced lapin consumer: its deliveries carry no span.
+    pub fn into_inner(self) -> lapin::Consumer {
         self.inner
     }
 }
 
-/// Pulls single messages with `basic.get`, each under a CLIENT span
-/// `receive {queue}` linked to the message's creation context.
-pub struct TracedReceiver {
-    channel: Channel,
-    tracing: Arc<Tracing>,
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
 }
 
-impl TracedReceiver {
-    /// Receives from `queue` on `channel`.
-    pub fn new(channel: Channel, queue: &str, endpoint: Endpoint) -> Self {
-        Self {
-            channel,
-            tracing: Arc::new(Tracing {
-                queue: queue.to_owned(),
-                endpoint,
-                propagation: Propagation::default(),
-                policy: ParentPolicy::Ambient,
-                record_body_size: false,
-                settle_spans: true,
-                instrumentation: Instrumentation::global(),
-            }),
+impl Stream for Consumer {
+    type Item = lapin::Result<Delivery>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(delivery))) => Poll::Ready(Some(Ok(Delivery::traced(
+                delivery,
+                &this.queue,
+                &this.tracing,
+                Operation::Process,
+            )))),
+            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(err))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         }
     }
+}
 
-    /// Tracer and meters to use. Default: the global providers.
-    pub fn with_instrumentation(mut self, instrumentation: Instrumentation) -> Self {
-        Arc::make_mut(&mut self.tracing).instrumentation = instrumentation;
-        self
-    }
+/// A lapin delivery with its span. It reads as lapin's
+/// [`Delivery`](lapin::message::Delivery) (`delivery.data`,
+/// `delivery.properties`, `&delivery` where `&lapin::message::Delivery` is
+/// taken); its [`Delivery::ack`], [`Delivery::nack`] and
+/// [`Delivery::reject`] take lapin's options and answer as lapin's do,
+/// each a CLIENT span under the delivery's. Run the handler with
+/// [`Delivery::in_span`] to put its work in the message's trace. The span
+/// ends at the first settlement, or when the delivery is dropped (so does
+/// the `messaging.process.duration` it measures).
+pub struct Delivery {
+    delivery: lapin::message::Delivery,
+    extracted: ExtractedContext,
+    cx: Context,
+    queue: String,
+    tracing: Arc<ChannelTracing>,
+    /// `messaging.process.duration` of a consumed delivery; taken when it
+    /// is first settled (or dropped).
+    timer: Mutex<Option<ProcessTimer>>,
+}
 
-    /// `basic.get` (manual ack): `None` when the queue is empty. The receive
-    /// span is a child of the current context and links the message.
-    pub async fn receive(&self) -> Result<Option<TracedDelivery>, Error> {
-        let message = self
-            .channel
-            .basic_get(
-                self.tracing.queue.as_str().into(),
-                BasicGetOptions { no_ack: false },
-            )
-            .await
-            .map_err(|source| Error::Consume {
-                source_name: self.tracing.queue.clone(),
-                source: Box::new(source),
-            })?;
-        Ok(message.map(|m| self.tracing.trace(m.delivery, Operation::Receive)))
+impl std::ops::Deref for Delivery {
+    type Target = lapin::message::Delivery;
+
+    fn deref(&self) -> &Self::Target {
+        &self.delivery
     }
 }
 
-impl Tracing {
-    fn trace(self: &Arc<Self>, delivery: Delivery, operation: Operation) -> TracedDelivery {
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("delivery", &self.delivery)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A `basic.get` answer, as lapin's
+/// [`BasicGetMessage`](lapin::message::BasicGetMessage), its delivery
+/// traced.
+#[derive(Debug)]
+pub struct BasicGetMessage {
+    /// The message, with its CLIENT `receive {queue}` span.
+    pub delivery: Delivery,
+    /// How many messages were left in the queue.
+    pub message_count: lapin::types::MessageCount,
+}
+
+impl BasicGetMessage {
+    pub(crate) fn traced(
+        message: lapin::message::BasicGetMessage,
+        queue: &str,
+        tracing: &Arc<ChannelTracing>,
+        operation: Operation,
+    ) -> Self {
+        Self {
+            delivery: Delivery::traced(message.delivery, queue, tracing, operation),
+            message_count: message.message_count,
+        }
+    }
+}
+
+impl Delivery {
+    fn traced(
+        delivery: lapin::message::Delivery,
+        queue: &str,
+        tracing: &Arc<ChannelTracing>,
+        operation: Operation,
+    ) -> Self {
+        let received_at = Instant::now();
         let empty = FieldTable::default();
         let headers = delivery.properties.headers().as_ref().unwrap_or(&empty);
-        let extracted = self.propagation.extract(&AmqpHeaderExtractor(headers));
+        let extracted = tracing.propagation.extract(&AmqpHeaderExtractor(headers));
         let delivered = super::span::Delivered {
             exchange: delivery.exchange.as_str(),
             routing_key: delivery.routing_key.as_str(),
-            queue: self.queue.as_str(),
+            queue,
             delivery_tag: delivery.delivery_tag,
             redelivered: delivery.redelivered,
             properties: &delivery.properties,
             body_len: delivery.data.len(),
         };
-        let received_at = Instant::now();
+        let instrumentation = &tracing.instrumentation;
         let Received {
             name,
             produced_at,
             metric_attributes,
             consumed_attributes,
-        } = super::span::received(&delivered, operation, &self.endpoint, &self.instrumentation);
+        } = super::span::received(&delivered, operation, &tracing.endpoint, instrumentation);
         let attributes = || {
             super::span::attributes(
                 &delivered,
                 operation,
-                &self.endpoint,
-                self.instrumentation.rules(),
-                self.record_body_size,
+                &tracing.endpoint,
+                instrumentation.rules(),
+                tracing.record_body_size,
                 None,
             )
         };
         let cx = match operation {
             Operation::Receive => {
                 let links = instrument::link_to(&extracted, Vec::new());
-                self.instrumentation.start_span_lazy(
-                    name,
-                    SpanKind::Client,
-                    &instrument::ambient_context(),
-                    links,
-                    attributes,
+                instrumentation.start(
+                    instrument::SpanSpec::new(name, SpanKind::Client)
+                        .links(links)
+                        .runs_work(),
+                    |parent| instrument::Attributes::for_parent(parent, attributes),
                 )
             }
-            _ => self.instrumentation.start_process_span_lazy(
+            _ => instrumentation.start_process_span_lazy(
                 name,
-                self.policy,
+                tracing.policy,
                 &extracted,
                 attributes,
             ),
         };
-        self.instrumentation
-            .record_queue_time(&cx, produced_at, &metric_attributes);
-        let metrics = self.instrumentation.metrics();
+        instrumentation.record_queue_time(&cx, produced_at, &metric_attributes);
+        let metrics = instrumentation.metrics();
         let timer = match operation {
             Operation::Process => Some(ProcessTimer::consumed(
                 metrics,
@@ -352,33 +211,42 @@ impl Tracing {
                 None
             }
         };
-        TracedDelivery {
+        Delivery {
             delivery,
             extracted,
             cx,
-            tracing: Arc::clone(self),
-            timer,
+            queue: queue.to_owned(),
+            tracing: Arc::clone(tracing),
+            timer: Mutex::new(timer),
         }
     }
 
-    fn destination(&self, delivery: &Delivery) -> Destination {
-        Destination::rabbitmq_queue(
-            delivery.exchange.as_str(),
-            delivery.routing_key.as_str(),
-            self.queue.as_str(),
-        )
-    }
-}
-
-impl TracedDelivery {
-    /// The lapin delivery.
-    pub fn delivery(&self) -> &Delivery {
-        &self.delivery
-    }
-
-    /// The creation context read from the headers (and any problems).
-    pub fn extracted(&self) -> &ExtractedContext {
-        &self.extracted
+    /// Runs `work` — the application's handling of this delivery — inside
+    /// its span: the application's `#[instrument]` spans, log lines,
+    /// OpenTelemetry spans and publishes inside are its children (after
+    /// `.await`s too). A `work` that ends in `Err` marks the span ERROR
+    /// with `error.type` (see [`HandlerOutcome`]).
+    ///
+    /// ```no_run
+    /// # async fn handle(delivery: &lapin::message::Delivery) -> anyhow::Result<()> { Ok(()) }
+    /// # async fn run(delivery: tracebridge::amqp::message::Delivery) -> anyhow::Result<()> {
+    /// use tracebridge::amqp::options::{BasicAckOptions, BasicNackOptions};
+    /// match delivery.in_span(handle(&delivery)).await {
+    ///     Ok(()) => delivery.ack(BasicAckOptions::default()).await?,
+    ///     Err(_) => delivery.nack(BasicNackOptions::default()).await?,
+    /// };
+    /// # Ok(()) }
+    /// ```
+    pub async fn in_span<W>(&self, work: W) -> W::Output
+    where
+        W: Future,
+        W::Output: HandlerOutcome,
+    {
+        let output = instrument::in_context(&self.cx, work).await;
+        if let Some((error_type, description)) = output.failure() {
+            self.fail(error_type, description);
+        }
+        output
     }
 
     /// The context holding this delivery's span.
@@ -386,79 +254,92 @@ impl TracedDelivery {
         &self.cx
     }
 
+    /// The creation context read from the headers (and any problems).
+    pub fn extracted(&self) -> &ExtractedContext {
+        &self.extracted
+    }
+
     /// Marks handling failed: status ERROR and `error.type`.
     pub fn fail(&self, error_type: &str, description: impl Into<String>) {
-        if let Some(timer) = &self.timer {
+        if let Some(timer) = self
+            .timer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             timer.fail(error_type);
         }
         instrument::record_failure(&self.cx, error_type, description.into());
     }
 
-    /// `basic.ack`.
-    pub async fn ack(self) -> Result<(), Error> {
-        let acker = self.delivery.acker.clone();
-        self.settle(Settlement::Ack, async move {
-            acker.ack(BasicAckOptions::default()).await
-        })
-        .await
+    /// `basic.ack`, as lapin's `Acker::ack`, under a CLIENT span `ack`.
+    pub async fn ack(&self, options: BasicAckOptions) -> lapin::Result<bool> {
+        self.settle(Settlement::Ack, self.delivery.acker.ack(options))
+            .await
     }
 
-    /// `basic.nack`, requeueing when asked.
-    pub async fn nack(self, requeue: bool) -> Result<(), Error> {
-        let acker = self.delivery.acker.clone();
-        self.settle(Settlement::Nack, async move {
-            acker
-                .nack(BasicNackOptions {
-                    requeue,
-                    ..Default::default()
-                })
-                .await
-        })
-        .await
+    /// `basic.nack`, as lapin's `Acker::nack`, under a CLIENT span `nack`.
+    pub async fn nack(&self, options: BasicNackOptions) -> lapin::Result<bool> {
+        self.settle(Settlement::Nack, self.delivery.acker.nack(options))
+            .await
     }
 
-    /// `basic.reject`, requeueing when asked.
-    pub async fn reject(self, requeue: bool) -> Result<(), Error> {
-        let acker = self.delivery.acker.clone();
-        self.settle(Settlement::Reject, async move {
-            acker.reject(BasicRejectOptions { requeue }).await
-        })
-        .await
+    /// `basic.reject`, as lapin's `Acker::reject`, under a CLIENT span
+    /// `reject`.
+    pub async fn reject(&self, options: BasicRejectOptions) -> lapin::Result<bool> {
+        self.settle(Settlement::Reject, self.delivery.acker.reject(options))
+            .await
+    }
+
+    /// The untraced lapin delivery (its span ends).
+    pub fn into_inner(self) -> lapin::message::Delivery {
+        self.finish();
+        self.delivery
+    }
+
+    fn destination(&self) -> Destination {
+        Destination::rabbitmq_queue(
+            self.delivery.exchange.as_str(),
+            self.delivery.routing_key.as_str(),
+            self.queue.as_str(),
+        )
     }
 
     async fn settle(
-        self,
+        &self,
         settlement: Settlement,
         call: impl Future<Output = lapin::Result<bool>>,
-    ) -> Result<(), Error> {
+    ) -> lapin::Result<bool> {
         let operation = Operation::Settle(settlement);
+        let instrumentation = &self.tracing.instrumentation;
         let settle_cx = self.tracing.settle_spans.then(|| {
-            let destination = self.tracing.destination(&self.delivery);
-            // Attributes only for a span that records: under an unsampled
-            // message they were built and thrown away.
-            self.tracing.instrumentation.start_span_lazy(
-                operation.shared_span_name(&destination),
-                SpanKind::Client,
-                &self.cx,
-                Vec::new(),
-                || {
-                    let attributes = MessagingAttributes::new(
-                        operation,
-                        &destination,
-                        self.tracing.instrumentation.rules(),
-                    )
-                    .delivery_tag(self.delivery.delivery_tag);
-                    self.tracing.endpoint.apply(attributes).into_vec()
+            let destination = self.destination();
+            instrumentation.start(
+                instrument::SpanSpec::new(
+                    operation.shared_span_name(&destination),
+                    SpanKind::Client,
+                )
+                .parent(&self.cx),
+                |parent| {
+                    instrument::Attributes::for_parent(parent, || {
+                        let attributes = MessagingAttributes::new(
+                            operation,
+                            &destination,
+                            instrumentation.rules(),
+                        )
+                        .delivery_tag(self.delivery.delivery_tag);
+                        self.tracing.endpoint.apply(attributes).into_vec()
+                    })
                 },
             )
         });
         let started = Instant::now();
         let result = call.await;
-        let metrics = self.tracing.instrumentation.metrics();
+        let metrics = instrumentation.metrics();
         if metrics.enabled() {
-            let mut attributes = self.tracing.instrumentation.metric_attributes(
+            let mut attributes = instrumentation.metric_attributes(
                 operation,
-                &self.tracing.destination(&self.delivery),
+                &self.destination(),
                 None,
                 &self.tracing.endpoint,
             );
@@ -473,11 +354,23 @@ impl TracedDelivery {
             }
             cx.span().end();
         }
+        if let Err(err) = &result {
+            tracing::debug!(
+                target: "tracebridge",
+                operation = operation.name(System::RabbitMq),
+                delivery_tag = self.delivery.delivery_tag,
+                error = %err,
+                "settling a delivery failed"
+            );
+        }
+        self.finish();
+        result
+    }
+
+    /// Ends the span and records the processing time, once.
+    fn finish(&self) {
+        let timer = self.timer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(timer);
         self.cx.span().end();
-        result.map(drop).map_err(|source| Error::Ack {
-            operation: operation.name(System::RabbitMq),
-            delivery_tag: self.delivery.delivery_tag,
-            source: Box::new(source),
-        })
     }
 }

@@ -1,33 +1,87 @@
-//! AMQP 0-9-1 (lapin, RabbitMQ) integration.
+//! RabbitMQ (AMQP 0-9-1), through lapin.
 //!
-//! * [`TracedPublisher`]: publishes with confirms, a PRODUCER span
-//!   `publish {exchange}:{routing_key}` per message, ended by the confirm;
-//!   many publishes may be in flight at once ([`PendingConfirm`]).
-//! * [`TracedConsumer`]: deliveries with their creation context and a
-//!   CONSUMER span `process {exchange}:{routing_key}:{queue}`; the handler's
-//!   result decides ack / nack / reject, each a CLIENT settle span.
-//! * [`TracedReceiver`]: `basic.get` with a CLIENT `receive {queue}` span
-//!   linked to the message.
-//! * [`AmqpHeaderExtractor`] / [`AmqpHeaderInjector`]: the header carriers.
+//! This module is lapin's API with the entry points traced: import from
+//! `tracebridge::amqp` where you imported from `lapin` — `Connection`,
+//! `Channel`, `message::Delivery` are tracebridge's, everything else
+//! (`options`, `types`, `BasicProperties`, `ConnectionProperties`, …) is
+//! lapin's own, re-exported. Publishing and consuming both hang off the
+//! channel, so a traced [`Channel`] covers both directions; it keeps
+//! lapin's method names, argument order and results (`basic_publish`
+//! returns an awaitable [`PublisherConfirm`], `basic_consume` a
+//! [`Consumer`] that is a `Stream` of deliveries that read as lapin's), so
+//! the worker's code does not change. The one line that does is the
+//! handler call, wrapped in [`Delivery::in_span`](message::Delivery::in_span)
+//! so the handler's work joins the message's trace.
+//!
+//! ```no_run
+//! use futures::StreamExt;
+//! use tracebridge::amqp::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions};
+//! use tracebridge::amqp::types::FieldTable;
+//! use tracebridge::amqp::{BasicProperties, Channel, Connection, ConnectionProperties};
+//!
+//! #[tracing::instrument(skip_all)]
+//! async fn ship(channel: &Channel, order: &[u8]) -> anyhow::Result<()> {
+//!     tracing::info!("shipping");
+//!     channel
+//!         .basic_publish("".into(), "shipments".into(), BasicPublishOptions::default(), order, BasicProperties::default())
+//!         .await?
+//!         .await?;
+//!     Ok(())
+//! }
+//!
+//! # async fn run() -> anyhow::Result<()> {
+//! let connection = Connection::connect("amqp://127.0.0.1:5672/%2f", ConnectionProperties::default()).await?;
+//! let channel = connection.create_channel().await?;
+//! let mut consumer = channel
+//!     .basic_consume("orders".into(), "shipper".into(), BasicConsumeOptions::default(), FieldTable::default())
+//!     .await?;
+//! while let Some(delivery) = consumer.next().await {
+//!     let delivery = delivery?;
+//!     match delivery.in_span(ship(&channel, &delivery.data)).await {
+//!         Ok(()) => delivery.ack(BasicAckOptions::default()).await?,
+//!         Err(_) => delivery.nack(BasicNackOptions::default()).await?,
+//!     };
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! [`AmqpHeaderExtractor`] / [`AmqpHeaderInjector`] are the header
+//! carriers, for code that drives lapin itself.
 
 pub(crate) mod carrier;
+mod channel;
+mod connection;
 mod consumer;
-mod publisher;
+mod publish;
 pub(crate) mod span;
 
 use std::str::FromStr;
 
+pub use lapin::*;
+
 pub use carrier::{AmqpHeaderExtractor, AmqpHeaderInjector};
-pub use consumer::{
-    OnError, REDELIVERED_ATTRIBUTE, TracedConsumer, TracedDelivery, TracedReceiver,
-};
-pub use publisher::{PendingConfirm, TracedPublisher};
+pub use channel::Channel;
+pub use connection::Connection;
+pub use consumer::Consumer;
+pub use publish::PublisherConfirm;
+
+/// lapin's `message` module, with tracebridge's traced
+/// [`Delivery`](message::Delivery) and
+/// [`BasicGetMessage`](message::BasicGetMessage) in place of lapin's.
+pub mod message {
+    pub use lapin::message::*;
+
+    pub use super::consumer::{BasicGetMessage, Delivery};
+}
+
+/// Whether a delivery was redelivered by the broker (set only when true).
+pub const REDELIVERED_ATTRIBUTE: &str = "tracebridge.rabbitmq.redelivered";
 
 use crate::semconv::Endpoint;
 
 /// `server.address` / `server.port` from an `amqp://` URL (nothing when the
 /// URL does not parse; the connection itself reports that).
-pub fn endpoint(url: &str) -> Endpoint {
+pub(crate) fn endpoint(url: &str) -> Endpoint {
     match lapin::uri::AMQPUri::from_str(url) {
         Ok(uri) => Endpoint {
             address: Some(uri.authority.host.as_str().into()),

@@ -1,40 +1,94 @@
-//! Kafka (rdkafka) integration.
+//! Kafka, through the application's own rdkafka clients.
 //!
-//! * [`TracedProducer`]: a `FutureProducer` whose every send is a PRODUCER
-//!   span `send {topic}` with its context injected into the record headers;
-//!   the span ends with the broker's delivery report.
-//! * [`TracedStreamConsumer`]: a `StreamConsumer` whose messages come with their
-//!   extracted creation context and a CONSUMER span `process {topic}`; a
-//!   batch API makes one CLIENT `poll {topic}` span linked to every message.
-//! * [`KafkaHeaderExtractor`] / [`KafkaHeaderInjector`]: the header
-//!   carriers, for code that drives rdkafka itself.
+//! Each side keeps the shape of the client it traces, so adding
+//! tracebridge changes a line or two, not the worker:
+//!
+//! * **Producer: a drop-in type.** [`producer::FutureProducer`] is
+//!   rdkafka's `FutureProducer` with every send traced — the same name,
+//!   methods, arguments and results, created the same way
+//!   (`config.create()`). [`producer`] is rdkafka's `producer` module with
+//!   it in place, so the change is the import:
+//!   `use rdkafka::producer::{FutureProducer, FutureRecord}` becomes
+//!   `use tracebridge::kafka::producer::{FutureProducer, FutureRecord}`. A
+//!   send has to be traced where it happens and rdkafka has no hook for
+//!   it, hence a type; it never turns into rdkafka's, so no code path can
+//!   send untraced without asking ([`producer::FutureProducer::get_ref`]).
+//! * **Consumer: an extension of your own.** Keep your consumer —
+//!   `StreamConsumer` or `BaseConsumer`, your `ConsumerContext`, your
+//!   receive loop — and wrap the call that hands a message to its handler
+//!   in [`process`]. That call is where the message's span must surround
+//!   the work (Rust has no thread-local "current message" a wrapper could
+//!   set safely across `.await`s), so the one line that is needed anyway
+//!   does it all; a wrapper type would have to re-implement rdkafka's
+//!   consumer traits for nothing. The consumer group and broker are read
+//!   from the live client. [`process_batch`] and [`commit`] complete it;
+//!   [`ConsumerTracing`] holds the options.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use rdkafka::ClientConfig;
+//! use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+//! use tracebridge::kafka::producer::{FutureProducer, FutureRecord};
+//!
+//! #[tracing::instrument(skip_all)]
+//! async fn bill(producer: &FutureProducer, order: &[u8]) -> anyhow::Result<()> {
+//!     tracing::info!("billing");
+//!     producer
+//!         .send(FutureRecord::to("invoices").key("o-1").payload(order), Duration::from_secs(5))
+//!         .await
+//!         .map_err(|(err, _)| err)?;
+//!     Ok(())
+//! }
+//!
+//! # async fn run() -> anyhow::Result<()> {
+//! let consumer: StreamConsumer = ClientConfig::new()
+//!     .set("bootstrap.servers", "127.0.0.1:9092")
+//!     .set("group.id", "billing")
+//!     .create()?;
+//! consumer.subscribe(&["orders"])?;
+//! let producer: FutureProducer = ClientConfig::new()
+//!     .set("bootstrap.servers", "127.0.0.1:9092")
+//!     .create()?;
+//! loop {
+//!     let message = consumer.recv().await?;
+//!     let order = rdkafka::Message::payload(&message).unwrap_or_default();
+//!     tracebridge::kafka::process(&consumer, &message, bill(&producer, order)).await?;
+//!     consumer.commit_message(&message, CommitMode::Async)?;
+//! }
+//! # }
+//! ```
+//!
+//! [`KafkaHeaderExtractor`] / [`KafkaHeaderInjector`] are the header
+//! carriers, for code that drives rdkafka itself.
 
 pub(crate) mod carrier;
-mod consumer;
-mod producer;
+mod client_config;
+mod process;
+mod producer_impl;
 pub(crate) mod span;
 
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 
 pub use carrier::{KafkaHeaderExtractor, KafkaHeaderInjector};
-pub use consumer::{TracedBatch, TracedMessage, TracedStreamConsumer};
-pub use producer::TracedProducer;
+pub use process::{ConsumerTracing, commit, process, process_batch};
 
-use crate::semconv::Endpoint;
+/// rdkafka's `producer` module, with tracebridge's traced
+/// [`FutureProducer`](producer::FutureProducer) in place of rdkafka's:
+/// import from here instead of `rdkafka::producer` and every send is
+/// traced.
+pub mod producer {
+    pub use rdkafka::producer::*;
 
-/// `server.*` and `messaging.client.id` from a client config.
-pub fn endpoint(config: &ClientConfig) -> Endpoint {
-    Endpoint::from_servers(
-        config.get("bootstrap.servers").unwrap_or_default(),
-        config.get("client.id"),
-    )
+    pub use super::producer_impl::{DeliveryFuture, FutureProducer};
 }
 
 /// Creates `topic` with `partitions` partitions and the cluster's default
 /// replication factor (`default.replication.factor`); a topic that already
 /// exists is fine. For clusters that create no topic on first use
-/// (`auto.create.topics.enable=false`, common in production).
+/// (`auto.create.topics.enable=false`, common in production). A helper of
+/// the demo and the tests, not part of the library's API.
+#[doc(hidden)]
 pub async fn create_topic(
     config: &ClientConfig,
     topic: &str,
@@ -45,6 +99,7 @@ pub async fn create_topic(
     use rdkafka::types::RDKafkaErrorCode;
     let failed = |source: KafkaError| crate::Error::CreateTopic {
         topic: topic.to_owned(),
+        error_type: error_type(&source),
         source: Box::new(source),
     };
     let admin: AdminClient<DefaultClientContext> =
@@ -76,6 +131,7 @@ pub(crate) fn client_error(config: &ClientConfig, source: KafkaError) -> crate::
             .get("bootstrap.servers")
             .unwrap_or_default()
             .to_owned(),
+        error_type: error_type(&source),
         source: Box::new(source),
     }
 }

@@ -257,10 +257,14 @@ async fn start_route(
                 // Prefetch = window: the broker never sends more than we hold.
                 prefetch: u16::try_from(window).unwrap_or(u16::MAX),
             };
-            let opened = subscription
-                .open()
-                .await
-                .map_err(|e| connect_error(&route.name, &broker.redacted_url(), e))?;
+            let opened = subscription.open().await.map_err(|e| {
+                connect_error(
+                    &route.name,
+                    &broker.redacted_url(),
+                    crate::amqp::error_type(&e),
+                    e,
+                )
+            })?;
             let run = {
                 let (hop, stats, shutdown) = (hop.clone(), stats.clone(), shutdown.clone());
                 move |subscription, opened| -> RouteLoop {
@@ -415,8 +419,13 @@ async fn connect_sink(
             )
             .await
             .map_err(|e| match e {
-                Error::Connect { target, source } => Error::Connect {
+                Error::Connect {
+                    target,
+                    error_type,
+                    source,
+                } => Error::Connect {
                     target: format!("{target} (route {})", route.name),
+                    error_type,
                     source,
                 },
                 other => other,
@@ -482,10 +491,12 @@ impl Stores {
 fn connect_error(
     route: &str,
     target: &str,
+    error_type: String,
     source: impl std::error::Error + Send + Sync + 'static,
 ) -> Error {
     Error::Connect {
         target: format!("{target} (route {route})"),
+        error_type,
         source: Box::new(source),
     }
 }

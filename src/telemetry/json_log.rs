@@ -18,19 +18,48 @@ use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
-/// A layer writing one JSON object per event:
-/// `{"timestamp","level","target","message",<fields>,"span","trace_id","span_id"}`.
-pub(crate) struct JsonLogLayer<W> {
+/// A `tracing_subscriber` layer writing one JSON line per event —
+/// `{"timestamp","level","target","message",<fields>,"span","trace_id","span_id"}`
+/// — whose `trace_id` / `span_id` are those of the span the event was
+/// written in, so a log line leads straight to its trace. Add it to your
+/// own subscriber:
+///
+/// ```
+/// use tracing_subscriber::layer::SubscriberExt as _;
+///
+/// let subscriber = tracing_subscriber::registry()
+///     // .with(tracing_opentelemetry::layer().with_tracer(…)) — your spans
+///     .with(tracebridge::telemetry::JsonLogLayer::new(std::io::stdout));
+/// tracing::subscriber::with_default(subscriber, || tracing::info!("ready"));
+/// ```
+///
+/// The ids come from the current `tracing` span (bridged to OpenTelemetry
+/// by a `tracing-opentelemetry` layer) or, outside any, from the current
+/// OpenTelemetry context — where tracebridge runs a message's handler.
+/// A line that cannot be written is dropped; logging never fails the
+/// application.
+pub struct JsonLogLayer<W> {
     make_writer: W,
     dispatch: OnceLock<tracing::dispatcher::WeakDispatch>,
 }
 
-impl<W> JsonLogLayer<W> {
-    pub(crate) fn new(make_writer: W) -> Self {
+impl<W> JsonLogLayer<W>
+where
+    W: for<'w> MakeWriter<'w> + 'static,
+{
+    /// Writes to what `make_writer` makes (`std::io::stdout`,
+    /// `std::io::stderr`, a `Mutex<File>`, …).
+    pub fn new(make_writer: W) -> Self {
         Self {
             make_writer,
             dispatch: OnceLock::new(),
         }
+    }
+}
+
+impl<W> std::fmt::Debug for JsonLogLayer<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonLogLayer").finish_non_exhaustive()
     }
 }
 

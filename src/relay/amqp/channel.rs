@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::RwLock;
 
-use crate::amqp::TracedPublisher;
+use crate::amqp::Channel;
 use crate::instrument::Instrumentation;
 use crate::propagation::Propagation;
 use crate::relay::backoff::Backoff;
@@ -19,7 +19,7 @@ use crate::relay::stats::RouteStats;
 /// A connection and the traced publisher on one of its channels.
 pub(crate) struct Open {
     connection: lapin::Connection,
-    pub(crate) publisher: TracedPublisher,
+    pub(crate) publisher: Channel,
 }
 
 impl Open {
@@ -139,6 +139,7 @@ async fn open(
 ) -> Result<Open, crate::Error> {
     let connect_error = |source: lapin::Error| crate::Error::Connect {
         target: broker.redacted_url(),
+        error_type: crate::amqp::error_type(&source),
         source: Box::new(source),
     };
     let connection =
@@ -146,8 +147,12 @@ async fn open(
             .await
             .map_err(connect_error)?;
     let channel = connection.create_channel().await.map_err(connect_error)?;
-    let publisher = TracedPublisher::new(channel, crate::amqp::endpoint(&broker.url))
-        .await?
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .map_err(connect_error)?;
+    let publisher = Channel::from(channel)
+        .with_server(&broker.url)
         .with_propagation(propagation.clone())
         .with_instrumentation(instrumentation.clone());
     Ok(Open {

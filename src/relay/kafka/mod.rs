@@ -13,7 +13,7 @@ use super::config::{KafkaBroker, KeySource};
 use super::message::Translation;
 use crate::Error;
 use crate::Instrumentation;
-use crate::kafka::TracedProducer;
+use crate::kafka::producer::FutureProducer;
 use crate::propagation::Propagation;
 
 /// The settings every client of `broker` starts from.
@@ -46,7 +46,10 @@ pub(crate) fn connect_sink(
     // Delivery reports only after the broker really has the record.
     config.set("acks", "all");
     apply_properties(&mut config, broker);
-    let producer = TracedProducer::from_config(&config)?
+    let producer: FutureProducer = config
+        .create()
+        .map_err(|source| crate::kafka::client_error(&config, source))?;
+    let producer = producer
         .with_propagation(propagation.clone())
         .with_instrumentation(instrumentation.clone());
     Ok(sink::KafkaSink {

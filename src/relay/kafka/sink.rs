@@ -9,7 +9,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 
 use super::headers::kafka_headers_from;
-use crate::kafka::TracedProducer;
+use crate::kafka::producer::FutureProducer;
 use crate::relay::config::KeySource;
 use crate::relay::hop::{Dress, SendError, SinkClient};
 use crate::relay::message::{Inbound, Translation};
@@ -20,7 +20,7 @@ const DELIVERY_LIMIT: Duration = Duration::from_secs(30);
 
 /// A route's Kafka destination.
 pub(crate) struct KafkaSink {
-    pub(crate) producer: TracedProducer,
+    pub(crate) producer: FutureProducer,
     pub(crate) topic: String,
     /// Where the record key comes from.
     pub(crate) key: KeySource,

@@ -44,7 +44,10 @@ pub(crate) fn open(
         .set("queued.min.messages", RELAY_PREFETCH_MESSAGES)
         .set("queued.max.messages.kbytes", RELAY_PREFETCH_KIB);
     super::apply_properties(&mut config, broker);
-    let connect_error = |e| crate::relay::connect_error(route, &broker.bootstrap_servers, e);
+    let connect_error = |e: rdkafka::error::KafkaError| {
+        let error_type = crate::kafka::error_type(&e);
+        crate::relay::connect_error(route, &broker.bootstrap_servers, error_type, e)
+    };
     let consumer: StreamConsumer = config.create().map_err(connect_error)?;
     consumer.subscribe(&[topic]).map_err(connect_error)?;
     Ok(consumer)
