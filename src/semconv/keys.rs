@@ -209,3 +209,22 @@ pub(super) const PRE_1_26: Keys = Keys {
     server_address: "net.peer.name",
     server_port: "net.peer.port",
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_in_the_ways_people_write_them() {
+        for (text, version) in [
+            ("1.45", SemconvVersion::V1_45),
+            ("v1.45.0", SemconvVersion::V1_45),
+            (" 1.44 ", SemconvVersion::V1_44),
+            ("pre-1.26", SemconvVersion::Pre1_26),
+        ] {
+            assert_eq!(SemconvVersion::parse(text), Ok(version), "{text}");
+        }
+        let err = SemconvVersion::parse("1.46").expect_err("unknown");
+        assert!(err.to_string().contains("1.45, 1.44 or pre-1.26"), "{err}");
+    }
+}
