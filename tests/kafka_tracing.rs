@@ -1,5 +1,7 @@
-//! TracedProducer and TracedStreamConsumer against a real Kafka-protocol broker:
-//! trace ids, parents, links, kinds, names and attributes asserted by value.
+//! The traced `FutureProducer` and the consumer extension (`process`,
+//! `process_batch`, `commit` on rdkafka's own `StreamConsumer`) against a
+//! real Kafka-protocol broker: trace ids, parents, links, kinds, names and
+//! attributes asserted by value.
 #![cfg(feature = "kafka")]
 
 mod common;
@@ -9,28 +11,28 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::spans::{self, attr, span_id, trace_id};
-use opentelemetry::trace::{SpanId, SpanKind, Status, TraceContextExt};
+use opentelemetry::trace::{FutureExt as _, SpanId, SpanKind, Status, TraceContextExt};
 use opentelemetry::{Context, Value};
 use rdkafka::Message;
-use rdkafka::consumer::Consumer;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::FutureRecord;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use tracebridge::ParentPolicy;
-use tracebridge::kafka::{TracedProducer, TracedStreamConsumer};
+use tracebridge::kafka::ConsumerTracing;
+use tracebridge::kafka::producer::{FutureProducer, FutureRecord};
 
 use common::{WAIT, within};
 
-fn producer(cap: &spans::Capture) -> TracedProducer {
+fn producer(cap: &spans::Capture) -> FutureProducer {
     let mut config = common::kafka::config();
     config
         .set("client.id", "tb-test-producer")
         .set("message.timeout.ms", "10000");
-    TracedProducer::from_config(&config)
-        .expect("producer")
-        .with_instrumentation(cap.instrumentation())
+    let producer: FutureProducer = config.create().expect("producer");
+    producer.with_instrumentation(cap.instrumentation())
 }
 
-fn consumer(cap: &spans::Capture, group: &str, topic: &str) -> TracedStreamConsumer {
+/// rdkafka's own consumer, subscribed to `topic`: the application keeps it.
+fn consumer(group: &str, topic: &str) -> StreamConsumer {
     let mut config = common::kafka::config();
     config
         .set("group.id", group)
@@ -38,11 +40,26 @@ fn consumer(cap: &spans::Capture, group: &str, topic: &str) -> TracedStreamConsu
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .set("session.timeout.ms", "6000");
-    let consumer = TracedStreamConsumer::from_config(&config)
-        .expect("consumer")
-        .with_instrumentation(cap.instrumentation());
-    consumer.get_ref().subscribe(&[topic]).expect("subscribe");
+    let consumer: StreamConsumer = config.create().expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
     consumer
+}
+
+/// How consumed messages are traced here: into the capture.
+fn consumer_tracing(cap: &spans::Capture) -> ConsumerTracing {
+    ConsumerTracing::default().with_instrumentation(cap.instrumentation())
+}
+
+/// Receives the next message and runs a handler that succeeds with
+/// nothing inside its process span.
+async fn process_next(tracing: &ConsumerTracing, consumer: &StreamConsumer) {
+    let message = within("consuming", consumer.recv())
+        .await
+        .expect("received");
+    tracing
+        .process(consumer, &message, async { Ok::<_, std::io::Error>(()) })
+        .await
+        .expect("handler ok");
 }
 
 /// Same trace and span id (a link's context is remote, the span's is not).
@@ -80,14 +97,17 @@ async fn producer_and_consumer_spans_form_one_trace_with_semconv_attributes() {
         .expect("delivered");
 
     let group = common::unique("grp");
-    let consumer = consumer(&cap, &group, &topic).with_body_size(true);
-    let payload = within(
-        "consuming",
-        consumer.process_next(async |m| Ok::<_, std::io::Error>(m.payload().map(<[u8]>::to_vec))),
-    )
-    .await
-    .expect("received")
-    .expect("handler ok");
+    let consumer = consumer(&group, &topic);
+    let message = within("consuming", consumer.recv())
+        .await
+        .expect("received");
+    let payload = consumer_tracing(&cap)
+        .with_body_size(true)
+        .process(&consumer, &message, async {
+            Ok::<_, std::io::Error>(message.payload().map(<[u8]>::to_vec))
+        })
+        .await
+        .expect("handler ok");
     assert_eq!(payload.as_deref(), Some(&b"hello"[..]));
 
     let send = cap.one(&format!("send {topic}"));
@@ -150,18 +170,18 @@ async fn producer_and_consumer_spans_form_one_trace_with_semconv_attributes() {
     ] {
         assert_eq!(attr(&process, key), Some(value), "process span {key}");
     }
-    match attr(&process, tracebridge::instrument::QUEUE_TIME_ATTRIBUTE) {
+    match attr(&process, tracebridge::attributes::QUEUE_TIME_ATTRIBUTE) {
         Some(Value::F64(ms)) => assert!((0.0..60_000.0).contains(&ms), "queue time {ms} ms"),
         other => panic!("queue time attribute missing: {other:?}"),
     }
     assert_eq!(
-        cap.histogram_count(tracebridge::instrument::QUEUE_TIME_METRIC),
+        cap.histogram_count(tracebridge::attributes::QUEUE_TIME_METRIC),
         1,
         "one queue-time measurement"
     );
     assert_eq!(attr(&process, "kafka.message.tombstone"), None);
     assert_eq!(
-        attr(&process, tracebridge::instrument::INVALID_CONTEXT_ATTRIBUTE),
+        attr(&process, tracebridge::attributes::INVALID_CONTEXT_ATTRIBUTE),
         None
     );
 }
@@ -194,14 +214,8 @@ async fn foreign_headers_with_flags_03_and_an_older_duplicate_continue_the_last_
         .expect("delivered");
 
     let cap = spans::capture();
-    let consumer = consumer(&cap, &common::unique("grp"), &topic);
-    within(
-        "consuming",
-        consumer.process_next(async |_| Ok::<_, std::io::Error>(())),
-    )
-    .await
-    .expect("received")
-    .expect("handler ok");
+    let consumer = consumer(&common::unique("grp"), &topic);
+    process_next(&consumer_tracing(&cap), &consumer).await;
     let process = cap.one(&format!("process {topic}"));
     assert_eq!(
         trace_id(&process).to_string(),
@@ -232,20 +246,21 @@ async fn malformed_or_missing_context_still_delivers_and_starts_a_new_trace_sayi
     }
 
     let cap = spans::capture();
-    let consumer = consumer(&cap, &common::unique("grp"), &topic);
+    let tracing = consumer_tracing(&cap);
+    let consumer = consumer(&common::unique("grp"), &topic);
     let mut seen = Vec::new();
     for _ in 0..2 {
-        let key = within(
-            "consuming",
-            consumer.process_next(async |m| {
+        let message = within("consuming", consumer.recv())
+            .await
+            .expect("received");
+        let key = tracing
+            .process(&consumer, &message, async {
                 Ok::<_, std::io::Error>(
-                    String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                    String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
                 )
-            }),
-        )
-        .await
-        .expect("received")
-        .expect("handler ok");
+            })
+            .await
+            .expect("handler ok");
         seen.push(key);
     }
     assert_eq!(
@@ -272,7 +287,7 @@ async fn malformed_or_missing_context_still_delivers_and_starts_a_new_trace_sayi
     assert_eq!(
         attr(
             &bad_span,
-            tracebridge::instrument::INVALID_CONTEXT_ATTRIBUTE
+            tracebridge::attributes::INVALID_CONTEXT_ATTRIBUTE
         ),
         Some("tracecontext: malformed: version ff is forbidden".into())
     );
@@ -281,7 +296,7 @@ async fn malformed_or_missing_context_still_delivers_and_starts_a_new_trace_sayi
     assert_eq!(
         attr(
             &none_span,
-            tracebridge::instrument::INVALID_CONTEXT_ATTRIBUTE
+            tracebridge::attributes::INVALID_CONTEXT_ATTRIBUTE
         ),
         None
     );
@@ -291,15 +306,12 @@ async fn malformed_or_missing_context_still_delivers_and_starts_a_new_trace_sayi
 async fn link_policy_starts_a_new_trace_linked_to_the_producer() {
     let cap = spans::capture();
     let topic = topic_with_one_traced_message("link", &cap).await;
-    let consumer =
-        consumer(&cap, &common::unique("grp"), &topic).with_parent_policy(ParentPolicy::Link);
-    within(
-        "consuming",
-        consumer.process_next(async |_| Ok::<_, std::io::Error>(())),
+    let consumer = consumer(&common::unique("grp"), &topic);
+    process_next(
+        &consumer_tracing(&cap).with_parent_policy(ParentPolicy::Link),
+        &consumer,
     )
-    .await
-    .expect("received")
-    .expect("handler ok");
+    .await;
     let send = cap.one(&format!("send {topic}"));
     let process = cap.one(&format!("process {topic}"));
     assert_ne!(trace_id(&process), trace_id(&send));
@@ -317,42 +329,50 @@ async fn two_consumers_in_a_group_over_three_partitions_keep_every_message_in_it
     common::kafka::create_topic(&topic, 3).await;
     let cap = spans::capture();
     let group = common::unique("grp");
-    let first = consumer(&cap, &group, &topic);
-    let second = consumer(&cap, &group, &topic);
+    let first = consumer(&group, &topic);
+    let second = consumer(&group, &topic);
 
     let producer = producer(&cap);
     for i in 0..MESSAGES {
         // Each message is its own trace: no ambient parent.
         producer
-            .send_with_parent(
-                &Context::new(),
+            .send(
                 FutureRecord::to(&topic)
                     .partition((i % 3) as i32)
                     .key(&format!("m{i}"))
                     .payload("x"),
                 Duration::from_secs(10),
             )
+            .with_context(Context::new())
             .await
             .map_err(|(e, _)| e)
             .expect("delivered");
     }
 
     let seen: Arc<Mutex<HashSet<(i32, i64)>>> = Arc::default();
-    let drain = |consumer: TracedStreamConsumer, seen: Arc<Mutex<HashSet<(i32, i64)>>>| async move {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while (seen.lock().unwrap().len() as i64) < MESSAGES
-            && tokio::time::Instant::now() < deadline
-        {
-            let next = tokio::time::timeout(
-                Duration::from_millis(500),
-                consumer.process_next(async |m| {
-                    seen.lock().unwrap().insert((m.partition(), m.offset()));
-                    Ok::<_, std::io::Error>(())
-                }),
-            )
-            .await;
-            if let Ok(result) = next {
-                result.expect("received").expect("handler ok");
+    let tracing = consumer_tracing(&cap);
+    let drain = |consumer: StreamConsumer, seen: Arc<Mutex<HashSet<(i32, i64)>>>| {
+        let tracing = tracing.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while (seen.lock().unwrap().len() as i64) < MESSAGES
+                && tokio::time::Instant::now() < deadline
+            {
+                let Ok(next) =
+                    tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await
+                else {
+                    continue;
+                };
+                let message = next.expect("received");
+                tracing
+                    .process(&consumer, &message, async {
+                        seen.lock()
+                            .unwrap()
+                            .insert((message.partition(), message.offset()));
+                        Ok::<_, std::io::Error>(())
+                    })
+                    .await
+                    .expect("handler ok");
             }
         }
     };
@@ -408,74 +428,89 @@ async fn two_consumers_in_a_group_over_three_partitions_keep_every_message_in_it
 }
 
 #[tokio::test]
-async fn batch_poll_links_every_message_with_its_partition_and_offset() {
+async fn batch_process_links_every_message_with_its_partition_and_offset() {
     let topic = common::unique("batch");
     common::kafka::create_topic(&topic, 1).await;
     let cap = spans::capture();
     let producer = producer(&cap);
     for i in 0..5 {
         producer
-            .send_with_parent(
-                &Context::new(),
+            .send(
                 FutureRecord::to(&topic).key(&format!("b{i}")).payload("x"),
                 Duration::from_secs(10),
             )
+            .with_context(Context::new())
             .await
             .map_err(|(e, _)| e)
             .expect("delivered");
     }
-    let consumer = consumer(&cap, &common::unique("grp"), &topic);
-    let mut received = 0;
-    let mut polls = 0;
-    while received < 5 && polls < 10 {
-        let batch = consumer
-            .recv_batch(5 - received, WAIT)
-            .await
-            .expect("batch");
-        received += batch.len();
-        polls += 1;
-        assert_eq!(batch.extracted().len(), batch.len());
+    let group = common::unique("grp");
+    let consumer = consumer(&group, &topic);
+    // The application receives the batch itself, then hands it over.
+    let mut messages: Vec<BorrowedMessage<'_>> = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while messages.len() < 5 && tokio::time::Instant::now() < deadline {
+        if let Ok(next) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await {
+            messages.push(next.expect("received"));
+        }
     }
-    assert_eq!(received, 5);
+    assert_eq!(messages.len(), 5);
+    let handled = consumer_tracing(&cap)
+        .process_batch(&consumer, &messages, async {
+            Ok::<_, std::io::Error>(messages.len())
+        })
+        .await
+        .expect("handler ok");
+    assert_eq!(handled, 5);
 
     let sends = cap.named(&format!("send {topic}"));
-    let poll_spans = cap.named(&format!("poll {topic}"));
-    assert!(!poll_spans.is_empty());
+    let batch = cap.one(&format!("process {topic}"));
+    assert_eq!(batch.span_kind, SpanKind::Consumer);
+    assert_eq!(
+        attr(&batch, "messaging.operation.name"),
+        Some("process".into())
+    );
+    assert_eq!(
+        attr(&batch, "messaging.operation.type"),
+        Some("process".into())
+    );
+    assert_eq!(
+        attr(&batch, "messaging.consumer.group.name"),
+        Some(group.clone().into())
+    );
+    let count = match attr(&batch, "messaging.batch.message_count") {
+        Some(Value::I64(n)) => n as usize,
+        other => panic!("batch count {other:?}"),
+    };
+    assert_eq!(count, 5);
+    assert_eq!(batch.links.len(), count, "one link per message");
+    assert_eq!(
+        batch.parent_span_id,
+        SpanId::INVALID,
+        "no message's context is the batch's parent"
+    );
+    assert!(
+        sends.iter().all(|s| trace_id(s) != trace_id(&batch)),
+        "the batch span takes no message's trace"
+    );
     let mut linked = 0;
-    for poll in &poll_spans {
-        assert_eq!(poll.span_kind, SpanKind::Client);
-        assert_eq!(attr(poll, "messaging.operation.name"), Some("poll".into()));
-        assert_eq!(
-            attr(poll, "messaging.operation.type"),
-            Some("receive".into())
-        );
-        let count = match attr(poll, "messaging.batch.message_count") {
-            Some(Value::I64(n)) => n as usize,
-            other => panic!("batch count {other:?}"),
-        };
-        assert_eq!(poll.links.len(), count, "one link per message");
-        assert!(
-            sends.iter().all(|s| trace_id(s) != trace_id(poll)),
-            "the poll span takes no message's trace"
-        );
-        for link in poll.links.iter() {
-            let send = sends
+    for link in batch.links.iter() {
+        let send = sends
+            .iter()
+            .find(|s| same_span(&s.span_context, &link.span_context))
+            .expect("link points at a producer span");
+        let link_attr = |k: &str| {
+            link.attributes
                 .iter()
-                .find(|s| same_span(&s.span_context, &link.span_context))
-                .expect("link points at a producer span");
-            let link_attr = |k: &str| {
-                link.attributes
-                    .iter()
-                    .find(|kv| kv.key.as_str() == k)
-                    .map(|kv| kv.value.clone())
-            };
-            assert_eq!(
-                link_attr("messaging.destination.partition.id"),
-                attr(send, "messaging.destination.partition.id")
-            );
-            assert_eq!(link_attr("kafka.offset"), attr(send, "kafka.offset"));
-            linked += 1;
-        }
+                .find(|kv| kv.key.as_str() == k)
+                .map(|kv| kv.value.clone())
+        };
+        assert_eq!(
+            link_attr("messaging.destination.partition.id"),
+            attr(send, "messaging.destination.partition.id")
+        );
+        assert_eq!(link_attr("kafka.offset"), attr(send, "kafka.offset"));
+        linked += 1;
     }
     assert_eq!(linked, 5);
 }
@@ -486,9 +521,8 @@ async fn a_failed_send_marks_the_span_error_and_returns_the_error_unchanged() {
     let cap = spans::capture();
     let mut config = common::kafka::config();
     config.set("message.timeout.ms", "1500");
-    let producer = TracedProducer::from_config(&config)
-        .expect("producer")
-        .with_instrumentation(cap.instrumentation());
+    let producer: FutureProducer = config.create().expect("producer");
+    let producer = producer.with_instrumentation(cap.instrumentation());
     // The test broker creates no topic on first use (auto.create.topics.enable
     // = false, as on most production clusters): this send times out.
     let topic = common::unique("missing");
@@ -515,21 +549,28 @@ async fn a_failed_send_marks_the_span_error_and_returns_the_error_unchanged() {
 }
 
 #[tokio::test]
-async fn commit_settle_spans_are_children_of_the_process_span() {
+async fn commit_spans_are_children_of_the_process_span() {
     let cap = spans::capture();
     let topic = topic_with_one_traced_message("commit", &cap).await;
-    let consumer = consumer(&cap, &common::unique("grp"), &topic).with_settle_spans(true);
+    let tracing = consumer_tracing(&cap);
+    let consumer = consumer(&common::unique("grp"), &topic);
     let message = within("consuming", consumer.recv())
         .await
         .expect("received");
-    consumer
-        .commit(&message, rdkafka::consumer::CommitMode::Sync)
+    // Committed inside the work, so under the message's span.
+    let process_span_id = tracing
+        .process(&consumer, &message, async {
+            tracing.commit(&consumer, &message, CommitMode::Sync)?;
+            Ok::<_, rdkafka::error::KafkaError>(Context::current().span().span_context().span_id())
+        })
+        .await
         .expect("commit");
-    let process_span_id = message.context().span().span_context().span_id();
-    message.end();
+    let process = cap.one(&format!("process {topic}"));
+    assert_eq!(span_id(&process), process_span_id);
     let commit = cap.one(&format!("commit {topic}"));
     assert_eq!(commit.span_kind, SpanKind::Client);
     assert_eq!(commit.parent_span_id, process_span_id);
+    assert_eq!(trace_id(&commit), trace_id(&process));
     assert_eq!(
         attr(&commit, "messaging.operation.type"),
         Some("settle".into())
@@ -538,9 +579,10 @@ async fn commit_settle_spans_are_children_of_the_process_span() {
 }
 
 /// A worker's own consumer context (here: one that counts rebalances) keeps
-/// working under the wrapper, and its messages are traced like any other.
+/// working — tracebridge never wraps the consumer — and its messages are
+/// traced like any other.
 #[tokio::test]
-async fn a_consumer_with_its_own_context_is_wrapped_and_its_callbacks_still_run() {
+async fn a_consumer_with_its_own_context_keeps_its_callbacks_and_is_traced() {
     use rdkafka::client::ClientContext;
     use rdkafka::consumer::{ConsumerContext, Rebalance};
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -561,25 +603,26 @@ async fn a_consumer_with_its_own_context_is_wrapped_and_its_callbacks_still_run(
 
     let cap = spans::capture();
     let topic = topic_with_one_traced_message("own-context", &cap).await;
+    let group = common::unique("grp");
     let mut config = common::kafka::config();
     config
-        .set("group.id", common::unique("grp"))
+        .set("group.id", &group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false");
     let assignments = Arc::new(AtomicUsize::new(0));
-    let consumer: TracedStreamConsumer<CountingContext> =
-        TracedStreamConsumer::from_config_and_context(
-            &config,
-            CountingContext(assignments.clone()),
-        )
-        .expect("consumer")
-        .with_instrumentation(cap.instrumentation());
-    consumer.get_ref().subscribe(&[&topic]).expect("subscribe");
-    let traced = within("a message", consumer.recv())
+    let consumer: StreamConsumer<CountingContext> = config
+        .create_with_context(CountingContext(assignments.clone()))
+        .expect("consumer");
+    consumer.subscribe(&[&topic]).expect("subscribe");
+    let message = within("a message", consumer.recv())
         .await
         .expect("received");
-    let process_trace = traced.context().span().span_context().trace_id();
-    traced.end();
+    let process_trace = consumer_tracing(&cap)
+        .process(&consumer, &message, async {
+            Ok::<_, std::convert::Infallible>(Context::current().span().span_context().trace_id())
+        })
+        .await
+        .expect("handler ok");
 
     assert!(
         assignments.load(Ordering::SeqCst) >= 1,
@@ -591,4 +634,12 @@ async fn a_consumer_with_its_own_context_is_wrapped_and_its_callbacks_still_run(
         .find(|s| s.span_kind == SpanKind::Producer)
         .expect("the send span");
     assert_eq!(process_trace, send.span_context.trace_id(), "one trace");
+    let process = cap.one(&format!("process {topic}"));
+    assert_eq!(trace_id(&process), process_trace);
+    assert_eq!(process.parent_span_id, span_id(send));
+    assert_eq!(
+        attr(&process, "messaging.consumer.group.name"),
+        Some(group.into()),
+        "the group is read from the live consumer"
+    );
 }
