@@ -97,7 +97,7 @@ pub fn all(provider: &SdkTracerProvider, ratio_provider: &SdkTracerProvider) -> 
 fn metrics() -> Vec<Scenario> {
     use opentelemetry::metrics::MeterProvider as _;
     use std::time::Instant;
-    use tracebridge::metrics::MessagingMetrics;
+    use tracebridge::MessagingMetrics;
     let meters = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
         .with_reader(opentelemetry_sdk::metrics::ManualReader::builder().build())
         .build();

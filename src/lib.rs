@@ -34,29 +34,58 @@
 //! ```
 
 #![warn(missing_docs, unreachable_pub)]
+// One module reads a live rdkafka client's configuration through
+// librdkafka (`kafka/client_config.rs`); nothing else may use `unsafe`.
 #![deny(unsafe_code)]
 
-pub mod correlate;
-pub mod dead_letter;
 mod error;
-pub mod instrument;
-pub mod metrics;
+mod instrument;
+mod metrics;
 pub mod propagation;
-pub mod redact;
 pub mod semconv;
 pub mod telemetry;
-pub mod traces;
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+
+pub use instrument::{HandlerOutcome, Instrumentation, ParentPolicy, spawn_in_context};
+pub use propagation::{ExtractedContext, Format, Propagation};
+
+/// The names of tracebridge's own span attributes and metrics, beside the
+/// semantic conventions' (see the span model in `docs/conventions.md`).
+pub mod attributes {
+    #[cfg(feature = "amqp")]
+    pub use crate::amqp::REDELIVERED_ATTRIBUTE;
+    pub use crate::dead_letter::{
+        ATTEMPTS_ATTRIBUTE, DEATH_COUNT_ATTRIBUTE, DELIVERY_COUNT_ATTRIBUTE, REASON_ATTRIBUTE,
+        SEND_ATTEMPT_ATTRIBUTE,
+    };
+    pub use crate::instrument::{
+        INVALID_CONTEXT_ATTRIBUTE, QUEUE_TIME_ATTRIBUTE, QUEUE_TIME_METRIC,
+    };
+}
+
+// The `tracebridge` binary's parts — the relay, the trace viewer, their
+// helpers — live in this crate so that tests, benches and fuzz targets
+// reach them, but they are not the library's API: hidden from its docs,
+// no stability promised.
+#[doc(hidden)]
+pub mod correlate;
+#[doc(hidden)]
+pub mod dead_letter;
+#[doc(hidden)]
+pub mod redact;
+#[doc(hidden)]
 #[cfg(all(feature = "kafka", feature = "amqp"))]
 pub mod relay;
-
+#[doc(hidden)]
+pub mod traces;
+#[doc(hidden)]
 pub use error::{ClientError, Error, Refusal};
-pub use instrument::{Instrumentation, ParentPolicy, spawn_in_context};
-pub use propagation::{ExtractedContext, Format, Propagation};
+#[doc(hidden)]
+pub use metrics::{DURATION_BUCKETS, MessagingMetrics};
 
 /// The README's Rust examples, compiled as doctests so they stay true.
 #[cfg(doctest)]

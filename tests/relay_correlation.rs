@@ -14,9 +14,7 @@ use opentelemetry::trace::{SpanKind, TraceId};
 use opentelemetry_sdk::trace::SpanData;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
-use tracebridge::amqp::TracedConsumer;
 use tracebridge::correlate::{RequestId, derive_trace_id};
-use tracebridge::kafka::TracedProducer;
 use tracebridge::relay::Relay;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -68,9 +66,7 @@ to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}
 
     /// Sends with the instrumented producer: context + `x-request-id`.
     async fn send_instrumented(&self, request_id: &str, body: &str) {
-        TracedProducer::from_config(&common::kafka::config())
-            .expect("producer")
-            .with_instrumentation(self.cap.instrumentation())
+        common::traced::kafka_producer(self.cap.instrumentation())
             .send(
                 FutureRecord::<str, str>::to(&self.topic)
                     .payload(body)
@@ -110,26 +106,21 @@ to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}
     /// Receives `n` deliveries at the end of the route with a traced
     /// consumer (so their CONSUMER spans are captured); returns the bodies.
     async fn receive(&self, n: usize) -> Vec<String> {
-        let mut consumer = TracedConsumer::new(
-            self.rabbit.consumer().await,
-            tracebridge::amqp::endpoint(&common::amqp_url()),
-        )
-        .with_instrumentation(self.cap.instrumentation())
-        .with_settle_spans(false);
+        use futures::StreamExt as _;
+        let mut consumer =
+            common::traced::amqp_consumer(&self.rabbit, self.cap.instrumentation(), false).await;
         let mut bodies = Vec::new();
         for _ in 0..n {
-            let body = tokio::time::timeout(
-                WAIT,
-                consumer.process_next(async |d| {
-                    Ok::<_, std::io::Error>(String::from_utf8_lossy(&d.data).into_owned())
-                }),
-            )
-            .await
-            .expect("a delivery within the wait")
-            .expect("received")
-            .expect("open")
-            .expect("ok");
-            bodies.push(body);
+            let delivery = tokio::time::timeout(WAIT, consumer.next())
+                .await
+                .expect("a delivery within the wait")
+                .expect("open")
+                .expect("received");
+            bodies.push(String::from_utf8_lossy(&delivery.data).into_owned());
+            delivery
+                .ack(lapin::options::BasicAckOptions::default())
+                .await
+                .expect("ack");
         }
         bodies
     }
@@ -562,7 +553,6 @@ async fn the_memory_store_size_is_a_metric() {
 async fn amqp_to_kafka_joins_by_the_correlation_id_property() {
     use lapin::BasicProperties;
     use lapin::options::BasicPublishOptions;
-    use tracebridge::amqp::TracedPublisher;
 
     let s = Setup::new("corr-a2k").await;
     let relay = s
@@ -582,26 +572,20 @@ policy = "join"
     let stats = relay.stats()[0].1.clone();
     let request = common::unique("C");
 
-    let publisher = TracedPublisher::new(
-        s.rabbit.conn.create_channel().await.expect("channel"),
-        tracebridge::amqp::endpoint(&common::amqp_url()),
-    )
-    .await
-    .expect("publisher")
-    .with_instrumentation(s.cap.instrumentation());
-    publisher
-        .publish(
-            &s.rabbit.exchange,
-            ROUTING_KEY,
+    let publisher = common::traced::amqp_channel(&s.rabbit.conn, s.cap.instrumentation()).await;
+    let confirmation = publisher
+        .basic_publish(
+            s.rabbit.exchange.as_str().into(),
+            ROUTING_KEY.into(),
             BasicPublishOptions::default(),
-            BasicProperties::default().with_correlation_id(request.as_str().into()),
             b"A",
+            BasicProperties::default().with_correlation_id(request.as_str().into()),
         )
         .await
         .expect("published")
-        .confirmed()
         .await
         .expect("confirmed");
+    assert!(confirmation.is_ack(), "{confirmation:?}");
     wait_for(|| stats.published.get() == 1).await;
 
     // The legacy side: plain lapin, only the correlation_id property.

@@ -11,7 +11,7 @@ use common::amqp::{ROUTING_KEY, Rabbit};
 use common::spans::{self, trace_id};
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
-use tracebridge::kafka::{TracedProducer, TracedStreamConsumer};
+use tracebridge::kafka::ConsumerTracing;
 use tracebridge::relay::{Relay, RelayConfig};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -60,17 +60,14 @@ to = {{ kafka = "k", topic = "{topic_out}" }}
     // The AMQP source route consumes its own queue; the Kafka -> AMQP route
     // publishes into the same exchange, so a message goes Kafka -> AMQP ->
     // Kafka through both routes: both the AMQP sink and source are used.
-    let producer = TracedProducer::from_config(&common::kafka::config())
-        .expect("producer")
-        .with_instrumentation(cap.instrumentation());
+    let producer = common::traced::kafka_producer(cap.instrumentation());
     let mut config = common::kafka::config();
     config
         .set("group.id", common::unique("rc"))
         .set("auto.offset.reset", "earliest");
-    let out = TracedStreamConsumer::from_config(&config)
-        .expect("consumer")
-        .with_instrumentation(cap.instrumentation());
-    out.get_ref().subscribe(&[&topic_out]).expect("subscribe");
+    let out: rdkafka::consumer::StreamConsumer = config.create().expect("consumer");
+    out.subscribe(&[&topic_out]).expect("subscribe");
+    let tracing = ConsumerTracing::default().with_instrumentation(cap.instrumentation());
 
     for round in ["before", "after"] {
         if round == "after" {
@@ -84,16 +81,18 @@ to = {{ kafka = "k", topic = "{topic_out}" }}
             .await
             .map_err(|(e, _)| e)
             .expect("delivered");
-        let key = tokio::time::timeout(
-            WAIT,
-            out.process_next(async |m| {
-                Ok::<_, std::io::Error>(rdkafka::Message::key(m).map(<[u8]>::to_vec))
-            }),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("the {round} message did not come through within {WAIT:?}"))
-        .expect("received")
-        .expect("ok");
+        let message = tokio::time::timeout(WAIT, out.recv())
+            .await
+            .unwrap_or_else(|_| panic!("the {round} message did not come through within {WAIT:?}"))
+            .expect("received");
+        let key = tracing
+            .process(&out, &message, async {
+                Ok::<_, std::convert::Infallible>(
+                    rdkafka::Message::key(&message).map(<[u8]>::to_vec),
+                )
+            })
+            .await
+            .unwrap_or_else(|never| match never {});
         assert_eq!(key.as_deref(), Some(round.as_bytes()));
     }
     // Source and sink are back: every route ready again (the sink was

@@ -17,31 +17,63 @@ use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
-use tracebridge::amqp::{TracedConsumer, TracedPublisher};
-use tracebridge::kafka::{TracedProducer, TracedStreamConsumer};
+use tracebridge::kafka::ConsumerTracing;
 use tracebridge::relay::Relay;
 
 use common::within;
 
-fn kafka_consumer(cap: &spans::Capture, topic: &str) -> TracedStreamConsumer {
+/// The end of a route read with a traced Kafka consumer.
+struct KafkaEnd {
+    consumer: rdkafka::consumer::StreamConsumer,
+    tracing: ConsumerTracing,
+}
+
+fn kafka_consumer(cap: &spans::Capture, topic: &str) -> KafkaEnd {
     let mut config = common::kafka::config();
     config
         .set("group.id", common::unique("final"))
         .set("auto.offset.reset", "earliest");
-    let consumer = TracedStreamConsumer::from_config(&config)
-        .expect("consumer")
-        .with_instrumentation(cap.instrumentation());
-    consumer.get_ref().subscribe(&[topic]).expect("subscribe");
-    consumer
+    let consumer: rdkafka::consumer::StreamConsumer = config.create().expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    KafkaEnd {
+        consumer,
+        tracing: ConsumerTracing::default().with_instrumentation(cap.instrumentation()),
+    }
 }
 
-async fn amqp_consumer(rabbit: &Rabbit, cap: &spans::Capture) -> TracedConsumer {
-    TracedConsumer::new(
-        rabbit.consumer().await,
-        tracebridge::amqp::endpoint(&common::amqp_url()),
-    )
-    .with_instrumentation(cap.instrumentation())
-    .with_settle_spans(false)
+impl KafkaEnd {
+    /// The next record, handled by `read` inside its process span.
+    async fn process_next<T>(
+        &self,
+        read: impl FnOnce(&rdkafka::message::BorrowedMessage<'_>) -> T,
+    ) -> T {
+        let message = self.consumer.recv().await.expect("received");
+        let read = async { Ok::<_, std::convert::Infallible>(read(&message)) };
+        match self.tracing.process(&self.consumer, &message, read).await {
+            Ok(value) => value,
+            Err(never) => match never {},
+        }
+    }
+}
+
+async fn amqp_consumer(rabbit: &Rabbit, cap: &spans::Capture) -> tracebridge::amqp::Consumer {
+    common::traced::amqp_consumer(rabbit, cap.instrumentation(), false).await
+}
+
+/// The next delivery, handled by `read` inside its process span, then acked.
+async fn amqp_next<T>(
+    consumer: &mut tracebridge::amqp::Consumer,
+    read: impl FnOnce(&lapin::message::Delivery) -> T,
+) -> T {
+    use futures::StreamExt as _;
+    let delivery = consumer.next().await.expect("open").expect("received");
+    let read = async { Ok::<_, std::convert::Infallible>(read(&delivery)) };
+    let Ok(value) = delivery.in_span(read).await;
+    delivery
+        .ack(lapin::options::BasicAckOptions::default())
+        .await
+        .expect("ack");
+    value
 }
 
 #[tokio::test]
@@ -72,9 +104,7 @@ to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}"#,
             key: "x-dash",
             value: Some(&[0u8, 1, 254, 255][..]),
         });
-    TracedProducer::from_config(&common::kafka::config())
-        .expect("producer")
-        .with_instrumentation(cap.instrumentation())
+    common::traced::kafka_producer(cap.instrumentation())
         .send(
             FutureRecord::to(&topic)
                 .key("req-1")
@@ -89,17 +119,14 @@ to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}"#,
     let mut consumer = amqp_consumer(&rabbit, &cap).await;
     let table = within(
         "relayed delivery",
-        consumer.process_next(async |d| {
-            Ok::<_, std::io::Error>((
+        amqp_next(&mut consumer, |d| {
+            (
                 d.properties.headers().clone().unwrap_or_default(),
                 d.properties.correlation_id().clone(),
-            ))
+            )
         }),
     )
-    .await
-    .expect("received")
-    .expect("open")
-    .expect("ok");
+    .await;
 
     let addr = relay.listen_addr();
     assert_eq!(
@@ -190,43 +217,36 @@ propagation = {{ mode = "{mode}" }}"#,
         .expect("relay starts");
         let mut headers = FieldTable::default();
         headers.insert("x-tenant".into(), AMQPValue::LongString("acme".into()));
-        TracedPublisher::new(
-            rabbit.conn.create_channel().await.unwrap(),
-            tracebridge::amqp::endpoint(&common::amqp_url()),
-        )
-        .await
-        .unwrap()
-        .with_instrumentation(cap.instrumentation())
-        .publish(
-            &rabbit.exchange,
-            ROUTING_KEY,
-            BasicPublishOptions::default(),
-            BasicProperties::default()
-                .with_correlation_id("req-7".into())
-                .with_headers(headers),
-            b"payload",
-        )
-        .await
-        .unwrap()
-        .confirmed()
-        .await
-        .unwrap();
+        let confirmation = common::traced::amqp_channel(&rabbit.conn, cap.instrumentation())
+            .await
+            .basic_publish(
+                rabbit.exchange.as_str().into(),
+                ROUTING_KEY.into(),
+                BasicPublishOptions::default(),
+                b"payload",
+                BasicProperties::default()
+                    .with_correlation_id("req-7".into())
+                    .with_headers(headers),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirmation.is_ack());
 
         let consumer = kafka_consumer(&cap, &topic);
         let (key, tenant) = within(
             "relayed record",
-            consumer.process_next(async |m| {
+            consumer.process_next(|m| {
                 let tenant = m.headers().and_then(|h| {
                     h.iter()
                         .find(|h| h.key == "x-tenant")
                         .and_then(|h| h.value.map(<[u8]>::to_vec))
                 });
-                Ok::<_, std::io::Error>((m.key().map(<[u8]>::to_vec), tenant))
+                (m.key().map(<[u8]>::to_vec), tenant)
             }),
         )
-        .await
-        .expect("received")
-        .expect("ok");
+        .await;
         assert!(relay.shutdown().await);
         assert_eq!(
             key.as_deref(),
@@ -304,14 +324,11 @@ propagation = {{ extract = ["b3"], inject = ["tracecontext"] }}"#,
     let mut consumer = amqp_consumer(&rabbit, &cap).await;
     let table = within(
         "relayed delivery",
-        consumer.process_next(async |d| {
-            Ok::<_, std::io::Error>(d.properties.headers().clone().unwrap_or_default())
+        amqp_next(&mut consumer, |d| {
+            d.properties.headers().clone().unwrap_or_default()
         }),
     )
-    .await
-    .expect("received")
-    .expect("open")
-    .expect("ok");
+    .await;
     assert!(relay.shutdown().await);
     assert!(
         table.inner().get("b3").is_none(),
@@ -373,9 +390,7 @@ dead_letter = {{ amqp = "r", exchange = "{x}", routing_key = "dead" }}"#,
     .await
     .expect("relay starts");
     // Traced: the dead letter must stay in the origin's trace.
-    let producer = TracedProducer::from_config(&common::kafka::config())
-        .expect("producer")
-        .with_instrumentation(cap.instrumentation());
+    let producer = common::traced::kafka_producer(cap.instrumentation());
     for (key, route) in [("poison", "nowhere"), ("good", ROUTING_KEY)] {
         producer
             .send(
@@ -395,41 +410,32 @@ dead_letter = {{ amqp = "r", exchange = "{x}", routing_key = "dead" }}"#,
     let mut consumer = amqp_consumer(&rabbit, &cap).await;
     let good = within(
         "the next message",
-        consumer.process_next(async |d| Ok::<_, std::io::Error>(d.data.clone())),
+        amqp_next(&mut consumer, |d| d.data.clone()),
     )
-    .await
-    .expect("received")
-    .expect("open")
-    .expect("ok");
+    .await;
     assert_eq!(good, b"good");
 
     // A traced consumer of the dead-letter queue, as a user would run.
-    let dead_channel = rabbit.conn.create_channel().await.expect("channel");
-    let mut dead_consumer = TracedConsumer::new(
-        dead_channel
-            .basic_consume(
-                dlq.as_str().into(),
-                common::unique("dead").as_str().into(),
-                lapin::options::BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume the dead letters"),
-        tracebridge::amqp::endpoint(&common::amqp_url()),
-    )
-    .with_instrumentation(cap.instrumentation());
-    let dead = within("the dead letter", dead_consumer.recv())
+    let dead_channel = common::traced::amqp_channel(&rabbit.conn, cap.instrumentation()).await;
+    let mut dead_consumer = dead_channel
+        .basic_consume(
+            dlq.as_str().into(),
+            common::unique("dead").as_str().into(),
+            lapin::options::BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await
-        .expect("received")
-        .expect("open");
+        .expect("consume the dead letters");
+    let dead = within(
+        "the dead letter",
+        futures::StreamExt::next(&mut dead_consumer),
+    )
+    .await
+    .expect("open")
+    .expect("received");
     assert!(relay.shutdown().await);
-    assert_eq!(dead.delivery().data, b"poison");
-    let headers = dead
-        .delivery()
-        .properties
-        .headers()
-        .clone()
-        .expect("headers");
+    assert_eq!(dead.data, b"poison");
+    let headers = dead.properties.headers().clone().expect("headers");
     let text = |name: &str| match headers.inner().get(name) {
         Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
         other => panic!("{name}: {other:?}"),
@@ -443,7 +449,9 @@ dead_letter = {{ amqp = "r", exchange = "{x}", routing_key = "dead" }}"#,
     assert_eq!(text("x-tracebridge-source"), format!("kafka {topic}[0]@0"));
     // Unroutable is permanent: dead-lettered at once, not retried.
     assert_eq!(text("x-tracebridge-attempts"), "1");
-    dead.ack().await.expect("ack");
+    dead.ack(lapin::options::BasicAckOptions::default())
+        .await
+        .expect("ack");
 
     let failed = cap
         .named(&format!("process {topic}"))
@@ -537,9 +545,7 @@ to = {{ amqp = "r", exchange = "{}", routing_key_from = "source_key" }}"#,
     .await
     .expect("relay starts");
 
-    TracedProducer::from_config(&common::kafka::config())
-        .expect("producer")
-        .with_instrumentation(cap.instrumentation())
+    common::traced::kafka_producer(cap.instrumentation())
         .send(
             FutureRecord::to(&a)
                 .key("k1")
@@ -553,50 +559,36 @@ to = {{ amqp = "r", exchange = "{}", routing_key_from = "source_key" }}"#,
         .await
         .map_err(|(e, _)| e)
         .expect("delivered");
-    TracedPublisher::new(
-        from.conn.create_channel().await.unwrap(),
-        tracebridge::amqp::endpoint(&common::amqp_url()),
-    )
-    .await
-    .unwrap()
-    .with_instrumentation(cap.instrumentation())
-    // Routed into `from.queue` with ROUTING_KEY, which the relay reuses
-    // as the routing key into `to.exchange` (bound with the same key).
-    .publish(
-        &from.exchange,
-        ROUTING_KEY,
-        BasicPublishOptions::default(),
-        BasicProperties::default(),
-        b"p",
-    )
-    .await
-    .unwrap()
-    .confirmed()
-    .await
-    .unwrap();
+    let confirmation = common::traced::amqp_channel(&from.conn, cap.instrumentation())
+        .await
+        // Routed into `from.queue` with ROUTING_KEY, which the relay reuses
+        // as the routing key into `to.exchange` (bound with the same key).
+        .basic_publish(
+            from.exchange.as_str().into(),
+            ROUTING_KEY.into(),
+            BasicPublishOptions::default(),
+            b"p",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(confirmation.is_ack());
 
     let consumer = kafka_consumer(&cap, &b);
     let key = within(
         "k->k record",
-        consumer.process_next(async |m| Ok::<_, std::io::Error>(m.key().map(<[u8]>::to_vec))),
+        consumer.process_next(|m| m.key().map(<[u8]>::to_vec)),
     )
-    .await
-    .expect("received")
-    .expect("ok");
+    .await;
     assert_eq!(
         key.as_deref(),
         Some(&b"o-9"[..]),
         "the Kafka key comes from the x-order header"
     );
     let mut amqp = amqp_consumer(&to, &cap).await;
-    within(
-        "a->a delivery",
-        amqp.process_next(async |_| Ok::<_, std::io::Error>(())),
-    )
-    .await
-    .expect("received")
-    .expect("open")
-    .expect("ok");
+    within("a->a delivery", amqp_next(&mut amqp, |_| ())).await;
     assert!(relay.shutdown().await);
 
     let origin = cap.one(&format!("send {a}"));

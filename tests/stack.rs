@@ -23,14 +23,15 @@ use std::time::{Duration, Instant};
 use common::amqp::Rabbit;
 use common::flow::{self, RelayProcess, RelaySetup};
 use opentelemetry::Context;
-use opentelemetry::trace::{Span as _, Status, TraceContextExt as _, Tracer as _, TracerProvider};
+use opentelemetry::trace::{
+    FutureExt as _, Span as _, Status, TraceContextExt as _, Tracer as _, TracerProvider,
+};
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use rdkafka::producer::FutureRecord;
 use tracebridge::Instrumentation;
-use tracebridge::amqp::TracedConsumer;
-use tracebridge::kafka::TracedProducer;
+use tracebridge::kafka::producer::FutureProducer;
 use tracebridge::traces::jaeger::JaegerQuery;
 use tracebridge::traces::{Kind, Options, SpanRecord, Traces};
 
@@ -180,15 +181,17 @@ async fn a_kafka_to_amqp_flow_is_one_trace_in_jaeger_and_in_the_collectors_file(
         .start(&checkout.tracer("stack-test"));
     let cx = Context::new().with_span(request);
     let trace_id = cx.span().span_context().trace_id().to_string();
-    let producer = TracedProducer::from_config(common::kafka::config().set("acks", "all"))
-        .expect("producer")
-        .with_instrumentation(Instrumentation::from_sdk(&checkout, None));
+    let producer: FutureProducer = common::kafka::config()
+        .set("acks", "all")
+        .create()
+        .expect("producer");
     producer
-        .send_with_parent(
-            &cx,
+        .with_instrumentation(Instrumentation::from_sdk(&checkout, None))
+        .send(
             FutureRecord::to(&topic).key("m0").payload("order"),
             Duration::from_secs(30),
         )
+        .with_context(cx.clone())
         .await
         .map_err(|(e, _)| e)
         .expect("sent");
@@ -196,19 +199,21 @@ async fn a_kafka_to_amqp_flow_is_one_trace_in_jaeger_and_in_the_collectors_file(
 
     // The consuming service, behind RabbitMQ.
     let fulfillment = otlp_provider("stack-fulfillment");
-    let mut consumer = TracedConsumer::new(
-        rabbit.consumer().await,
-        tracebridge::amqp::endpoint(&common::amqp_url()),
-    )
-    .with_instrumentation(Instrumentation::from_sdk(&fulfillment, None));
-    common::within(
+    let mut consumer =
+        common::traced::amqp_consumer(&rabbit, Instrumentation::from_sdk(&fulfillment, None), true)
+            .await;
+    let delivery = common::within(
         "the relayed message",
-        consumer.process_next(async |_| Ok::<_, std::io::Error>(())),
+        futures::StreamExt::next(&mut consumer),
     )
     .await
-    .expect("received")
     .expect("not cancelled")
-    .expect("processed");
+    .expect("received");
+    delivery.in_span(async {}).await;
+    delivery
+        .ack(lapin::options::BasicAckOptions::default())
+        .await
+        .expect("acked");
     flush(checkout).await;
     flush(fulfillment).await;
     // SIGTERM: the relay drains and flushes its spans before exiting 0.

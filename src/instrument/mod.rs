@@ -59,7 +59,7 @@ pub const QUEUE_TIME_ATTRIBUTE: &str = "tracebridge.queue_time_ms";
 /// The histogram of broker wait times, in seconds.
 pub const QUEUE_TIME_METRIC: &str = "tracebridge.messaging.queue_time";
 /// The instrumentation scope name of tracebridge's own spans and metrics.
-pub const SCOPE_NAME: &str = "tracebridge";
+pub(crate) const SCOPE_NAME: &str = "tracebridge";
 
 /// One received message as its span describes it: name, attributes, when
 /// it was produced and the queue-time metric's attributes. Each transport

@@ -136,33 +136,27 @@ mod tests {
             .set("client.id", "billing-worker")
             .create()
             .expect("a consumer (no broker needed)");
-        let identity = identity(consumer.client().native_client());
-        assert_eq!(identity.group.as_deref(), Some("billing"));
-        assert_eq!(
-            identity.endpoint.address.as_deref(),
-            Some("kafka-1.internal")
-        );
-        assert_eq!(identity.endpoint.port, Some(9094));
-        assert_eq!(
-            identity.endpoint.client_id.as_deref(),
-            Some("billing-worker")
-        );
+        let first = identity(consumer.client().native_client());
+        assert_eq!(first.group.as_deref(), Some("billing"));
+        assert_eq!(first.endpoint.address.as_deref(), Some("kafka-1.internal"));
+        assert_eq!(first.endpoint.port, Some(9094));
+        assert_eq!(first.endpoint.client_id.as_deref(), Some("billing-worker"));
         // Cached: the same answer, shared.
         assert!(Arc::ptr_eq(
-            &identity,
-            &super::identity(consumer.client().native_client())
+            &first,
+            &identity(consumer.client().native_client())
         ));
 
         let defaults: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", "localhost")
             .create()
             .expect("a consumer");
-        let identity = identity(defaults.client().native_client());
-        assert_eq!(identity.group, None);
+        let second = identity(defaults.client().native_client());
+        assert_eq!(second.group, None);
         assert_eq!(
-            identity.endpoint.client_id, None,
+            second.endpoint.client_id, None,
             "librdkafka's default id is not recorded"
         );
-        assert_eq!(identity.endpoint.address.as_deref(), Some("localhost"));
+        assert_eq!(second.endpoint.address.as_deref(), Some("localhost"));
     }
 }

@@ -207,4 +207,3 @@ pub(super) fn resource(service_name: &str) -> Resource {
         builder.with_service_name(service_name.to_owned()).build()
     }
 }
-

@@ -18,7 +18,8 @@ pub(super) fn metrics_provider(
     prometheus: Option<&PrometheusBridge>,
     guard: &mut TelemetryGuard,
 ) -> Result<Option<SdkMeterProvider>, TelemetryError> {
-    let mut builder = SdkMeterProvider::builder().with_resource(super::builder::resource(service_name));
+    let mut builder =
+        SdkMeterProvider::builder().with_resource(super::builder::resource(service_name));
     if let Some(bridge) = prometheus {
         builder = builder.with_reader(bridge.reader());
     }
@@ -122,7 +123,8 @@ fn build_otlp<T: Send + 'static>(
 
 /// The SDK's batch processor (bounded queue: spans beyond it are dropped,
 /// never blocking the caller), with export outcomes counted.
-pub(super) fn batch<E: opentelemetry_sdk::trace::SpanExporter + 'static>(exporter: E) -> BatchSpanProcessor {
+pub(super) fn batch<E: opentelemetry_sdk::trace::SpanExporter + 'static>(
+    exporter: E,
+) -> BatchSpanProcessor {
     BatchSpanProcessor::builder(accounting::CountingExporter(exporter)).build()
 }
-

@@ -117,4 +117,3 @@ pub enum TelemetryError {
 pub fn init(service_name: &str) -> TelemetryGuard {
     TelemetryBuilder::new(service_name).init()
 }
-

@@ -87,11 +87,10 @@ pub fn span_targets_from_env(
     Ok(targets)
 }
 
-
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::DEFAULT_SPANS_FILE;
+    use super::*;
 
     fn targets(vars: &[(&str, &str)]) -> Result<Vec<SpanTarget>, TelemetryError> {
         span_targets_from_env(|name| {

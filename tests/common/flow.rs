@@ -16,12 +16,12 @@ use lapin::BasicProperties;
 use lapin::options::{BasicGetOptions, BasicPublishOptions};
 use lapin::types::AMQPValue;
 use opentelemetry::Context;
+use opentelemetry::trace::FutureExt as _;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::FutureRecord;
-use tracebridge::amqp::TracedPublisher;
-use tracebridge::kafka::TracedProducer;
+use tracebridge::kafka::producer::FutureProducer;
 
 use super::spans;
 
@@ -46,25 +46,24 @@ pub fn trace_of(traceparent: &[u8]) -> String {
 /// with up to 500 sends in flight.
 pub async fn send_kafka(bootstrap: &str, topic: &str, from: usize, n: usize) -> Origins {
     let cap = spans::capture();
-    let producer = TracedProducer::from_config(
-        rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("message.timeout.ms", "60000")
-            .set("acks", "all"),
-    )
-    .expect("producer")
-    .with_instrumentation(cap.instrumentation());
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("message.timeout.ms", "60000")
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+    let producer = producer.with_instrumentation(cap.instrumentation());
     let mut pending = FuturesUnordered::new();
     for i in from..from + n {
         let producer = &producer;
         pending.push(async move {
             let key = format!("m{i}");
             producer
-                .send_with_parent(
-                    &Context::new(),
+                .send(
                     FutureRecord::to(topic).key(&key).payload("x"),
                     Duration::from_secs(60),
                 )
+                .with_context(Context::new())
                 .await
                 .map_err(|(e, _)| e)
                 .unwrap_or_else(|e| panic!("{key} not delivered to {topic}: {e}"));
@@ -100,27 +99,35 @@ pub async fn publish_amqp(
     n: usize,
 ) -> Origins {
     let cap = spans::capture();
-    let publisher = TracedPublisher::new(channel, tracebridge::amqp::endpoint(&super::amqp_url()))
-        .await
-        .expect("publisher")
+    let publisher = tracebridge::amqp::Channel::from(channel)
+        .with_server(&super::amqp_url())
         .with_instrumentation(cap.instrumentation());
+    publisher
+        .confirm_select(Default::default())
+        .await
+        .expect("confirms");
     let mut confirms = FuturesUnordered::new();
     for i in from..from + n {
         let key = format!("m{i}");
         let confirm = publisher
-            .publish_with_parent(
-                &Context::new(),
-                exchange,
-                routing_key,
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
                 BasicPublishOptions::default(),
+                b"x",
                 BasicProperties::default()
                     .with_correlation_id(key.as_str().into())
                     .with_delivery_mode(2),
-                b"x",
             )
+            .with_context(Context::new())
             .await
             .unwrap_or_else(|e| panic!("publishing {key}: {e}"));
-        confirms.push(async move { confirm.confirmed().await.map_err(|e| (key, e)) });
+        confirms.push(async move {
+            match confirm.await {
+                Ok(lapin::Confirmation::Ack(None)) => Ok(()),
+                other => Err((key, format!("{other:?}"))),
+            }
+        });
         if confirms.len() >= 500
             && let Some(Err((key, e))) = confirms.next().await
         {

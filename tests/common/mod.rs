@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 pub mod flow;
+pub mod traced;
 
 /// `KAFKA_BOOTSTRAP_SERVERS`, default the local Apache Kafka.
 pub fn kafka_bootstrap() -> String {
