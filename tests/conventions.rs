@@ -11,17 +11,20 @@ use std::time::Duration;
 
 use common::amqp::{ROUTING_KEY, Rabbit};
 use common::spans::{self, attr, trace_id};
-use common::{WAIT, within};
-use lapin::BasicProperties;
-use lapin::options::BasicPublishOptions;
-use opentelemetry::trace::SpanKind;
+use common::within;
+use futures::StreamExt as _;
+use opentelemetry::trace::{FutureExt as _, SpanKind};
 use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::trace::SpanData;
-use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::producer::FutureRecord;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use tracebridge::Instrumentation;
-use tracebridge::amqp::{TracedConsumer, TracedPublisher, TracedReceiver};
-use tracebridge::kafka::{TracedProducer, TracedStreamConsumer};
+use tracebridge::amqp::message::Delivery;
+use tracebridge::amqp::options::{
+    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, BasicRejectOptions,
+};
+use tracebridge::amqp::{BasicProperties, Channel, Confirmation};
+use tracebridge::kafka::ConsumerTracing;
+use tracebridge::kafka::producer::{FutureProducer, FutureRecord};
 use tracebridge::semconv::{Conventions, SemconvVersion};
 
 /// Keys only v1.45 has.
@@ -106,7 +109,7 @@ fn kafka_process_keys(version: SemconvVersion) -> BTreeSet<&'static str> {
     };
     keys.iter()
         .copied()
-        .chain([tracebridge::instrument::QUEUE_TIME_ATTRIBUTE])
+        .chain([tracebridge::attributes::QUEUE_TIME_ATTRIBUTE])
         .collect()
 }
 
@@ -150,7 +153,7 @@ fn amqp_process_keys(version: SemconvVersion) -> BTreeSet<&'static str> {
     };
     keys.iter()
         .copied()
-        .chain([tracebridge::instrument::QUEUE_TIME_ATTRIBUTE])
+        .chain([tracebridge::attributes::QUEUE_TIME_ATTRIBUTE])
         .collect()
 }
 
@@ -158,8 +161,14 @@ fn keys_of(span: &SpanData) -> BTreeSet<&str> {
     span.attributes.iter().map(|kv| kv.key.as_str()).collect()
 }
 
-/// A traced consumer of `topic` in a new group, and the group's name.
-fn kafka_consumer(instrumentation: Instrumentation, topic: &str) -> (TracedStreamConsumer, String) {
+/// A traced producer on the test broker.
+fn kafka_producer(instrumentation: &Instrumentation) -> FutureProducer {
+    let producer: FutureProducer = common::kafka::config().create().expect("producer");
+    producer.with_instrumentation(instrumentation.clone())
+}
+
+/// rdkafka's own consumer of `topic` in a new group, and the group's name.
+fn kafka_consumer(topic: &str) -> (StreamConsumer, String) {
     let group = common::unique("conv");
     let mut config = common::kafka::config();
     config
@@ -167,50 +176,67 @@ fn kafka_consumer(instrumentation: Instrumentation, topic: &str) -> (TracedStrea
         .set("client.id", "tb-conventions")
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false");
-    let consumer = TracedStreamConsumer::from_config(&config)
-        .expect("consumer")
-        .with_settle_spans(true)
-        .with_instrumentation(instrumentation);
-    consumer.get_ref().subscribe(&[topic]).expect("subscribe");
+    let consumer: StreamConsumer = config.create().expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
     (consumer, group)
 }
 
-async fn amqp_publisher(
-    conn: &lapin::Connection,
-    instrumentation: &Instrumentation,
-) -> TracedPublisher {
-    let channel = conn.create_channel().await.expect("channel");
-    TracedPublisher::new(channel, tracebridge::amqp::endpoint(&common::amqp_url()))
+/// Receives one Kafka message and processes it, committing its offset
+/// inside the process span.
+async fn kafka_process_and_commit(tracing: &ConsumerTracing, consumer: &StreamConsumer) {
+    let message = within("a Kafka message", consumer.recv())
         .await
-        .expect("publisher")
+        .expect("received");
+    tracing
+        .process(consumer, &message, async {
+            tracing.commit(consumer, &message, CommitMode::Sync)
+        })
+        .await
+        .expect("committed");
+}
+
+/// A traced channel on `conn`, naming the test broker.
+async fn amqp_channel(conn: &lapin::Connection, instrumentation: &Instrumentation) -> Channel {
+    Channel::from(conn.create_channel().await.expect("channel"))
+        .with_server(&common::amqp_url())
         .with_instrumentation(instrumentation.clone())
 }
 
-/// Publishes one message and waits for the broker's confirm.
+/// A traced channel with publisher confirms on.
+async fn amqp_publisher(conn: &lapin::Connection, instrumentation: &Instrumentation) -> Channel {
+    let channel = amqp_channel(conn, instrumentation).await;
+    channel
+        .confirm_select(Default::default())
+        .await
+        .expect("confirms");
+    channel
+}
+
+/// Publishes one message (its own trace) and waits for the broker's ack.
 async fn publish_confirmed(
-    publisher: &TracedPublisher,
+    publisher: &Channel,
     exchange: &str,
     routing_key: &str,
     properties: BasicProperties,
 ) {
-    publisher
-        .publish_with_parent(
-            &Context::new(),
-            exchange,
-            routing_key,
+    let answer = publisher
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
             BasicPublishOptions::default(),
-            properties,
             b"{}",
+            properties,
         )
+        .with_context(Context::new())
         .await
         .expect("published")
-        .confirmed()
         .await
-        .expect("confirmed");
+        .expect("confirm");
+    assert_eq!(answer, Confirmation::Ack(None), "confirmed");
 }
 
 /// One message to the test exchange, with a message id and a request id.
-async fn publish(publisher: &TracedPublisher, rabbit: &Rabbit, id: &str) {
+async fn publish(publisher: &Channel, rabbit: &Rabbit, id: &str) {
     let properties = BasicProperties::default()
         .with_message_id(id.into())
         .with_correlation_id("req-1".into());
@@ -232,11 +258,9 @@ async fn consume_queue(
     conn: &lapin::Connection,
     instrumentation: &Instrumentation,
     queue: &str,
-) -> TracedConsumer {
-    let inner = conn
-        .create_channel()
+) -> tracebridge::amqp::Consumer {
+    amqp_channel(conn, instrumentation)
         .await
-        .expect("channel")
         .basic_consume(
             queue.into(),
             common::unique("tag").as_str().into(),
@@ -244,21 +268,53 @@ async fn consume_queue(
             lapin::types::FieldTable::default(),
         )
         .await
-        .expect("consume");
-    TracedConsumer::new(inner, tracebridge::amqp::endpoint(&common::amqp_url()))
-        .with_instrumentation(instrumentation.clone())
+        .expect("consume")
+}
+
+/// The next delivery, `handler` run inside its span, then settled as a
+/// worker does: `Ok` acks; `Err` nacks with requeue the first time and
+/// rejects (no requeue: to the dead-letter exchange) once the broker
+/// redelivered it.
+async fn process_next<T, E: std::fmt::Display>(
+    consumer: &mut tracebridge::amqp::Consumer,
+    handler: impl AsyncFnOnce(&Delivery) -> Result<T, E>,
+) -> Result<T, E> {
+    let delivery = consumer
+        .next()
+        .await
+        .expect("not cancelled")
+        .expect("received");
+    let result = delivery.in_span(handler(&delivery)).await;
+    match &result {
+        Ok(_) => delivery.ack(BasicAckOptions::default()).await,
+        Err(_) if !delivery.redelivered => {
+            delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await
+        }
+        Err(_) => delivery.reject(BasicRejectOptions { requeue: false }).await,
+    }
+    .expect("settled");
+    result
+}
+
+/// Whether `span` is a Kafka batch's process span.
+fn is_batch(span: &SpanData) -> bool {
+    attr(span, "messaging.batch.message_count").is_some()
 }
 
 /// Every span kind of both transports under `conventions`: Kafka send,
-/// process, commit, poll; RabbitMQ publish, process, ack, receive.
+/// process, commit, batch process; RabbitMQ publish, process, ack,
+/// receive.
 async fn every_span_kind(conventions: Conventions) -> spans::Capture {
     let cap = spans::capture();
     let instrumentation = cap.instrumentation().with_conventions(conventions);
     let topic = common::unique("conv");
     common::kafka::create_topic(&topic, 1).await;
-    let producer = TracedProducer::from_config(&common::kafka::config())
-        .expect("producer")
-        .with_instrumentation(instrumentation.clone());
+    let producer = kafka_producer(&instrumentation);
     for key in ["k-1", "k-2"] {
         producer
             .send(
@@ -269,50 +325,42 @@ async fn every_span_kind(conventions: Conventions) -> spans::Capture {
             .map_err(|(e, _)| e)
             .expect("delivered");
     }
-    let (consumer, _) = kafka_consumer(instrumentation.clone(), &topic);
-    let message = within("a Kafka message", consumer.recv())
+    let (consumer, _) = kafka_consumer(&topic);
+    let tracing = ConsumerTracing::default().with_instrumentation(instrumentation.clone());
+    kafka_process_and_commit(&tracing, &consumer).await;
+    // The second message as a batch of one.
+    let batch = [within("a Kafka batch", consumer.recv())
         .await
-        .expect("received");
-    consumer
-        .commit(&message, CommitMode::Sync)
-        .expect("committed");
-    message.end();
-    let batch = within("a Kafka batch", consumer.recv_batch(1, WAIT))
-        .await
-        .expect("polled");
-    drop(batch);
+        .expect("received")];
+    tracing.process_batch(&consumer, &batch, async {}).await;
 
     let rabbit = Rabbit::new("conv").await;
     let publisher = amqp_publisher(&rabbit.conn, &instrumentation).await;
     publish(&publisher, &rabbit, "m-1").await;
-    let mut consumer = TracedConsumer::new(
-        rabbit.consumer().await,
-        tracebridge::amqp::endpoint(&common::amqp_url()),
-    )
-    .with_instrumentation(instrumentation.clone());
+    let mut consumer = consume_queue(&rabbit.conn, &instrumentation, &rabbit.queue).await;
     within(
         "a RabbitMQ delivery",
-        consumer.process_next(async |_| Ok::<_, std::io::Error>(())),
+        process_next(&mut consumer, async |_| Ok::<_, std::io::Error>(())),
     )
     .await
-    .expect("received")
-    .expect("not cancelled")
     .expect("handled");
     drop(consumer);
     publish(&publisher, &rabbit, "m-2").await;
-    let receiver = TracedReceiver::new(
-        rabbit.conn.create_channel().await.expect("channel"),
-        &rabbit.queue,
-        tracebridge::amqp::endpoint(&common::amqp_url()),
-    )
-    .with_instrumentation(instrumentation);
+    let receiver = amqp_channel(&rabbit.conn, &instrumentation).await;
     let got = loop {
-        if let Some(got) = receiver.receive().await.expect("basic.get") {
-            break got;
+        if let Some(got) = receiver
+            .basic_get(
+                rabbit.queue.as_str().into(),
+                BasicGetOptions { no_ack: false },
+            )
+            .await
+            .expect("basic.get")
+        {
+            break got.delivery;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    got.ack().await.expect("ack");
+    got.ack(BasicAckOptions::default()).await.expect("ack");
     rabbit.delete().await;
     cap
 }
@@ -330,13 +378,19 @@ async fn every_span_follows_its_versions_table() {
         );
         let names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
         for kind in [
-            "send ", "process ", "poll ", "commit ", "publish ", "ack", "receive ",
+            "send ", "process ", "commit ", "publish ", "ack", "receive ",
         ] {
             assert!(
                 names.iter().any(|n| n.starts_with(kind)),
                 "a {kind:?} span among {names:?}"
             );
         }
+        assert!(
+            spans
+                .iter()
+                .any(|s| s.span_kind == SpanKind::Consumer && is_batch(s)),
+            "a Kafka batch process span among {names:?}"
+        );
         let forbidden: Vec<&str> = match version {
             SemconvVersion::V1_45 => V1_44_ONLY.iter().chain(&PRE_1_26_ONLY).copied().collect(),
             SemconvVersion::V1_44 => V1_45_ONLY.iter().chain(&PRE_1_26_ONLY).copied().collect(),
@@ -363,7 +417,9 @@ async fn every_span_follows_its_versions_table() {
         let process = |prefix: &str| {
             spans
                 .iter()
-                .find(|s| s.span_kind == SpanKind::Consumer && s.name.starts_with(prefix))
+                .find(|s| {
+                    s.span_kind == SpanKind::Consumer && s.name.starts_with(prefix) && !is_batch(s)
+                })
                 .unwrap_or_else(|| {
                     panic!(
                         "a {prefix} process span: {:?}",
@@ -406,7 +462,7 @@ async fn messaging_dup_adds_the_pre_1_26_keys_to_every_span() {
     let spans = cap.spans();
     let kafka = spans
         .iter()
-        .find(|s| s.span_kind == SpanKind::Consumer && !s.name.contains(':'))
+        .find(|s| s.span_kind == SpanKind::Consumer && !s.name.contains(':') && !is_batch(s))
         .expect("the Kafka process span");
     let want: BTreeSet<&str> = kafka_process_keys(SemconvVersion::V1_45)
         .union(&kafka_process_keys(SemconvVersion::Pre1_26))
@@ -491,9 +547,7 @@ async fn the_four_instruments_count_every_send_and_consume() {
     let instrumentation = cap.instrumentation();
     let topic = common::unique("metrics");
     common::kafka::create_topic(&topic, 1).await;
-    let producer = TracedProducer::from_config(&common::kafka::config())
-        .expect("producer")
-        .with_instrumentation(instrumentation.clone());
+    let producer = kafka_producer(&instrumentation);
     for i in 0..N {
         producer
             .send(
@@ -504,40 +558,31 @@ async fn the_four_instruments_count_every_send_and_consume() {
             .map_err(|(e, _)| e)
             .expect("delivered");
     }
-    let (consumer, group) = kafka_consumer(instrumentation.clone(), &topic);
+    let (consumer, group) = kafka_consumer(&topic);
+    let tracing = ConsumerTracing::default().with_instrumentation(instrumentation.clone());
     for _ in 0..N {
-        let message = within("a Kafka message", consumer.recv())
-            .await
-            .expect("received");
-        consumer
-            .commit(&message, CommitMode::Sync)
-            .expect("committed");
+        kafka_process_and_commit(&tracing, &consumer).await;
     }
     let rabbit = Rabbit::new("metrics").await;
     let publisher = amqp_publisher(&rabbit.conn, &instrumentation).await;
     for i in 0..N {
         publish(&publisher, &rabbit, &format!("m{i}")).await;
     }
-    let mut amqp = TracedConsumer::new(
-        rabbit.consumer().await,
-        tracebridge::amqp::endpoint(&common::amqp_url()),
-    )
-    .with_instrumentation(instrumentation);
+    let mut amqp = consume_queue(&rabbit.conn, &instrumentation, &rabbit.queue).await;
     for _ in 0..N {
         within(
             "a RabbitMQ delivery",
-            amqp.process_next(async |_| Ok::<_, std::io::Error>(())),
+            process_next(&mut amqp, async |_| Ok::<_, std::io::Error>(())),
         )
         .await
-        .expect("received")
-        .expect("not cancelled")
         .expect("handled");
     }
 
     let (kafka_host, kafka_port) = common::kafka_server();
-    let amqp_endpoint = tracebridge::amqp::endpoint(&common::amqp_url());
-    let amqp_host = amqp_endpoint.address.as_deref().expect("host").to_owned();
-    let amqp_port = amqp_endpoint.port.expect("port").to_string();
+    // The test broker's URL, as the metrics should name it.
+    let amqp_uri: lapin::uri::AMQPUri = common::amqp_url().parse().expect("an AMQP URL");
+    let amqp_host = amqp_uri.authority.host.clone();
+    let amqp_port = amqp_uri.authority.port.to_string();
     let kafka_port = kafka_port.to_string();
     let amqp_destination = format!("{}:{ROUTING_KEY}", rabbit.exchange);
     let amqp_delivery = format!("{}:{ROUTING_KEY}:{}", rabbit.exchange, rabbit.queue);
@@ -600,7 +645,7 @@ async fn the_four_instruments_count_every_send_and_consume() {
         sorted(vec![(kafka_poll, N as u64), (amqp_receive, N as u64)])
     );
 
-    let spec_buckets = tracebridge::metrics::DURATION_BUCKETS.to_vec();
+    let spec_buckets = tracebridge::DURATION_BUCKETS.to_vec();
     let process = points(&cap, "messaging.process.duration");
     assert_eq!(
         (process.unit.as_str(), &process.bounds),
@@ -701,26 +746,24 @@ async fn a_rabbitmq_dead_letter_continues_the_trace_with_its_death_count() {
 
     publish_to_queue(&conn, &instrumentation, &work).await;
 
-    // The default on_error: requeue once, then reject into the DLX.
+    // The worker requeues once, then rejects into the DLX.
     let mut worker = consume_queue(&conn, &instrumentation, &work).await;
     for attempt in 1..=2 {
         let outcome = within(
             "a delivery of the failing message",
-            worker.process_next(async |_| Err::<(), _>(std::io::Error::other("declined"))),
+            process_next(&mut worker, async |_| {
+                Err::<(), _>(std::io::Error::other("declined"))
+            }),
         )
-        .await
-        .expect("received")
-        .expect("not cancelled");
+        .await;
         assert!(outcome.is_err(), "attempt {attempt} fails");
     }
     let mut dead = consume_queue(&conn, &instrumentation, &dlq).await;
     within(
         "the dead letter",
-        dead.process_next(async |_| Ok::<_, std::io::Error>(())),
+        process_next(&mut dead, async |_| Ok::<_, std::io::Error>(())),
     )
     .await
-    .expect("received")
-    .expect("not cancelled")
     .expect("handled");
 
     let publish = cap
@@ -747,18 +790,21 @@ async fn a_rabbitmq_dead_letter_continues_the_trace_with_its_death_count() {
         );
     }
     let (first, redelivery, dead_letter) = (&processes[0], &processes[1], &processes[2]);
-    assert_eq!(attr(first, tracebridge::amqp::REDELIVERED_ATTRIBUTE), None);
     assert_eq!(
-        attr(redelivery, tracebridge::amqp::REDELIVERED_ATTRIBUTE),
+        attr(first, tracebridge::attributes::REDELIVERED_ATTRIBUTE),
+        None
+    );
+    assert_eq!(
+        attr(redelivery, tracebridge::attributes::REDELIVERED_ATTRIBUTE),
         Some(Value::Bool(true))
     );
     assert!(dead_letter.name.ends_with(&dlq), "{}", dead_letter.name);
     assert_eq!(
-        attr(dead_letter, tracebridge::dead_letter::DEATH_COUNT_ATTRIBUTE),
+        attr(dead_letter, tracebridge::attributes::DEATH_COUNT_ATTRIBUTE),
         Some(Value::I64(1))
     );
     assert_eq!(
-        attr(dead_letter, tracebridge::dead_letter::REASON_ATTRIBUTE),
+        attr(dead_letter, tracebridge::attributes::REASON_ATTRIBUTE),
         Some(Value::from("rejected"))
     );
     let _ = channel
@@ -892,19 +938,17 @@ async fn a_quorum_queue_redelivery_records_its_delivery_count() {
     // Fails once (requeued), then succeeds.
     let failed = within(
         "the first delivery",
-        consumer.process_next(async |_| Err::<(), _>(std::io::Error::other("busy"))),
+        process_next(&mut consumer, async |_| {
+            Err::<(), _>(std::io::Error::other("busy"))
+        }),
     )
-    .await
-    .expect("received")
-    .expect("open");
+    .await;
     assert!(failed.is_err());
     within(
         "the redelivery",
-        consumer.process_next(async |_| Ok::<_, std::io::Error>(())),
+        process_next(&mut consumer, async |_| Ok::<_, std::io::Error>(())),
     )
     .await
-    .expect("received")
-    .expect("open")
     .expect("handled");
     let processes: Vec<SpanData> = cap
         .spans()
@@ -915,7 +959,7 @@ async fn a_quorum_queue_redelivery_records_its_delivery_count() {
     assert_eq!(
         attr(
             &processes[0],
-            tracebridge::dead_letter::DELIVERY_COUNT_ATTRIBUTE
+            tracebridge::attributes::DELIVERY_COUNT_ATTRIBUTE
         ),
         None,
         "a first delivery has no count"
@@ -923,7 +967,7 @@ async fn a_quorum_queue_redelivery_records_its_delivery_count() {
     assert_eq!(
         attr(
             &processes[1],
-            tracebridge::dead_letter::DELIVERY_COUNT_ATTRIBUTE
+            tracebridge::attributes::DELIVERY_COUNT_ATTRIBUTE
         ),
         Some(Value::I64(1)),
         "the redelivery counts the failed delivery"
