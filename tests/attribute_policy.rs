@@ -15,11 +15,14 @@ use common::amqp::Rabbit;
 use common::flow::{RelayProcess, RelaySetup, kafka_to_amqp};
 use common::spans::{self, attr};
 use common::within;
+use futures::StreamExt as _;
 use opentelemetry::Context;
+use opentelemetry::trace::FutureExt as _;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::FutureRecord;
-use tracebridge::amqp::TracedConsumer;
-use tracebridge::kafka::TracedProducer;
+use tracebridge::amqp::Channel;
+use tracebridge::amqp::options::{BasicAckOptions, BasicConsumeOptions};
+use tracebridge::amqp::types::FieldTable;
+use tracebridge::kafka::producer::{FutureProducer, FutureRecord};
 use tracebridge::semconv::{AttributePolicy, HashKey, Treatment};
 
 const KEY: &str = "user-42";
@@ -81,12 +84,10 @@ async fn run(policy: AttributePolicy, telemetry: &str, prefix: &str) -> Seen {
 
     let cap = spans::capture();
     let instrumentation = cap.instrumentation().with_attribute_policy(policy.clone());
-    let producer = TracedProducer::from_config(&common::kafka::config())
-        .expect("producer")
-        .with_instrumentation(instrumentation.clone());
+    let producer: FutureProducer = common::kafka::config().create().expect("producer");
+    let producer = producer.with_instrumentation(instrumentation.clone());
     producer
-        .send_with_parent(
-            &Context::new(),
+        .send(
             FutureRecord::to(&topic)
                 .key(KEY)
                 .payload("{}")
@@ -96,22 +97,31 @@ async fn run(policy: AttributePolicy, telemetry: &str, prefix: &str) -> Seen {
                 })),
             Duration::from_secs(30),
         )
+        .with_context(Context::new())
         .await
         .map_err(|(e, _)| e)
         .expect("sent");
-    let mut consumer = TracedConsumer::new(
-        rabbit.consumer().await,
-        tracebridge::amqp::endpoint(&common::amqp_url()),
-    )
-    .with_instrumentation(instrumentation);
-    within(
-        "the relayed message",
-        consumer.process_next(async |_| Ok::<_, std::io::Error>(())),
-    )
-    .await
-    .expect("received")
-    .expect("not cancelled")
-    .expect("handled");
+    let channel = Channel::from(rabbit.conn.create_channel().await.expect("channel"))
+        .with_server(&common::amqp_url())
+        .with_instrumentation(instrumentation);
+    let mut consumer = channel
+        .basic_consume(
+            rabbit.queue.as_str().into(),
+            common::unique("tag").as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let delivery = within("the relayed message", consumer.next())
+        .await
+        .expect("not cancelled")
+        .expect("received");
+    delivery
+        .in_span(async { Ok::<_, std::io::Error>(()) })
+        .await
+        .expect("handled");
+    delivery.ack(BasicAckOptions::default()).await.expect("ack");
     let log = relay.log.clone();
     relay.stop();
 
