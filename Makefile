@@ -18,7 +18,7 @@ demo-stack: brokers-up stack-up
 test: brokers-up
 	$(PHASE) build $(CARGO) test --no-run
 	$(PHASE) tests $(CARGO) test
-	CARGO_TARGET_DIR=$(CURDIR)/target/jaeger-compat $(PHASE) jaeger-compat $(CARGO) test --manifest-path tests/jaeger-compat/Cargo.toml
+	CARGO_TARGET_DIR=$(CURDIR)/target $(PHASE) otel-compat $(CARGO) test --manifest-path tests/otel-compat/Cargo.toml
 	$(PHASE) examples scripts/examples-smoke.sh
 
 brokers-up:

@@ -1,191 +1,194 @@
-//! An AMQP (RabbitMQ) worker with tracebridge: `publish` sends traced
-//! messages with publisher confirms, `consume` handles them, each in its
-//! publisher's trace, acking on success.
+//! The RabbitMQ worker of `examples/amqp_worker_before.rs` with
+//! tracebridge added by following the README: one trace from the order's
+//! publish through the delivery, the `#[instrument]`ed handler (its retry
+//! too) and the shipment's publish, into the next consumer, with acks and
+//! nacks as spans — and the worker's own JSON log lines carry the trace ids
+//! (in the span list its formatter prints). Its telemetry set-up is
+//! untouched: tracebridge records through its `tracing-opentelemetry`
+//! layer.
 //!
-//! ```sh
-//! cargo run --example amqp_worker -- publish --count 10
-//! cargo run --example amqp_worker -- consume --count 10
+//! The change, besides `tracebridge = "0.2"` in Cargo.toml:
+//!
+//! ```diff
+//! -use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+//! +use tracebridge::amqp::{BasicProperties, Channel, Connection, ConnectionProperties};
+//! …
+//! -        match ship(&channel, &delivery).await {
+//! +        match delivery.in_span(ship(&channel, &delivery)).await {
 //! ```
 //!
-//! Declares the exchange (direct), the queue and the binding first, so it
-//! runs against an empty broker. Spans go to `tracebridge-spans.jsonl`, or
-//! to a collector when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//! ```sh
+//! cargo run --example amqp_worker -- --seed 3 --count 4
+//! ```
 
 use std::time::Duration;
 
-use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use futures::StreamExt as _;
+use lapin::message::Delivery;
 use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use opentelemetry::trace::{FutureExt as _, TraceContextExt as _, Tracer as _};
-use tracebridge::amqp::{TracedConsumer, TracedPublisher};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracebridge::amqp::{BasicProperties, Channel, Connection, ConnectionProperties};
+use tracing::{info, instrument, warn};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
-#[derive(Parser)]
-#[command(about = "A traced RabbitMQ worker (tracebridge example)")]
-struct Args {
-    /// AMQP URL.
+/// Ships orders from RabbitMQ.
+#[derive(Parser, Debug, Clone)]
+pub struct Args {
+    /// The broker.
     #[arg(
         long,
         env = "AMQP_URL",
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
-    url: String,
-    /// Exchange to publish to.
-    #[arg(long, default_value = "tracebridge.example")]
-    exchange: String,
-    /// Queue to consume from (bound to the exchange with the routing key).
-    #[arg(long, default_value = "tracebridge.example")]
-    queue: String,
-    /// Routing key.
-    #[arg(long, default_value = "order.created")]
-    routing_key: String,
-    #[command(subcommand)]
-    mode: Mode,
+    pub url: String,
+    /// The queue orders arrive on.
+    #[arg(long, default_value = "shipping.orders")]
+    pub orders: String,
+    /// Send this many test orders first (to try the worker out); the
+    /// second fails once, to show a retry.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u32,
+    /// Stop after this many deliveries (0: run until stopped).
+    #[arg(long, default_value_t = 0)]
+    pub count: u32,
 }
 
-#[derive(Subcommand)]
-enum Mode {
-    /// Publish COUNT messages, each from its own "place-order" span; all
-    /// confirms are awaited together.
-    Publish {
-        /// How many messages.
-        #[arg(long, default_value_t = 10)]
-        count: u32,
-    },
-    /// Handle COUNT messages, then exit.
-    Consume {
-        /// How many messages to handle before exiting.
-        #[arg(long, default_value_t = 10)]
-        count: u32,
-        /// Give up when no message arrives for this many seconds.
-        #[arg(long, default_value_t = 30)]
-        idle_timeout: u64,
-        /// Delete the queue and the exchange afterwards (for smoke runs).
-        #[arg(long)]
-        delete_when_done: bool,
-    },
-}
+/// The queue shipments go to.
+pub const SHIPMENTS: &str = "shipping.shipments";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let service = match args.mode {
-        Mode::Publish { .. } => "amqp-worker-publisher",
-        Mode::Consume { .. } => "amqp-worker-consumer",
-    };
-    let _telemetry = tracebridge::telemetry::init(service);
-    let conn = Connection::connect(&args.url, ConnectionProperties::default())
-        .await
-        .context("connecting to RabbitMQ (is it running? scripts/brokers.sh up)")?;
-    let channel = conn.create_channel().await?;
-    declare(&channel, &args).await?;
-    let endpoint = tracebridge::amqp::endpoint(&args.url);
-    match args.mode {
-        Mode::Publish { count } => {
-            let publisher = TracedPublisher::new(channel, endpoint).await?;
-            let tracer = opentelemetry::global::tracer("amqp-worker");
-            let mut pending = Vec::new();
-            for i in 0..count {
-                let order = format!("order-{i}");
-                let cx = opentelemetry::Context::current_with_span(tracer.start("place-order"));
-                let properties = BasicProperties::default()
-                    .with_message_id(order.as_str().into())
-                    .with_correlation_id(format!("req-{i}").as_str().into());
-                pending.push(
-                    publisher
-                        .publish_with_parent(
-                            &cx,
-                            &args.exchange,
-                            &args.routing_key,
-                            BasicPublishOptions::default(),
-                            properties,
-                            format!(r#"{{"order":"{order}"}}"#).as_bytes(),
-                        )
-                        .await?,
-                );
-            }
-            for confirm in pending {
-                confirm.confirmed().await?;
-            }
-            tracing::info!(count, "all messages confirmed");
-        }
-        Mode::Consume {
-            count,
-            idle_timeout,
-            delete_when_done,
-        } => {
-            channel.basic_qos(50, BasicQosOptions::default()).await?;
-            let consumer = channel
-                .basic_consume(
-                    args.queue.as_str().into(),
-                    "amqp-worker".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-            let mut consumer = TracedConsumer::new(consumer, endpoint);
-            for _ in 0..count {
-                let handled = tokio::time::timeout(
-                    Duration::from_secs(idle_timeout),
-                    consumer.process_next(async |delivery| {
-                        let order = String::from_utf8_lossy(&delivery.data).into_owned();
-                        async {
-                            let _work = tracing::info_span!("ship-order").entered();
-                            tracing::info!(%order, "shipping order");
-                        }
-                        .with_context(opentelemetry::Context::current())
-                        .await;
-                        Ok::<_, anyhow::Error>(())
-                    }),
-                )
-                .await
-                .context("no message arrived in time")??;
-                anyhow::ensure!(handled.is_some(), "the consumer was cancelled");
-            }
-            if delete_when_done {
-                let admin = conn.create_channel().await?;
-                admin
-                    .queue_delete(args.queue.as_str().into(), Default::default())
-                    .await?;
-                admin
-                    .exchange_delete(args.exchange.as_str().into(), Default::default())
-                    .await?;
-            }
-        }
+    let provider = telemetry();
+    let shipped = run(&args).await;
+    provider.shutdown()?;
+    shipped
+}
+
+/// The service's own telemetry.
+fn telemetry() -> SdkTracerProvider {
+    let mut provider = SdkTracerProvider::builder();
+    if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+            .expect("the OTLP exporter");
+        provider = provider.with_batch_exporter(exporter);
     }
-    // Dropping the connection closes it (publishes were confirmed above).
-    drop(conn);
+    let provider = provider.build();
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new("info"))
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("shipping")))
+        .with(tracing_subscriber::fmt::layer().json())
+        .init();
+    provider
+}
+
+/// Handles `args.count` deliveries (all of them when 0).
+pub async fn run(args: &Args) -> anyhow::Result<()> {
+    let connection = Connection::connect(&args.url, ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    channel.basic_qos(16, BasicQosOptions::default()).await?;
+    for queue in [args.orders.as_str(), SHIPMENTS] {
+        channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    if args.seed > 0 {
+        seed(&channel, &args.orders, args.seed).await?;
+    }
+    let mut consumer = channel
+        .basic_consume(
+            args.orders.as_str().into(),
+            "shipping".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut handled = 0;
+    while args.count == 0 || handled < args.count {
+        let delivery = tokio::time::timeout(Duration::from_secs(60), consumer.next())
+            .await
+            .context("no order within a minute")?
+            .context("the consumer was cancelled")??;
+        match delivery.in_span(ship(&channel, &delivery)).await {
+            Ok(()) => delivery.ack(BasicAckOptions::default()).await?,
+            Err(err) => {
+                warn!(error = %err, "shipping failed");
+                let requeue = !delivery.redelivered;
+                delivery
+                    .nack(BasicNackOptions {
+                        requeue,
+                        ..Default::default()
+                    })
+                    .await?
+            }
+        };
+        handled += 1;
+    }
     Ok(())
 }
 
-async fn declare(channel: &Channel, args: &Args) -> anyhow::Result<()> {
-    channel
-        .exchange_declare(
-            args.exchange.as_str().into(),
-            ExchangeKind::Direct,
-            ExchangeDeclareOptions::default(),
-            FieldTable::default(),
+/// Test orders, sent under one `seed` span (one trace).
+#[instrument(skip(channel))]
+async fn seed(channel: &Channel, queue: &str, count: u32) -> anyhow::Result<()> {
+    for n in 0..count {
+        place(channel, queue, &format!("order-{n}")).await?;
+    }
+    Ok(())
+}
+
+#[instrument(skip(channel, queue))]
+async fn place(channel: &Channel, queue: &str, order: &str) -> anyhow::Result<()> {
+    publish(channel, queue, order.as_bytes()).await?;
+    info!("order placed");
+    Ok(())
+}
+
+#[instrument(skip_all, fields(order))]
+async fn ship(channel: &Channel, delivery: &Delivery) -> anyhow::Result<()> {
+    let order = String::from_utf8_lossy(&delivery.data).into_owned();
+    tracing::Span::current().record("order", order.as_str());
+    info!("shipping");
+    if order == "order-1" && !delivery.redelivered {
+        bail!("the carrier is busy");
+    }
+    publish(
+        channel,
+        SHIPMENTS,
+        format!("shipment of {order}").as_bytes(),
+    )
+    .await
+}
+
+async fn publish(channel: &Channel, queue: &str, payload: &[u8]) -> anyhow::Result<()> {
+    let confirmation = channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            payload,
+            BasicProperties::default(),
         )
+        .await?
         .await?;
-    channel
-        .queue_declare(
-            args.queue.as_str().into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            args.queue.as_str().into(),
-            args.exchange.as_str().into(),
-            args.routing_key.as_str().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    if !confirmation.is_ack() {
+        bail!("the broker refused the message: {confirmation:?}");
+    }
     Ok(())
 }

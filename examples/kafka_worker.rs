@@ -1,126 +1,202 @@
-//! A Kafka worker with tracebridge: `produce` sends traced messages,
-//! `consume` processes them, each in its producer's trace.
+//! The Kafka worker of `examples/kafka_worker_before.rs` with tracebridge
+//! added by following the README: one trace from the order's send through
+//! the consumer, the `#[instrument]`ed handler, the spawned audit task and
+//! the invoice's send, into the next consumer — and the worker's own JSON
+//! log lines carry the trace ids (in the span list its formatter prints).
+//! Its telemetry set-up is untouched: tracebridge records through it.
 //!
-//! ```sh
-//! cargo run --example kafka_worker -- produce --topic orders --count 10
-//! cargo run --example kafka_worker -- consume --topic orders --group billing --count 10
-//! cargo run --release -- traces tracebridge-spans.jsonl   # (once the `traces` command exists)
+//! The change, besides `tracebridge = "0.2"` in Cargo.toml:
+//!
+//! ```diff
+//! -use rdkafka::producer::{FutureProducer, FutureRecord};
+//! +use tracebridge::kafka::producer::{FutureProducer, FutureRecord};
+//! …
+//! -        bill(&producer, &message).await?;
+//! +        tracebridge::kafka::process(&consumer, &message, bill(&producer, &message)).await?;
 //! ```
 //!
-//! Spans go to `tracebridge-spans.jsonl`, or to a collector when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set; logs are JSON lines on stderr.
+//! ```sh
+//! cargo run --example kafka_worker -- --seed 3 --count 3
+//! ```
 
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
-use clap::{Parser, Subcommand};
-use opentelemetry::trace::{FutureExt as _, TraceContextExt as _, Tracer as _};
+use anyhow::Context as _;
+use clap::Parser;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use rdkafka::ClientConfig;
-use rdkafka::Message;
-use rdkafka::consumer::Consumer;
-use rdkafka::producer::FutureRecord;
-use tracebridge::kafka::{TracedProducer, TracedStreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::{BorrowedMessage, Message};
+use tracebridge::kafka::producer::{FutureProducer, FutureRecord};
+use tracing::{Instrument as _, info, instrument};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
-#[derive(Parser)]
-#[command(about = "A traced Kafka worker (tracebridge example)")]
-struct Args {
+/// Bills orders from Kafka.
+#[derive(Parser, Debug, Clone)]
+pub struct Args {
     /// Kafka bootstrap servers.
     #[arg(
         long,
         env = "KAFKA_BOOTSTRAP_SERVERS",
         default_value = "127.0.0.1:9092"
     )]
-    brokers: String,
-    /// Topic to produce to / consume from.
-    #[arg(long, default_value = "tracebridge.example")]
-    topic: String,
-    #[command(subcommand)]
-    mode: Mode,
+    pub brokers: String,
+    /// The topic orders arrive on.
+    #[arg(long, default_value = "billing.orders")]
+    pub orders: String,
+    /// Consumer group.
+    #[arg(long, default_value = "billing")]
+    pub group: String,
+    /// Send this many test orders first (to try the worker out).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u32,
+    /// Stop after this many orders (0: run until stopped).
+    #[arg(long, default_value_t = 0)]
+    pub count: u32,
 }
 
-#[derive(Subcommand)]
-enum Mode {
-    /// Send COUNT messages, each from its own "place-order" span.
-    Produce {
-        /// How many messages.
-        #[arg(long, default_value_t = 10)]
-        count: u32,
-    },
-    /// Process COUNT messages, then exit.
-    Consume {
-        /// Consumer group.
-        #[arg(long, default_value = "tracebridge-example")]
-        group: String,
-        /// How many messages to process before exiting.
-        #[arg(long, default_value_t = 10)]
-        count: u32,
-        /// Give up when no message arrives for this many seconds.
-        #[arg(long, default_value_t = 30)]
-        idle_timeout: u64,
-    },
+/// The topic invoices go to.
+pub const INVOICES: &str = "billing.invoices";
+
+/// Logs partition assignments.
+pub struct Rebalances;
+
+impl ClientContext for Rebalances {}
+
+impl ConsumerContext for Rebalances {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            info!(partitions = partitions.count(), "partitions assigned");
+        }
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &args.brokers);
-    match args.mode {
-        Mode::Produce { count } => {
-            let _telemetry = tracebridge::telemetry::init("kafka-worker-producer");
-            tracebridge::kafka::create_topic(&config, &args.topic, 3).await?;
-            let producer = TracedProducer::from_config(&config)?;
-            let tracer = opentelemetry::global::tracer("kafka-worker");
-            for i in 0..count {
-                let order = format!("order-{i}");
-                let payload = format!(r#"{{"order":"{order}"}}"#);
-                // The application's own span; the send span is its child.
-                let span = tracer.start("place-order");
-                let cx = opentelemetry::Context::current_with_span(span);
-                let delivery = producer
-                    .send(
-                        FutureRecord::to(&args.topic).key(&order).payload(&payload),
-                        Duration::from_secs(10),
-                    )
-                    .with_context(cx.clone())
-                    .await
-                    .map_err(|(err, _)| anyhow::anyhow!("sending {order}: {err}"))?;
-                let _attached = cx.attach();
-                tracing::info!(%order, partition = delivery.partition, offset = delivery.offset, "order sent");
-            }
-        }
-        Mode::Consume {
-            group,
-            count,
-            idle_timeout,
-        } => {
-            let _telemetry = tracebridge::telemetry::init("kafka-worker-consumer");
-            config
-                .set("group.id", &group)
-                .set("auto.offset.reset", "earliest")
-                .set("enable.auto.commit", "false");
-            let consumer = TracedStreamConsumer::from_config(&config)?.with_settle_spans(true);
-            consumer.get_ref().subscribe(&[&args.topic])?;
-            for _ in 0..count {
-                let message =
-                    tokio::time::timeout(Duration::from_secs(idle_timeout), consumer.recv())
-                        .await
-                        .context("no message arrived in time")??;
-                let key = String::from_utf8_lossy(message.message().key().unwrap_or_default())
-                    .into_owned();
-                async {
-                    // Work done here is part of the message's trace.
-                    let _work = tracing::info_span!("bill-order", order = %key).entered();
-                    tracing::info!(order = %key, "billing order");
-                }
-                .with_context(message.context().clone())
-                .await;
-                consumer.commit(&message, rdkafka::consumer::CommitMode::Async)?;
-            }
-            if count == 0 {
-                bail!("nothing to do: --count is 0");
-            }
+    let provider = telemetry();
+    let billed = run(&args).await;
+    provider.shutdown()?;
+    billed
+}
+
+/// The service's own telemetry.
+fn telemetry() -> SdkTracerProvider {
+    let mut provider = SdkTracerProvider::builder();
+    if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+            .expect("the OTLP exporter");
+        provider = provider.with_batch_exporter(exporter);
+    }
+    let provider = provider.build();
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new("info"))
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("billing")))
+        .with(tracing_subscriber::fmt::layer().json())
+        .init();
+    provider
+}
+
+/// Bills `args.count` orders (all of them when 0).
+pub async fn run(args: &Args) -> anyhow::Result<()> {
+    let consumer: StreamConsumer<Rebalances> = ClientConfig::new()
+        .set("bootstrap.servers", &args.brokers)
+        .set("group.id", &args.group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create_with_context(Rebalances)?;
+    consumer.subscribe(&[&args.orders])?;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &args.brokers)
+        .create()?;
+    if args.seed > 0 {
+        create_topics(&args.brokers, &[&args.orders, INVOICES]).await?;
+        seed(&producer, &args.orders, args.seed).await?;
+    }
+    let mut billed = 0;
+    while args.count == 0 || billed < args.count {
+        let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+            .await
+            .context("no order within a minute")??;
+        tracebridge::kafka::process(&consumer, &message, bill(&producer, &message)).await?;
+        consumer.commit_message(&message, CommitMode::Async)?;
+        billed += 1;
+    }
+    Ok(())
+}
+
+/// Creates the topics (for a broker that makes none on first use).
+async fn create_topics(brokers: &str, topics: &[&str]) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let new: Vec<_> = topics
+        .iter()
+        .map(|topic| NewTopic::new(topic, 1, TopicReplication::Fixed(-1)))
+        .collect();
+    for result in admin.create_topics(&new, &AdminOptions::new()).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => anyhow::bail!("creating {topic}: {code}"),
         }
     }
+    Ok(())
+}
+
+/// Test orders, sent under one `seed` span (one trace).
+#[instrument(skip(producer))]
+async fn seed(producer: &FutureProducer, topic: &str, count: u32) -> anyhow::Result<()> {
+    for n in 0..count {
+        let order = format!("order-{n}");
+        place(producer, topic, &order).await?;
+    }
+    Ok(())
+}
+
+#[instrument(skip(producer, topic))]
+async fn place(producer: &FutureProducer, topic: &str, order: &str) -> anyhow::Result<()> {
+    producer
+        .send(
+            FutureRecord::to(topic).key(order).payload(order),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(err, _)| err)?;
+    info!("order placed");
+    Ok(())
+}
+
+#[instrument(skip_all, fields(order))]
+async fn bill(producer: &FutureProducer, message: &BorrowedMessage<'_>) -> anyhow::Result<()> {
+    let order = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+    tracing::Span::current().record("order", order.as_str());
+    info!("billing");
+    let audit = tokio::spawn(audit(order.clone()).in_current_span());
+    let invoice = format!("invoice for {order}");
+    producer
+        .send(
+            FutureRecord::to(INVOICES).key(&order).payload(&invoice),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(err, _)| err)?;
+    audit.await?
+}
+
+#[instrument]
+async fn audit(order: String) -> anyhow::Result<()> {
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    info!("audited");
     Ok(())
 }

@@ -2,6 +2,8 @@
 //! headers out for every span context, the same span context (or none) in
 //! for every header, generated near the format's edges.
 
+// Only the tests use it.
+#[cfg(test)]
 #[path = "../../../src/propagation/jaeger.rs"]
 mod jaeger;
 
@@ -19,6 +21,8 @@ mod tests {
 
     type Headers = HashMap<String, String>;
 
+    // The deprecated crate is the point of the comparison.
+    #[allow(deprecated)]
     fn old() -> opentelemetry_jaeger_propagator::Propagator {
         opentelemetry_jaeger_propagator::Propagator::new()
     }
