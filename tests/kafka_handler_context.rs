@@ -1,7 +1,7 @@
-//! The handler runs inside the process span: spans it opens after an
-//! `.await` and inside a task spawned with `spawn_in_context` are children of
-//! it, and its log lines carry the same trace id — through the real
-//! telemetry set-up (global provider, span file, JSON logs).
+//! A service with no telemetry of its own (`telemetry::init`): the handler
+//! runs inside the process span — spans it opens after an `.await` and
+//! inside a task spawned with `spawn_in_context` are children of it, and
+//! its log lines (tracebridge's JSON log layer) carry the same trace id.
 #![cfg(feature = "kafka")]
 
 mod common;
@@ -9,9 +9,8 @@ mod common;
 use std::time::Duration;
 
 use opentelemetry::trace::Tracer;
-use rdkafka::consumer::Consumer;
-use rdkafka::producer::FutureRecord;
-use tracebridge::kafka::{TracedProducer, TracedStreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use tracebridge::kafka::producer::{FutureProducer, FutureRecord};
 
 #[tokio::test]
 async fn spans_and_logs_in_the_handler_belong_to_the_process_span() {
@@ -26,7 +25,7 @@ async fn spans_and_logs_in_the_handler_belong_to_the_process_span() {
 
     let topic = common::unique("handler");
     common::kafka::create_topic(&topic, 1).await;
-    let producer = TracedProducer::from_config(&common::kafka::config()).expect("producer");
+    let producer: FutureProducer = common::kafka::config().create().expect("producer");
     producer
         .send(
             FutureRecord::to(&topic).key("k").payload("p"),
@@ -40,29 +39,29 @@ async fn spans_and_logs_in_the_handler_belong_to_the_process_span() {
     config
         .set("group.id", common::unique("grp"))
         .set("auto.offset.reset", "earliest");
-    let consumer = TracedStreamConsumer::from_config(&config).expect("consumer");
-    consumer.get_ref().subscribe(&[&topic]).expect("subscribe");
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        consumer.process_next(async |_message| {
+    let consumer: StreamConsumer = config.create().expect("consumer");
+    consumer.subscribe(&[&topic]).expect("subscribe");
+    let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        .await
+        .expect("a message within 30 s")
+        .expect("received");
+    tracebridge::kafka::process(&consumer, &message, async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        tracing::info_span!("after-await").in_scope(|| {
+            tracing::info!("inside the handler");
+        });
+        tracebridge::spawn_in_context(async {
             tokio::time::sleep(Duration::from_millis(5)).await;
-            tracing::info_span!("after-await").in_scope(|| {
-                tracing::info!("inside the handler");
-            });
-            tracebridge::spawn_in_context(async {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                opentelemetry::global::tracer("app").in_span("in-spawned-task", |_| {});
-                tracing::info!("inside a spawned task");
-            })
-            .await
-            .expect("task");
-            Ok::<_, std::io::Error>(())
-        }),
-    )
+            opentelemetry::global::tracer("app").in_span("in-spawned-task", |_| {});
+            tracing::info!("inside a spawned task");
+        })
+        .await
+        .expect("task");
+        Ok::<_, std::io::Error>(())
+    })
     .await
-    .expect("a message within 30 s")
-    .expect("received")
     .expect("handler ok");
+    drop(message);
     drop(guard);
 
     let spans = common::read_span_file(&spans_path);
