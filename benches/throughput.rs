@@ -6,9 +6,9 @@
 //! TB_BENCH_SAMPLING=0.1 cargo bench --bench throughput   # parentbased_traceidratio 0.1
 //! ```
 //!
-//! Each round: plain rdkafka and `TracedProducer` each send N messages
+//! Each round: plain rdkafka and tracebridge's `FutureProducer` each send N messages
 //! (100-byte payload, 1000 sends in flight) to a fresh topic; then a plain
-//! `StreamConsumer` and a `TracedStreamConsumer` each read the traced topic (timed
+//! `StreamConsumer` read the traced topic, plainly and through `kafka::process` (timed
 //! from `assign` to the Nth message, so fetching from the broker counts), in
 //! alternating order. The best of three rounds is reported, with the ratio
 //! traced / plain (1.0 = no cost). Spans go to a real SDK provider with a
@@ -31,8 +31,8 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tracebridge::Instrumentation;
-use tracebridge::amqp::TracedPublisher;
-use tracebridge::kafka::{TracedProducer, TracedStreamConsumer};
+use tracebridge::kafka::ConsumerTracing;
+use tracebridge::kafka::producer::FutureProducer as TracedProducer;
 
 const IN_FLIGHT: usize = 1000;
 const ROUNDS: usize = 3;
@@ -109,9 +109,8 @@ async fn traced_produce(
     payload: &[u8],
     instrumentation: &Instrumentation,
 ) -> f64 {
-    let producer = TracedProducer::from_config(&config())
-        .expect("producer")
-        .with_instrumentation(instrumentation.clone());
+    let producer: TracedProducer = config().create().expect("producer");
+    let producer = producer.with_instrumentation(instrumentation.clone());
     produce(n, |i| {
         let producer = &producer;
         async move {
@@ -146,18 +145,17 @@ async fn traced_consume(
     group: &str,
     instrumentation: &Instrumentation,
 ) -> f64 {
-    let consumer = TracedStreamConsumer::from_config(&consumer_config(group))
-        .expect("consumer")
-        .with_instrumentation(instrumentation.clone());
+    let consumer: StreamConsumer = consumer_config(group).create().expect("consumer");
+    let tracing = ConsumerTracing::default().with_instrumentation(instrumentation.clone());
     let started = Instant::now();
-    consumer
-        .get_ref()
-        .assign(&from_start(topic))
-        .expect("assign");
+    consumer.assign(&from_start(topic)).expect("assign");
     for _ in 0..n {
         let message = consumer.recv().await.expect("message");
-        std::hint::black_box(message.message());
-        message.end();
+        tracing
+            .process(&consumer, &message, async {
+                std::hint::black_box(&message);
+            })
+            .await;
     }
     n as f64 / started.elapsed().as_secs_f64()
 }
@@ -239,29 +237,31 @@ async fn amqp_traced_publish(
     instrumentation: &Instrumentation,
 ) -> f64 {
     let channel = amqp_queue(conn, queue).await;
-    let publisher = TracedPublisher::new(channel, tracebridge::amqp::endpoint(&amqp_url()))
-        .await
-        .expect("publisher")
+    let publisher = tracebridge::amqp::Channel::from(channel)
+        .with_server(&amqp_url())
         .with_instrumentation(instrumentation.clone());
+    publisher
+        .confirm_select(Default::default())
+        .await
+        .expect("confirms");
     let started = Instant::now();
     let mut confirms = Vec::with_capacity(n);
     for _ in 0..n {
         confirms.push(
             publisher
-                .publish(
-                    "",
-                    queue,
+                .basic_publish(
+                    "".into(),
+                    queue.into(),
                     BasicPublishOptions::default(),
-                    BasicProperties::default(),
                     payload,
+                    BasicProperties::default(),
                 )
                 .await
-                .expect("publish")
-                .confirmed(),
+                .expect("publish"),
         );
     }
     for confirm in futures::future::join_all(confirms).await {
-        confirm.expect("confirmed");
+        assert!(confirm.expect("confirmed").is_ack());
     }
     n as f64 / started.elapsed().as_secs_f64()
 }
@@ -300,19 +300,31 @@ async fn amqp_traced_consume(
     n: usize,
     instrumentation: &Instrumentation,
 ) -> f64 {
-    let mut consumer = tracebridge::amqp::TracedConsumer::new(
-        amqp_consumer(conn, queue).await,
-        tracebridge::amqp::endpoint(&amqp_url()),
-    )
-    .with_instrumentation(instrumentation.clone());
+    let channel = tracebridge::amqp::Channel::from(conn.create_channel().await.expect("channel"))
+        .with_server(&amqp_url())
+        .with_instrumentation(instrumentation.clone());
+    channel
+        .basic_qos(1000, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            "bench".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
     let started = Instant::now();
     for _ in 0..n {
-        consumer
-            .process_next(async |d| Ok::<_, std::io::Error>(std::hint::black_box(d.data.len())))
-            .await
-            .expect("received")
-            .expect("open")
-            .expect("ok");
+        let delivery = consumer.next().await.expect("open").expect("delivery");
+        delivery
+            .in_span(async {
+                std::hint::black_box(delivery.data.len());
+            })
+            .await;
+        delivery.ack(BasicAckOptions::default()).await.expect("ack");
     }
     n as f64 / started.elapsed().as_secs_f64()
 }

@@ -473,14 +473,10 @@ async fn an_existing_traceparent_is_replaced_by_exactly_one() {
     rabbit.delete().await;
 }
 
-// TODO(api): `tracebridge::amqp::PublisherConfirm` does not keep its
-// channel open, as the old `Pending` did (the crate's internal `Pending`
-// still does): lapin closes a channel when its last handle is dropped, so
-// confirms awaited after the traced `Channel` is gone fail now and then
-// with `InvalidChannelState(Closed, "channel.close-ok received")` (3 runs
-// in 25 here). Ignored until the library decides; run with `--ignored`.
+/// lapin closes a channel when its last handle is dropped; a confirm still
+/// awaited keeps it open (without that, 3 runs in 25 failed with
+/// `InvalidChannelState(Closed, …)`).
 #[tokio::test]
-#[ignore = "TODO(api): PublisherConfirm does not keep its channel open"]
 async fn a_confirm_outlives_its_publisher() {
     let rabbit = Rabbit::new("outlive").await;
     let cap = spans::capture();

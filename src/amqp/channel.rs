@@ -175,7 +175,11 @@ impl Channel {
             headers,
         )
         .await?;
-        Ok(PublisherConfirm::new(confirm, publishing))
+        Ok(PublisherConfirm::new(
+            confirm,
+            publishing,
+            self.inner.clone(),
+        ))
     }
 
     /// Publishes under a span that is a child of `parent`, with the header

@@ -152,18 +152,28 @@ impl Pending {
 /// a future of [`lapin::Confirmation`]. The publish span ends when it
 /// resolves — status ERROR and `error.type` for a nack (`nacked`) or a
 /// mandatory message returned as unroutable (`unroutable`) — or, if it is
-/// dropped unawaited, then.
+/// dropped unawaited, then. Unlike lapin's, it keeps its channel open
+/// until it resolves, so the application may drop the channel meanwhile.
 #[must_use = "the confirm says whether the broker took the message"]
 pub struct PublisherConfirm {
     confirm: lapin::PublisherConfirm,
     publishing: Option<Publishing>,
+    // lapin closes a channel when its last handle is dropped: a confirm
+    // still awaited keeps its channel open, even once the application has
+    // dropped the channel it published on.
+    _channel: lapin::Channel,
 }
 
 impl PublisherConfirm {
-    pub(crate) fn new(confirm: lapin::PublisherConfirm, publishing: Publishing) -> Self {
+    pub(crate) fn new(
+        confirm: lapin::PublisherConfirm,
+        publishing: Publishing,
+        channel: lapin::Channel,
+    ) -> Self {
         Self {
             confirm,
             publishing: Some(publishing),
+            _channel: channel,
         }
     }
 
@@ -206,6 +216,7 @@ impl Drop for PublisherConfirm {
 }
 
 /// Publishes `payload` with lapin and returns the confirm still pending.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn publish(
     channel: &lapin::Channel,
     tracing: &ChannelTracing,

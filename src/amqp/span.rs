@@ -1,5 +1,5 @@
-//! What an AMQP span says of one delivery: built here once, for
-//! [`super::TracedConsumer`], [`super::TracedReceiver`] and the relay's
+//! What an AMQP span says of one delivery: built here once, for the traced
+//! channel's deliveries ([`super::Consumer`], `basic_get`) and the relay's
 //! AMQP source alike.
 
 use std::time::{Duration, UNIX_EPOCH};

@@ -325,8 +325,9 @@ impl Instrumentation {
 
     /// Starts a span of `kind` as a child of `parent`, with attributes
     /// (available to samplers) and links; returns the context holding it.
-    #[cfg(test)]
-    pub(crate) fn start_span(
+    /// For the benches: not the library's API.
+    #[doc(hidden)]
+    pub fn start_span(
         &self,
         name: impl Into<Cow<'static, str>>,
         kind: SpanKind,
@@ -342,9 +343,10 @@ impl Instrumentation {
 
     /// [`Instrumentation::start_span`] for the hot path: under an
     /// unsampled parent, `attributes` are computed only if the span
-    /// records (see [`Attributes::for_parent`]).
-    #[cfg(test)]
-    pub(crate) fn start_span_lazy(
+    /// records (see [`Attributes::for_parent`]). For the benches: not the
+    /// library's API.
+    #[doc(hidden)]
+    pub fn start_span_lazy(
         &self,
         name: impl Into<Cow<'static, str>>,
         kind: SpanKind,
@@ -364,7 +366,9 @@ impl Instrumentation {
     /// A valid creation context is always linked. An unusable one is
     /// recorded as [`INVALID_CONTEXT_ATTRIBUTE`] and the span starts a new
     /// trace (or sits under the ambient span for [`ParentPolicy::Ambient`]).
-    pub(crate) fn start_process_span_lazy(
+    /// The relay's, and the benches': not the library's API.
+    #[doc(hidden)]
+    pub fn start_process_span_lazy(
         &self,
         name: impl Into<Cow<'static, str>>,
         policy: ParentPolicy,

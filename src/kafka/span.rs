@@ -1,5 +1,6 @@
 //! What a Kafka process span says of one consumed record: built here once,
-//! for [`super::TracedStreamConsumer`] and for the relay's Kafka source alike.
+//! for the consumer extension ([`super::process`]) and for the relay's
+//! Kafka source alike.
 
 use std::time::{Duration, UNIX_EPOCH};
 
