@@ -1,36 +1,50 @@
 //! # tracebridge
 //!
-//! Keeps distributed traces whole across message queues. Queue workers link
-//! this crate for traced Kafka (`rdkafka`) and AMQP 0-9-1 (`lapin`) clients
-//! that carry W3C `traceparent`, `tracestate` and `baggage` in message
-//! headers; the `tracebridge` binary relays between brokers and keeps every
-//! asynchronous hop in one trace.
+//! Keeps distributed traces whole across message queues: the workers'
+//! Kafka (`rdkafka`) and RabbitMQ (`lapin`) clients carry W3C
+//! `traceparent`, `tracestate` and `baggage` in message headers, and each
+//! consumed message's handler runs inside a CONSUMER span that continues
+//! the producer's trace, with the OpenTelemetry messaging semantic
+//! conventions and metrics.
 //!
-//! The transport-agnostic core:
+//! The clients keep the shape of the ones they trace, so a worker changes
+//! a line or two:
 //!
-//! * [`propagation`]: which context formats to read and write, header
-//!   carriers, strict validation that never fails a message;
-//! * [`semconv`]: span names, kinds and attributes per the OpenTelemetry
-//!   messaging semantic conventions;
-//! * [`telemetry`]: tracer provider, span file and JSON logs from `OTEL_*`;
-//! * [`correlate`]: request ids from headers, properties, keys or JSON
-//!   bodies, and trace ids derived from them;
-//! * [`instrument`]: the tracer and instruments the clients record with, and
-//!   the parent/link rules of process spans ([`ParentPolicy`]).
+//! * [`kafka`]: [`kafka::producer::FutureProducer`] is rdkafka's, every
+//!   send traced (import it from `tracebridge::kafka::producer`);
+//!   [`kafka::process`] runs a handler inside its message's span, on your
+//!   own consumer.
+//! * [`amqp`]: lapin's API with [`amqp::Connection`] and [`amqp::Channel`]
+//!   traced (publish, consume, get, ack/nack/reject); a delivery's handler
+//!   runs inside its span with [`amqp::message::Delivery::in_span`].
 //!
-//! Broker integrations sit behind the `kafka` and `amqp` cargo features
-//! (both on by default).
+//! They record through the application's own telemetry — its
+//! `tracing-opentelemetry` layer or global providers ([`Instrumentation`])
+//! — and install nothing; [`telemetry::init`] is the set-up for services
+//! with none of their own. [`propagation`] chooses the header formats,
+//! [`semconv`] the conventions' version and what may be recorded. The
+//! guides are in `docs/` (library, relay, conventions, sampling,
+//! benchmarks).
 //!
-//! ```
-//! use tracebridge::propagation::{HeaderVec, Propagation, Transport};
+//! ```no_run
+//! use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+//! use rdkafka::message::BorrowedMessage;
+//! use tracebridge::kafka::producer::{FutureProducer, FutureRecord};
 //!
-//! // A message from a Python producer: flags `03`, and an older duplicate.
-//! let mut headers = HeaderVec::new(Transport::Kafka);
-//! headers.push("traceparent", "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01");
-//! headers.push("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03");
-//! let extracted = Propagation::default().extract(&headers);
-//! let parent = extracted.span_context().expect("the last traceparent wins");
-//! assert_eq!(parent.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+//! #[tracing::instrument(skip_all)]
+//! async fn bill(producer: &FutureProducer, message: &BorrowedMessage<'_>) -> anyhow::Result<()> {
+//!     let invoice = FutureRecord::to("invoices").key("o-1").payload("{}");
+//!     producer.send(invoice, std::time::Duration::from_secs(5)).await.map_err(|(e, _)| e)?;
+//!     Ok(())
+//! }
+//!
+//! # async fn run(consumer: StreamConsumer, producer: FutureProducer) -> anyhow::Result<()> {
+//! loop {
+//!     let message = consumer.recv().await?;
+//!     tracebridge::kafka::process(&consumer, &message, bill(&producer, &message)).await?;
+//!     consumer.commit_message(&message, CommitMode::Async)?;
+//! }
+//! # }
 //! ```
 
 #![warn(missing_docs, unreachable_pub)]
@@ -91,3 +105,8 @@ pub use metrics::{DURATION_BUCKETS, MessagingMetrics};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The library guide's examples.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/library.md")]
+struct LibraryGuideDoctests;

@@ -16,6 +16,13 @@
 //! * `annotations.rs`: attributes the relay hands its PRODUCER spans;
 //! * `diagnose.rs`: saying once when spans would go nowhere.
 
+// The transports are this module's users: the core built alone (no
+// `kafka`, no `amqp` feature) leaves most of it unused.
+#![cfg_attr(
+    not(any(feature = "kafka", feature = "amqp")),
+    allow(dead_code, unused_imports)
+)]
+
 mod annotations;
 mod diagnose;
 mod in_span;
@@ -39,7 +46,6 @@ pub(crate) use annotations::{producer_attributes, send_annotations, with_send_an
 pub use in_span::HandlerOutcome;
 pub(crate) use in_span::in_context;
 pub use parent::ParentPolicy;
-#[cfg_attr(not(any(feature = "kafka", feature = "amqp")), allow(unused_imports))]
 pub(crate) use parent::{ambient_context, link_to};
 pub(crate) use recorder::{Attributes, SpanSpec};
 
@@ -69,7 +75,6 @@ pub(crate) const SCOPE_NAME: &str = "tracebridge";
 ///
 /// The span's attributes are not here: each transport's `attributes`
 /// function builds them, called only when the span records.
-#[cfg_attr(not(any(feature = "kafka", feature = "amqp")), allow(dead_code))]
 #[derive(Debug)]
 pub(crate) struct Received {
     pub(crate) name: Cow<'static, str>,
@@ -291,7 +296,6 @@ impl Instrumentation {
     /// The messaging metrics' attributes for `operation` on `destination`
     /// (see [`semconv::MessagingAttributes::metric`]), or none when no
     /// metric records them: nothing is built for nothing.
-    #[cfg_attr(not(any(feature = "kafka", feature = "amqp")), allow(dead_code))]
     pub(crate) fn metric_attributes(
         &self,
         operation: Operation,
@@ -306,7 +310,6 @@ impl Instrumentation {
     }
 
     /// Starts timing a send (see [`SendTimer`]).
-    #[cfg_attr(not(any(feature = "kafka", feature = "amqp")), allow(dead_code))]
     pub(crate) fn time_send(&self, destination: &Destination, endpoint: &Endpoint) -> SendTimer {
         SendTimer::start(
             self.metrics(),
@@ -470,7 +473,6 @@ fn queue_time_histogram(
 }
 
 /// Marks the span in `cx` failed: status ERROR and `error.type`.
-#[cfg_attr(not(any(feature = "kafka", feature = "amqp")), allow(dead_code))]
 pub(crate) fn record_failure(cx: &Context, error_type: &str, description: String) {
     let span = cx.span();
     span.set_attribute(semconv::error_type(error_type.to_owned()));
@@ -479,7 +481,6 @@ pub(crate) fn record_failure(cx: &Context, error_type: &str, description: String
 
 /// The enum variant a value's `Debug` output starts with (`MessageTimedOut`
 /// of `MessageTimedOut(..)`): a low-cardinality `error.type`.
-#[cfg_attr(not(any(feature = "kafka", feature = "amqp")), allow(dead_code))]
 pub(crate) fn variant_name(value: &impl std::fmt::Debug, fallback: &str) -> String {
     let debug = format!("{value:?}");
     debug
