@@ -217,3 +217,61 @@ fn a_selected_trace_brings_its_journey_from_either_end() {
         "{alone}"
     );
 }
+
+/// A joined hop links the context it is the child of (the span model's
+/// Join): the tree already shows that, so no link line repeats it; a link
+/// to anything else is still drawn.
+#[test]
+fn a_link_to_the_spans_own_parent_is_not_repeated() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("joined.jsonl");
+    let span = |id: &str, parent: &str, name: &str, kind: u8, links: &str| {
+        format!(
+            r#"{{"traceId":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","spanId":"{id}","parentSpanId":"{parent}","name":"{name}","kind":{kind},"startTimeUnixNano":"1000000","endTimeUnixNano":"2000000","links":[{links}]}}"#
+        )
+    };
+    let link =
+        |id: &str| format!(r#"{{"traceId":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","spanId":"{id}"}}"#);
+    let spans = [
+        span("1111111111111111", "", "send orders", 4, ""),
+        span(
+            "2222222222222222",
+            "1111111111111111",
+            "process orders",
+            5,
+            &link("1111111111111111"),
+        ),
+        span(
+            "3333333333333333",
+            "2222222222222222",
+            "process more",
+            5,
+            &link("1111111111111111"),
+        ),
+    ]
+    .join(",");
+    std::fs::write(
+        &file,
+        format!(
+            r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"svc"}}}}]}},"scopeSpans":[{{"spans":[{spans}]}}]}}]}}"#
+        ) + "\n",
+    )
+    .expect("fixture");
+    let (ok, stdout, stderr) = traces_of(file.to_str().expect("path"), &[]);
+    assert!(ok, "{stderr}");
+    let link_lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("links to") || l.contains("linked from"))
+        .collect();
+    assert_eq!(
+        link_lines.len(),
+        2,
+        "only the grandchild's link (and its other end) is drawn:\n{stdout}"
+    );
+    assert!(
+        link_lines
+            .iter()
+            .all(|l| l.contains("1111111111111111") || l.contains("3333333333333333")),
+        "{stdout}"
+    );
+}

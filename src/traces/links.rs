@@ -12,7 +12,16 @@ use super::waits::{broker_wait, place};
 /// to it, each with the other end's service, name and kind when read.
 pub(super) fn draw_links(out: &mut String, span: &SpanRecord, indent: &str, layout: &Layout<'_>) {
     let index = layout.index;
-    for link in &span.links {
+    // A link to the span's own parent (a joined hop links the context it
+    // is the child of) says nothing the tree does not.
+    let to_parent = |trace_id: &str, span_id: &str, child: &SpanRecord| {
+        trace_id == child.trace_id && span_id == child.parent_span_id
+    };
+    for link in span
+        .links
+        .iter()
+        .filter(|link| !to_parent(&link.trace_id, &link.span_id, span))
+    {
         let target = index.target(link);
         let (what, waited) = match target {
             Some(sender) => (
@@ -31,7 +40,11 @@ pub(super) fn draw_links(out: &mut String, span: &SpanRecord, indent: &str, layo
         );
         let _ = writeln!(out, "{}", layout.paint.dim(&line));
     }
-    for source in index.sources(span) {
+    for source in index
+        .sources(span)
+        .iter()
+        .filter(|source| !to_parent(&span.trace_id, &span.span_id, source))
+    {
         let line = format!(
             "{indent}↙ linked from {}: {}",
             whereabouts(span, &source.trace_id, &source.span_id),
