@@ -71,6 +71,9 @@ async fn main() -> anyhow::Result<()> {
 
 /// Bills `args.count` orders (all of them when 0).
 pub async fn run(args: &Args) -> anyhow::Result<()> {
+    if args.seed > 0 {
+        create_topics(&args.brokers, &[&args.orders, INVOICES]).await?;
+    }
     let consumer: StreamConsumer<Rebalances> = ClientConfig::new()
         .set("bootstrap.servers", &args.brokers)
         .set("group.id", &args.group)
@@ -82,7 +85,6 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         .set("bootstrap.servers", &args.brokers)
         .create()?;
     if args.seed > 0 {
-        create_topics(&args.brokers, &[&args.orders, INVOICES]).await?;
         seed(&producer, &args.orders, args.seed).await?;
     }
     let mut billed = 0;
