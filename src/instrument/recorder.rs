@@ -233,6 +233,11 @@ struct Bridged(tracing::Span);
 struct NotBridged(Option<tracing::Span>);
 
 fn open_tracing_span(spec: &SpanSpec<'_>, parent: &Context) -> Result<Bridged, NotBridged> {
+    // No subscriber would see it (none installed, or filtered out): no
+    // span to make, no cost.
+    if !tracing::enabled!(target: "tracebridge", tracing::Level::INFO) {
+        return Err(NotBridged(None));
+    }
     let span = tracing::info_span!(
         target: "tracebridge",
         "tracebridge",
