@@ -106,7 +106,23 @@ pub use metrics::{DURATION_BUCKETS, MessagingMetrics};
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-/// The library guide's examples.
+/// The guides' examples, compiled as doctests too.
 #[cfg(doctest)]
 #[doc = include_str!("../docs/library.md")]
 struct LibraryGuideDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/relay.md")]
+struct RelayGuideDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/conventions.md")]
+struct ConventionsGuideDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/sampling.md")]
+struct SamplingGuideDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/benchmarks.md")]
+struct BenchmarksGuideDoctests;

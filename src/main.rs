@@ -65,7 +65,7 @@ enum Command {
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
         /// Draw the traces that links join (a link-mode hop and its
-        /// origin, a batch poll and its producers, a correlated message
+        /// origin, a batch and its producers, a correlated message
         /// and its request) together, as one journey.
         #[arg(long)]
         journeys: bool,

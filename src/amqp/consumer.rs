@@ -21,7 +21,9 @@ use crate::propagation::ExtractedContext;
 use crate::semconv::{Destination, MessagingAttributes, Operation, Settlement, System};
 
 /// lapin's `Consumer`: a stream of deliveries, each a [`Delivery`] with its
-/// CONSUMER span (see [`super::Channel`]).
+/// CONSUMER span (see [`super::Channel`]). Clones share the subscription,
+/// as lapin's do.
+#[derive(Clone)]
 pub struct Consumer {
     inner: lapin::Consumer,
     queue: String,
