@@ -156,10 +156,7 @@ where
         P: ToBytes + ?Sized,
         T: Into<Timeout>,
     {
-        let (record, sending) = self.tracing.begin(None, record);
-        let result = self.inner.send(record, queue_timeout).await;
-        sending.finish(&result);
-        result
+        self.send_under(None, record, queue_timeout).await
     }
 
     /// Enqueues `record` without waiting, as rdkafka's `send_result`; the
@@ -193,10 +190,11 @@ where
     }
 
     /// Sends `record` under a span that is a child of `parent` (the relay
-    /// hands its process span's context).
-    pub(crate) async fn send_with_parent<K, P, T>(
+    /// hands its process span's context) or, for `None`, of the current
+    /// context.
+    pub(crate) async fn send_under<K, P, T>(
         &self,
-        parent: &Context,
+        parent: Option<&Context>,
         record: FutureRecord<'_, K, P>,
         queue_timeout: T,
     ) -> OwnedDeliveryResult
@@ -205,7 +203,7 @@ where
         P: ToBytes + ?Sized,
         T: Into<Timeout>,
     {
-        let (record, sending) = self.tracing.begin(Some(parent), record);
+        let (record, sending) = self.tracing.begin(parent, record);
         let result = self.inner.send(record, queue_timeout).await;
         sending.finish(&result);
         result

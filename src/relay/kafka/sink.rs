@@ -59,7 +59,7 @@ impl SinkClient for KafkaSink {
                 record = record.timestamp(ts);
             }
             self.producer
-                .send_with_parent(parent, record, DELIVERY_LIMIT)
+                .send_under(Some(parent), record, DELIVERY_LIMIT)
                 .await
                 .map(drop)
                 .map_err(|(err, _)| SendError {
