@@ -1,8 +1,11 @@
 //! The relay's configuration file (TOML): what it says, how it is read, and
 //! how it is checked, one step per file:
 //!
-//! * `schema.rs`: the file as written — every key, its default and an
-//!   example;
+//! * `schema.rs`: the file as written, one struct per table;
+//! * `reference.rs` (tests only): every key with its type, default and an
+//!   example — the one place they are written in prose, rendered into
+//!   `docs/config-reference.md` and checked against the parser by
+//!   `reference_tests.rs`;
 //! * `env.rs`: `${VAR}` / `${VAR:-default}` expansion in the text (so
 //!   secrets live in the environment, never in the file);
 //! * `parse.rs`: TOML into the schema's structs, every unknown key and bad
@@ -14,6 +17,10 @@
 
 mod env;
 mod parse;
+#[cfg(test)]
+mod reference;
+#[cfg(test)]
+mod reference_tests;
 mod schema;
 mod validate;
 
@@ -198,7 +205,7 @@ pub enum Source {
         broker: KafkaBroker,
         /// The topic.
         topic: String,
-        /// The consumer group (default `tracebridge-{route}`).
+        /// The consumer group.
         group: String,
     },
     /// An AMQP queue.
@@ -231,8 +238,8 @@ pub enum Sink {
         broker: KafkaBroker,
         /// The topic.
         topic: String,
-        /// Where the record key comes from (default: the source's key —
-        /// the Kafka key, or the AMQP property of `key_mapping`).
+        /// Where the record key comes from (`SourceKey`: the Kafka key, or
+        /// the AMQP property of `key_mapping`).
         key: KeySource,
     },
     /// An AMQP exchange.

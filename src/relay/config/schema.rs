@@ -1,6 +1,10 @@
-//! The configuration file as written: one struct per table, every key with
-//! its default. Only `serde` knows these; `validate.rs` turns them into the
-//! types the relay runs on.
+//! The configuration file as written: one struct per table. Only `serde`
+//! knows these; `validate.rs` turns them into the types the relay runs on.
+//!
+//! Each key's type, default and an example are written once, in
+//! `reference.rs` (rendered into `docs/config-reference.md`, checked
+//! against these structs by `reference_tests.rs`); the comments here say
+//! what the code needs to know, and no default.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,7 +22,7 @@ use crate::semconv::Treatment;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileSpec {
-    /// `[relay]`: the process's own settings (all have defaults).
+    /// `[relay]`: the process's own settings.
     #[serde(default)]
     pub(super) relay: RelaySpec,
     /// `[kafka.NAME]`: Kafka clusters, named for the routes to use.
@@ -31,8 +35,8 @@ pub(super) struct FileSpec {
     #[serde(default)]
     pub(super) route: Vec<Spanned<RouteSpec>>,
     /// `[telemetry]`: which convention keys and which sensitive values the
-    /// spans and metrics carry (each key defaults to its environment
-    /// variable, else the library's default).
+    /// spans and metrics carry (a key left out falls back to its
+    /// environment variable, see `validate::attribute_rules`).
     #[serde(default)]
     pub(super) telemetry: TelemetrySpec,
 }
@@ -41,23 +45,18 @@ pub(super) struct FileSpec {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct TelemetrySpec {
-    /// `1.45`, `1.44` or `pre-1.26`. Default `TRACEBRIDGE_SEMCONV_VERSION`,
-    /// else 1.45; `semconv_version = "1.44"`.
+    /// A version name, read by `SemconvVersion::parse` (a string, so that
+    /// its error names the versions). `None`: the environment decides.
     pub(super) semconv_version: Option<String>,
-    /// `as-is`, `hashed` or `omitted`. Default
-    /// `TRACEBRIDGE_RECORD_MESSAGE_KEYS`, else `omitted`.
+    /// How Kafka message keys are recorded.
     pub(super) record_message_keys: Option<Treatment>,
-    /// Likewise for request ids (`TRACEBRIDGE_RECORD_REQUEST_IDS`).
+    /// Likewise for request ids.
     pub(super) record_request_ids: Option<Treatment>,
-    /// Likewise for captured headers (`TRACEBRIDGE_RECORD_CAPTURED_HEADERS`,
-    /// else `as-is`).
+    /// Likewise for captured headers.
     pub(super) record_captured_headers: Option<Treatment>,
-    /// Headers recorded as `messaging.header.<name>`. Default
-    /// `TRACEBRIDGE_CAPTURE_HEADERS`, else none;
-    /// `capture_headers = ["x-tenant"]`.
+    /// Headers recorded as `messaging.header.<name>`.
     pub(super) capture_headers: Option<Vec<String>>,
-    /// The HMAC key of `hashed` (16+ bytes; write `${VAR}`). Default
-    /// `TRACEBRIDGE_ATTRIBUTE_HASH_KEY`.
+    /// The HMAC key of `hashed` (a secret: written `${VAR}`).
     pub(super) attribute_hash_key: Option<String>,
 }
 
@@ -65,18 +64,14 @@ pub(super) struct TelemetrySpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RelaySpec {
-    /// `/healthz`, `/readyz`, `/metrics`. Default `127.0.0.1:9464`;
-    /// `listen = "0.0.0.0:9464"`.
+    /// `/healthz`, `/readyz`, `/metrics`.
     pub(super) listen: SocketAddr,
     /// Messages in flight per route (also the most a crash re-sends).
-    /// Default 1024; `max_in_flight = 256`.
     pub(super) max_in_flight: usize,
-    /// How long SIGTERM waits for messages in flight. Default `20s`;
-    /// `shutdown_timeout = "30s"`.
+    /// How long SIGTERM waits for messages in flight.
     #[serde(with = "humantime_serde")]
     pub(super) shutdown_timeout: Duration,
-    /// `service.name` unless `OTEL_SERVICE_NAME` says otherwise. Default
-    /// `tracebridge`; `service_name = "orders-relay"`.
+    /// `service.name` unless `OTEL_SERVICE_NAME` says otherwise.
     pub(super) service_name: String,
 }
 
@@ -95,12 +90,11 @@ impl Default for RelaySpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct KafkaSpec {
-    /// Required; `bootstrap_servers = "kafka-1:9092,kafka-2:9092"`.
+    /// `bootstrap.servers`.
     pub(super) bootstrap_servers: String,
     /// librdkafka properties for every client of this cluster (security,
     /// timeouts); those that would break the relay's guarantees are
-    /// refused. Default none;
-    /// `properties = { "security.protocol" = "SASL_SSL", "sasl.password" = "${KAFKA_PASSWORD}" }`.
+    /// refused (`validate::kafka_guards`).
     #[serde(default)]
     pub(super) properties: BTreeMap<String, String>,
 }
@@ -109,7 +103,7 @@ pub(super) struct KafkaSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AmqpSpec {
-    /// Required; `url = "amqp://relay:${AMQP_PASSWORD}@rabbit:5672/%2f"`.
+    /// `amqp://` or `amqps://` (may hold a password: never printed).
     pub(super) url: String,
 }
 
@@ -117,32 +111,27 @@ pub(super) struct AmqpSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RouteSpec {
-    /// Required, unique; in metrics, logs and `tracebridge.route`.
-    /// `name = "orders-to-fulfillment"`.
+    /// Unique (checked in `validate`); in metrics, logs and
+    /// `tracebridge.route`.
     pub(super) name: String,
-    /// Required: where messages are read.
-    /// `from = { kafka = "main", topic = "orders", group = "relay" }` or
-    /// `from = { amqp = "rabbit", queue = "billing" }`.
+    /// Where messages are read.
     pub(super) from: EndpointSpec,
-    /// Required: where they are written.
-    /// `to = { amqp = "rabbit", exchange = "fulfillment", routing_key = "order.created" }`
-    /// or `to = { kafka = "main", topic = "billing", key_from = "header:x-order" }`.
+    /// Where they are written.
     pub(super) to: EndpointSpec,
-    /// Default: `join`, read and write `tracecontext` + `baggage`.
+    /// Context formats and the join/link mode.
     #[serde(default)]
     pub(super) propagation: PropagationSpec,
-    /// Default `{ attempts = 5, backoff = "200ms" }`.
+    /// Attempts and backoff.
     #[serde(default)]
     pub(super) retry: RetrySpec,
-    /// Where messages go that cannot be delivered. Default none (the route
+    /// Where messages go that cannot be delivered. `None`: the route
     /// retries transient failures and stops at a message it can never
-    /// send). `dead_letter = { amqp = "rabbit", exchange = "tracebridge.dlx" }`.
+    /// send.
     pub(super) dead_letter: Option<EndpointSpec>,
-    /// Default `correlation_id`; `key_mapping = "message_id"`.
+    /// Kafka key ↔ AMQP property.
     #[serde(default)]
     pub(super) key_mapping: KeyMapping,
     /// Correlation by request id for producers that send no context.
-    /// Default off; `correlation = { request_id = ["header:x-request-id"] }`.
     pub(super) correlation: Option<CorrelationSpec>,
 }
 
@@ -150,30 +139,28 @@ pub(super) struct RouteSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CorrelationSpec {
-    /// Where the request id is read, first found wins. Default the
-    /// `x-request-id` header, then `correlation_id`;
-    /// `request_id = ["header:x-request-id", "json:/order/id"]`.
+    /// Where the request id is read, first found wins.
     #[serde(default = "default_request_id_sources")]
     pub(super) request_id: Vec<RequestIdSource>,
-    /// `join`, `link` or `derive`. Default `join`.
+    /// What a message with an id but no context joins.
     #[serde(default)]
     pub(super) policy: Policy,
-    /// What `join`/`link` do when the store has nothing: `derive` or
-    /// `root`. Default `derive` when a `key` is set, else `root`.
+    /// What `join`/`link` do when the store has nothing. `None`: decided
+    /// in `validate` by whether a `key` is set.
     pub(super) fallback: Option<Fallback>,
-    /// The key derived trace ids are hashed with (a secret). Default none;
-    /// `key = "${CORRELATION_KEY}"`.
+    /// The key derived trace ids are hashed with (a secret).
     pub(super) key: Option<String>,
-    /// `memory`, `redis` or a `redis://` URL. Default `memory`.
+    /// `memory`, `redis` or a `redis://` URL (a string: `validate` tells
+    /// them apart).
     #[serde(default = "default_store")]
     pub(super) store: String,
-    /// How long a recorded context is kept. Default `1h`; `ttl = "10m"`.
+    /// How long a recorded context is kept.
     #[serde(default = "default_ttl", with = "humantime_serde")]
     pub(super) ttl: Duration,
-    /// The memory store's bound. Default 100000.
+    /// The memory store's bound.
     #[serde(default = "default_max_entries")]
     pub(super) max_entries: u64,
-    /// How long one store command may take. Default `250ms`.
+    /// How long one store command may take.
     #[serde(default = "default_store_timeout", with = "humantime_serde")]
     pub(super) store_timeout: Duration,
 }
@@ -207,17 +194,17 @@ pub(super) struct EndpointSpec {
     pub(super) amqp: Option<Spanned<String>>,
     /// Kafka source or destination: required.
     pub(super) topic: Option<String>,
-    /// Kafka source: the consumer group. Default `tracebridge-ROUTE`.
+    /// Kafka source: the consumer group.
     pub(super) group: Option<String>,
     /// AMQP source: required.
     pub(super) queue: Option<String>,
-    /// AMQP destination. Default `""` (the default exchange).
+    /// AMQP destination.
     pub(super) exchange: Option<String>,
-    /// AMQP destination: a fixed routing key. Default `""`.
+    /// AMQP destination: a fixed routing key.
     pub(super) routing_key: Option<String>,
     /// AMQP destination: `source_key` or `header:NAME` instead.
     pub(super) routing_key_from: Option<String>,
-    /// Kafka destination: a fixed record key. Default: the source's key.
+    /// Kafka destination: a fixed record key.
     pub(super) key: Option<String>,
     /// Kafka destination: `source_key` or `header:NAME` instead.
     pub(super) key_from: Option<String>,
@@ -228,15 +215,14 @@ pub(super) struct EndpointSpec {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct PropagationSpec {
     /// `join` (the relay's spans are children of the message's context)
-    /// or `link` (a new trace linked to it). Default `join`.
+    /// or `link` (a new trace linked to it); `ambient` parses but is
+    /// refused in `validate`.
     pub(super) mode: ParentPolicy,
-    /// Formats read, first valid wins. Default `["tracecontext", "baggage"]`;
-    /// `extract = ["tracecontext", "b3", "jaeger"]`.
+    /// Formats read, first valid wins. `None`: `Propagation::default()`'s.
     pub(super) extract: Option<Vec<Format>>,
-    /// Formats written. Default `["tracecontext", "baggage"]`.
+    /// Formats written. `None`: `Propagation::default()`'s.
     pub(super) inject: Option<Vec<Format>>,
-    /// Baggage keys passed on; the rest are dropped. Default: all;
-    /// `baggage_allowlist = ["tenant"]`.
+    /// Baggage keys passed on; the rest are dropped. `None`: all.
     pub(super) baggage_allowlist: Option<Vec<String>>,
 }
 
@@ -260,10 +246,9 @@ impl PropagationSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RetrySpec {
-    /// Sends per message before it is dead-lettered. Default 5.
+    /// Sends per message before it is dead-lettered.
     pub(super) attempts: u32,
     /// The first wait between attempts, doubling, capped at 30 s.
-    /// Default `200ms`.
     #[serde(with = "humantime_serde")]
     pub(super) backoff: Duration,
 }
@@ -281,7 +266,7 @@ impl Default for RetrySpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyMapping {
-    /// Kafka key ↔ AMQP `correlation_id` (the default: usually the request id).
+    /// Kafka key ↔ AMQP `correlation_id` (usually the request id).
     #[default]
     CorrelationId,
     /// Kafka key ↔ AMQP `message_id`.
