@@ -86,15 +86,17 @@ pub mod attributes {
 // reach them, but they are not the library's API: hidden from its docs,
 // no stability promised.
 #[doc(hidden)]
+#[cfg(feature = "relay")]
 pub mod correlate;
 #[doc(hidden)]
 pub mod dead_letter;
 #[doc(hidden)]
 pub mod redact;
 #[doc(hidden)]
-#[cfg(all(feature = "kafka", feature = "amqp"))]
+#[cfg(feature = "relay")]
 pub mod relay;
 #[doc(hidden)]
+#[cfg(feature = "relay")]
 pub mod traces;
 #[doc(hidden)]
 pub use error::{ClientError, Error, Refusal};

@@ -45,7 +45,7 @@ async fn the_first_send_says_once_that_spans_go_nowhere_and_how_to_fix_it() {
         "tracing_opentelemetry::layer().with_tracer",
         "tracebridge::telemetry::init",
         "another opentelemetry version",
-        "cargo tree -d -i opentelemetry",
+        "cargo tree -i opentelemetry --depth 0",
         "opentelemetry 0.33",
     ] {
         assert!(message.contains(fix), "{fix:?} in {message}");

@@ -104,6 +104,20 @@ async fn one_trace_through_the_workers_consume_retry_and_publish_with_its_spans_
             );
         }
     }
+    // The broker wait is measured in milliseconds (the `timestamp`
+    // property alone has whole seconds): these waited a few.
+    for process in &processes {
+        let waited = process
+            .attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == tracebridge::attributes::QUEUE_TIME_ATTRIBUTE)
+            .and_then(|kv| match kv.value {
+                opentelemetry::Value::F64(ms) => Some(ms),
+                _ => None,
+            })
+            .expect("the queue time");
+        assert!(waited < 250.0, "waited {waited} ms in the broker");
+    }
     // The retry stays in the first attempt's trace.
     let retried: Vec<_> = processes
         .iter()

@@ -15,10 +15,11 @@ use lapin::types::{
     Boolean, ChannelId, FieldTable, LongLongUInt, MessageCount, ReplyCode, ShortString, ShortUInt,
 };
 use lapin::{BasicProperties, ChannelStatus, ExchangeKind, Queue};
-use opentelemetry::Context;
 
 use super::consumer::{BasicGetMessage, Consumer};
-use super::publish::{self, Pending, PublisherConfirm};
+#[cfg(feature = "relay")]
+use super::publish::Pending;
+use super::publish::{self, PublisherConfirm};
 use crate::instrument::{Instrumentation, ParentPolicy};
 use crate::propagation::Propagation;
 use crate::semconv::{Endpoint, Operation};
@@ -186,10 +187,11 @@ impl Channel {
     /// table given apart (it replaces the one in `properties`: the relay
     /// builds it anyway, and a copy per message is saved); the confirm
     /// answers in tracebridge's errors.
+    #[cfg(feature = "relay")]
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn publish_with_headers(
         &self,
-        parent: &Context,
+        parent: &opentelemetry::Context,
         exchange: &str,
         routing_key: &str,
         options: BasicPublishOptions,

@@ -97,6 +97,30 @@ pub(crate) fn error_type(err: &lapin::Error) -> String {
     crate::instrument::variant_name(err.kind(), "AMQPError")
 }
 
+/// The header with the publish time in milliseconds: RabbitMQ's own name
+/// for it (its message-timestamp plugin writes it). The `timestamp`
+/// property has whole seconds, too coarse for a wait of milliseconds.
+pub(crate) const TIMESTAMP_IN_MS_HEADER: &str = "timestamp_in_ms";
+
+/// When the message was published, in milliseconds since the epoch: the
+/// `timestamp_in_ms` header when there is one, else the `timestamp`
+/// property (see [`timestamp_ms`]).
+pub(crate) fn published_at_ms(properties: &lapin::BasicProperties) -> Option<u64> {
+    use lapin::types::AMQPValue;
+    let header = properties
+        .headers()
+        .as_ref()
+        .and_then(|headers| headers.inner().get(TIMESTAMP_IN_MS_HEADER))
+        .and_then(|value| match value {
+            AMQPValue::LongLongInt(ms) => u64::try_from(*ms).ok(),
+            AMQPValue::LongInt(ms) => u64::try_from(*ms).ok(),
+            AMQPValue::LongUInt(ms) => Some(u64::from(*ms)),
+            AMQPValue::Timestamp(ms) => Some(*ms),
+            _ => None,
+        });
+    header.or_else(|| properties.timestamp().map(timestamp_ms))
+}
+
 /// An AMQP `timestamp` property in milliseconds since the epoch. AMQP 0-9-1
 /// timestamps are POSIX seconds; some clients write milliseconds,
 /// recognisable by their size (after 1973 in ms, before 5138 in s).
@@ -111,6 +135,21 @@ pub(crate) fn timestamp_ms(value: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_publish_time_prefers_the_millisecond_header() {
+        use lapin::types::{AMQPValue, FieldTable};
+        let seconds = lapin::BasicProperties::default().with_timestamp(1_700_000_000);
+        assert_eq!(published_at_ms(&seconds), Some(1_700_000_000_000));
+        let mut headers = FieldTable::default();
+        headers.insert(
+            TIMESTAMP_IN_MS_HEADER.into(),
+            AMQPValue::LongLongInt(1_700_000_000_123),
+        );
+        let both = seconds.with_headers(headers);
+        assert_eq!(published_at_ms(&both), Some(1_700_000_000_123));
+        assert_eq!(published_at_ms(&lapin::BasicProperties::default()), None);
+    }
 
     #[test]
     fn endpoints_come_from_the_url_without_credentials() {

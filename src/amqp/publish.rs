@@ -31,8 +31,9 @@ pub(crate) struct Publishing {
 /// Starts the publish span of a message to `exchange` / `routing_key`
 /// under `parent` (`None`: the current context), writes its context into
 /// `headers` (replacing trace headers there, keeping the rest) and stamps
-/// a `timestamp` when the message has none, so its consumer can tell how
-/// long it waited. Returns the properties to publish with.
+/// the publish time when the message has none (the `timestamp` property
+/// and a `timestamp_in_ms` header), so its consumer can tell how long it
+/// waited. Returns the properties to publish with.
 pub(crate) fn begin(
     tracing: &ChannelTracing,
     parent: Option<&Context>,
@@ -66,13 +67,23 @@ pub(crate) fn begin(
     tracing
         .propagation
         .inject(&cx, &mut AmqpHeaderInjector(&mut headers));
-    let mut properties = properties.with_headers(headers);
-    if properties.timestamp().is_none() {
-        let now = SystemTime::now()
+    // Lets the consumer measure how long the message waited: the standard
+    // property in seconds, and the milliseconds in RabbitMQ's header for it.
+    let now = properties.timestamp().is_none().then(|| {
+        SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
-        properties = properties.with_timestamp(now);
+            .unwrap_or_default()
+    });
+    if let Some(now) = now {
+        let ms = i64::try_from(now.as_millis()).unwrap_or(i64::MAX);
+        headers.insert(
+            super::TIMESTAMP_IN_MS_HEADER.into(),
+            lapin::types::AMQPValue::LongLongInt(ms),
+        );
+    }
+    let mut properties = properties.with_headers(headers);
+    if let Some(now) = now {
+        properties = properties.with_timestamp(now.as_secs());
     }
     let publishing = Publishing {
         cx,
@@ -132,6 +143,7 @@ impl Publishing {
 
 /// A publish waiting for the broker's confirm, inside the crate (the
 /// relay's AMQP sink): answers in tracebridge's errors.
+#[cfg(feature = "relay")]
 pub(crate) struct Pending {
     pub(crate) confirm: lapin::PublisherConfirm,
     pub(crate) publishing: Publishing,
@@ -140,6 +152,7 @@ pub(crate) struct Pending {
     pub(crate) _channel: lapin::Channel,
 }
 
+#[cfg(feature = "relay")]
 impl Pending {
     /// Waits for the broker's answer and ends the publish span.
     pub(crate) async fn confirmed(self) -> Result<(), Error> {

@@ -41,10 +41,8 @@ pub(crate) fn received(
         |operation| instrumentation.metric_attributes(operation, &destination, None, endpoint);
     Received {
         name: operation.shared_span_name(&destination),
-        produced_at: delivery
-            .properties
-            .timestamp()
-            .map(|ts| UNIX_EPOCH + Duration::from_millis(super::timestamp_ms(ts))),
+        produced_at: super::published_at_ms(delivery.properties)
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
         metric_attributes: metric(Operation::Process),
         consumed_attributes: metric(Operation::Receive),
     }

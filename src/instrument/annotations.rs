@@ -12,6 +12,7 @@ struct SendAnnotations(Vec<KeyValue>);
 
 /// `parent` with `attributes` for the PRODUCER span a traced producer or
 /// publisher starts under it.
+#[cfg(feature = "relay")]
 pub(crate) fn with_send_annotations(parent: &Context, attributes: Vec<KeyValue>) -> Context {
     parent.with_value(SendAnnotations(attributes))
 }

@@ -50,9 +50,9 @@ impl Problem {
                  your subscriber, or call `tracebridge::telemetry::init(\"my-service\")` in a \
                  service with no telemetry of its own. If you did install one, it belongs to \
                  another opentelemetry version, whose global tracebridge cannot see: \
-                 `cargo tree -d -i opentelemetry` lists the versions in your build; tracebridge \
-                 {version} needs opentelemetry {OPENTELEMETRY_LINE}.x and tracing-opentelemetry \
-                 {TRACING_OPENTELEMETRY_LINE}.x",
+                 `cargo tree -i opentelemetry --depth 0` names the version in your build, or \
+                 lists them when there are several; tracebridge {version} needs opentelemetry \
+                 {OPENTELEMETRY_LINE}.x and tracing-opentelemetry {TRACING_OPENTELEMETRY_LINE}.x",
                 version = env!("CARGO_PKG_VERSION"),
             ),
             Problem::LayerWithoutTracer => format!(
@@ -111,7 +111,7 @@ mod tests {
             "set_tracer_provider",
             "tracing_opentelemetry::layer()",
             "telemetry::init",
-            "cargo tree -d -i opentelemetry",
+            "cargo tree -i opentelemetry --depth 0",
             OPENTELEMETRY_LINE,
         ] {
             assert!(message.contains(needle), "{needle} in {message}");

@@ -47,6 +47,7 @@ impl<T, E: Display> HandlerOutcome for Result<T, E> {
     fn failure(&self) -> Option<(&'static str, String)> {
         self.as_ref()
             .err()
-            .map(|err| (std::any::type_name::<E>(), err.to_string()))
+            // `{:#}`: the whole chain, for errors that print one (anyhow).
+            .map(|err| (std::any::type_name::<E>(), format!("{err:#}")))
     }
 }

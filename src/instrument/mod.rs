@@ -28,6 +28,7 @@ mod diagnose;
 mod in_span;
 mod parent;
 mod recorder;
+mod tracing_span;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -37,12 +38,14 @@ use std::time::{Duration, SystemTime};
 use opentelemetry::global::{self, BoxedTracer};
 use opentelemetry::metrics::{Histogram, MeterProvider};
 use opentelemetry::trace::{
-    FutureExt as _, Link, SpanContext, SpanKind, Status, TraceContextExt, Tracer, TracerProvider,
+    FutureExt as _, Link, SpanKind, Status, TraceContextExt, Tracer, TracerProvider,
 };
 use opentelemetry::{Context, InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
-pub(crate) use annotations::{producer_attributes, send_annotations, with_send_annotations};
+#[cfg(feature = "relay")]
+pub(crate) use annotations::with_send_annotations;
+pub(crate) use annotations::{producer_attributes, send_annotations};
 pub use in_span::HandlerOutcome;
 pub(crate) use in_span::in_context;
 pub use parent::ParentPolicy;
@@ -402,12 +405,13 @@ impl Instrumentation {
     /// id): a child of `parent`, or a new trace linked to `link`, or a new
     /// trace when both are `None`. Keeps the message's baggage and records
     /// an unusable context as [`INVALID_CONTEXT_ATTRIBUTE`].
+    #[cfg(feature = "relay")]
     pub(crate) fn start_correlated_span(
         &self,
         name: impl Into<Cow<'static, str>>,
         extracted: &ExtractedContext,
-        parent: Option<&SpanContext>,
-        link: Option<&SpanContext>,
+        parent: Option<&opentelemetry::trace::SpanContext>,
+        link: Option<&opentelemetry::trace::SpanContext>,
         mut attributes: Vec<KeyValue>,
     ) -> Context {
         let base = parent::without_span(extracted.context());

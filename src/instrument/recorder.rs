@@ -233,19 +233,8 @@ struct Bridged(tracing::Span);
 struct NotBridged(Option<tracing::Span>);
 
 fn open_tracing_span(spec: &SpanSpec<'_>, parent: &Context) -> Result<Bridged, NotBridged> {
-    // No subscriber would see it (none installed, or filtered out): no
-    // span to make, no cost.
-    if !tracing::enabled!(target: "tracebridge", tracing::Level::INFO) {
-        return Err(NotBridged(None));
-    }
-    let span = tracing::info_span!(
-        target: "tracebridge",
-        "tracebridge",
-        otel.name = %spec.name,
-        otel.kind = kind_name(&spec.kind),
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
-    );
+    let span = super::tracing_span::new_span(&spec.name, kind_name(&spec.kind));
+    // No subscriber wants it (none installed, or filtered out).
     if span.is_disabled() {
         return Err(NotBridged(None));
     }

@@ -2,7 +2,7 @@
 
 use std::cell::Cell;
 
-use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
+use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, Sampler};
 
 use super::*;
@@ -137,6 +137,11 @@ fn spans_go_through_the_applications_tracing_layer() {
         attribute("trace_id").as_deref(),
         Some(trace_id.to_string().as_str()),
         "the ids are fields of the tracing span (for log lines)"
+    );
+    assert_eq!(
+        attribute("code.file.path"),
+        None,
+        "no source location: the span is a message's, not a place in tracebridge"
     );
 }
 

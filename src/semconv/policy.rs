@@ -270,6 +270,7 @@ impl AttributePolicy {
 
     /// The hash key as text, for redaction from error messages.
     #[cfg_attr(not(all(feature = "kafka", feature = "amqp")), allow(dead_code))]
+    #[cfg(feature = "relay")]
     pub(crate) fn hash_key_text(&self) -> Option<String> {
         self.hash_key
             .as_ref()

@@ -16,7 +16,9 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use super::exporters::metrics_provider;
 use super::guard::TelemetryGuard;
 use super::targets::{SpanTarget, span_targets_from_env};
-use super::{JsonLogLayer, METRICS_OFF, PROMETHEUS, PrometheusBridge, TelemetryError};
+use super::{JsonLogLayer, METRICS_OFF, TelemetryError};
+#[cfg(feature = "relay")]
+use super::{PROMETHEUS, PrometheusBridge};
 use crate::instrument::SCOPE_NAME;
 
 /// Telemetry options beyond the environment; see [`super::init`].
@@ -32,6 +34,7 @@ pub struct TelemetryBuilder {
     provider: Option<SdkTracerProvider>,
     subscriber: bool,
     log_writer: Option<BoxMakeWriter>,
+    #[cfg(feature = "relay")]
     prometheus: Option<PrometheusBridge>,
 }
 
@@ -44,6 +47,7 @@ impl TelemetryBuilder {
             provider: None,
             subscriber: true,
             log_writer: None,
+            #[cfg(feature = "relay")]
             prometheus: None,
         }
     }
@@ -93,6 +97,7 @@ impl TelemetryBuilder {
     /// ([`super::prometheus_text`]): a meter provider is set up even without
     /// an OTLP endpoint.
     #[doc(hidden)]
+    #[cfg(feature = "relay")]
     pub fn with_prometheus(mut self, bridge: PrometheusBridge) -> Self {
         self.prometheus = Some(bridge);
         self
@@ -135,16 +140,16 @@ impl TelemetryBuilder {
             Box::new(BaggagePropagator::new()),
         ]));
 
-        guard.meters = metrics_provider(
-            &targets,
-            &self.service_name,
-            self.prometheus.as_ref(),
-            &mut guard,
-        )?;
+        #[cfg(feature = "relay")]
+        let reader = self.prometheus.as_ref().map(PrometheusBridge::reader);
+        #[cfg(not(feature = "relay"))]
+        let reader = None::<opentelemetry_sdk::metrics::ManualReader>;
+        guard.meters = metrics_provider(&targets, &self.service_name, reader, &mut guard)?;
         if let Some(meters) = &guard.meters {
             opentelemetry::global::set_meter_provider(meters.clone());
         }
         let _ = METRICS_OFF.set(guard.meters.is_none());
+        #[cfg(feature = "relay")]
         if let Some(bridge) = self.prometheus {
             let _ = PROMETHEUS.set(bridge);
         }

@@ -3,25 +3,28 @@
 
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::metrics::reader::MetricReader;
 use opentelemetry_sdk::trace::BatchSpanProcessor;
 
 use super::guard::TelemetryGuard;
 use super::targets::{OtlpProtocol, SpanTarget};
-use super::{PrometheusBridge, TelemetryError, accounting};
+use super::{TelemetryError, accounting};
 
 /// Metrics go over OTLP next to the spans (`OTEL_METRICS_EXPORTER`:
-/// `otlp`, the default, or `none`) and to a Prometheus bridge when given;
-/// with neither there is no meter provider and instruments are no-ops.
+/// `otlp`, the default, or `none`) and to `reader` when given (the relay's
+/// Prometheus bridge); with neither there is no meter provider and
+/// instruments are no-ops.
 pub(super) fn metrics_provider(
     targets: &[SpanTarget],
     service_name: &str,
-    prometheus: Option<&PrometheusBridge>,
+    reader: Option<impl MetricReader>,
     guard: &mut TelemetryGuard,
 ) -> Result<Option<SdkMeterProvider>, TelemetryError> {
     let mut builder =
         SdkMeterProvider::builder().with_resource(super::builder::resource(service_name));
-    if let Some(bridge) = prometheus {
-        builder = builder.with_reader(bridge.reader());
+    let has_reader = reader.is_some();
+    if let Some(reader) = reader {
+        builder = builder.with_reader(reader);
     }
     let otlp = targets.iter().find_map(|t| match t {
         SpanTarget::Otlp(protocol) => Some(*protocol),
@@ -29,7 +32,7 @@ pub(super) fn metrics_provider(
     });
     let protocol = match otlp {
         Some(protocol) if otlp_metrics_wanted()? => protocol,
-        _ => return Ok(prometheus.map(|_| builder.build())),
+        _ => return Ok(has_reader.then(|| builder.build())),
     };
     let exporter = build_otlp(
         protocol,

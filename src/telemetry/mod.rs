@@ -37,28 +37,42 @@
 //! // Dropping the guard flushes and shuts the provider down.
 //! ```
 
+#[cfg(feature = "otlp")]
 use std::path::PathBuf;
 
+#[cfg(feature = "otlp")]
 mod accounting;
+#[cfg(feature = "otlp")]
 mod builder;
+#[cfg(feature = "otlp")]
 mod exporters;
+#[cfg(feature = "otlp")]
 mod guard;
 mod json_log;
+#[cfg(feature = "relay")]
 mod prometheus;
+#[cfg(feature = "otlp")]
 mod span_file;
+#[cfg(feature = "otlp")]
 mod targets;
 
 #[doc(hidden)]
+#[cfg(feature = "otlp")]
 pub use accounting::{SpanCounts, span_counts};
+#[cfg(feature = "otlp")]
 pub use builder::TelemetryBuilder;
+#[cfg(feature = "otlp")]
 pub use guard::TelemetryGuard;
 pub use json_log::JsonLogLayer;
 #[doc(hidden)]
+#[cfg(feature = "relay")]
 pub use prometheus::{PrometheusBridge, prometheus_name};
+#[cfg(feature = "otlp")]
 pub use span_file::{DEFAULT_SPANS_FILE, JsonLinesExporter};
+#[cfg(feature = "otlp")]
 pub use targets::{OtlpProtocol, SpanTarget, span_targets_from_env};
 
-/// Whether [`init`] ran and set up no meter provider (so metric
+/// Whether `init` ran and set up no meter provider (so metric
 /// instruments record nothing, and their attributes need not be built).
 static METRICS_OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
@@ -67,16 +81,19 @@ pub(crate) fn metrics_disabled() -> bool {
 }
 
 /// The bridge [`TelemetryBuilder::with_prometheus`] installed.
+#[cfg(feature = "relay")]
 static PROMETHEUS: std::sync::OnceLock<PrometheusBridge> = std::sync::OnceLock::new();
 
 /// The messaging metrics in the Prometheus text format, when a bridge was
 /// installed (the relay's `/metrics` appends them).
 #[doc(hidden)]
+#[cfg(feature = "relay")]
 pub fn prometheus_text() -> Option<String> {
     PROMETHEUS.get().map(PrometheusBridge::render)
 }
 
 /// What can go wrong setting telemetry up.
+#[cfg(feature = "otlp")]
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TelemetryError {
@@ -114,6 +131,7 @@ pub enum TelemetryError {
 /// Installs telemetry for `service_name` (overridden by `OTEL_SERVICE_NAME`
 /// or a `service.name` in `OTEL_RESOURCE_ATTRIBUTES`). Never fails: a
 /// problem is printed on stderr and the process runs without that part.
+#[cfg(feature = "otlp")]
 pub fn init(service_name: &str) -> TelemetryGuard {
     TelemetryBuilder::new(service_name).init()
 }

@@ -162,9 +162,8 @@ pub(crate) async fn run(
                 // needs.
                 let properties = std::mem::take(&mut delivery.properties);
                 let inbound = Inbound {
-                    timestamp_ms: properties
-                        .timestamp()
-                        .map(|ts| i64::try_from(crate::amqp::timestamp_ms(ts)).unwrap_or(i64::MAX)),
+                    timestamp_ms: crate::amqp::published_at_ms(&properties)
+                        .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
                     headers: InboundHeaders::Amqp(Box::new(properties)),
                     payload: Some(std::mem::take(&mut delivery.data)),
                     kafka_key: None,

@@ -72,7 +72,7 @@ async fn a_provider_of_another_opentelemetry_version_is_named_with_the_fix() {
         .expect("a message");
     for needle in [
         "another opentelemetry version",
-        "cargo tree -d -i opentelemetry",
+        "cargo tree -i opentelemetry --depth 0",
         "needs opentelemetry 0.33",
     ] {
         assert!(message.contains(needle), "{needle:?} in {message}");
