@@ -35,7 +35,7 @@ use lapin::types::FieldTable;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracebridge::amqp::{BasicProperties, Channel, Connection, ConnectionProperties};
-use tracing::{info, instrument, warn};
+use tracing::{Instrument as _, info, instrument, warn};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -168,12 +168,21 @@ async fn ship(channel: &Channel, delivery: &Delivery) -> anyhow::Result<()> {
     if order == "order-1" && !delivery.redelivered {
         bail!("the carrier is busy");
     }
+    let label = tokio::spawn(print_label(order.clone()).in_current_span());
     publish(
         channel,
         SHIPMENTS,
         format!("shipment of {order}").as_bytes(),
     )
-    .await
+    .await?;
+    label.await?
+}
+
+#[instrument]
+async fn print_label(order: String) -> anyhow::Result<()> {
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    info!("label printed");
+    Ok(())
 }
 
 async fn publish(channel: &Channel, queue: &str, payload: &[u8]) -> anyhow::Result<()> {

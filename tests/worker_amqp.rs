@@ -3,8 +3,9 @@
 //! provider), tracebridge added in three lines — run as it is, under the
 //! same set-up with an in-memory exporter: the RabbitMQ hop is one trace,
 //! the failed first attempt and its retry both in it, the worker's
-//! `#[instrument]` spans under the CONSUMER spans, acks and nacks as
-//! their children, and the worker's own JSON log lines carrying the ids.
+//! `#[instrument]` spans and its spawned task under the CONSUMER spans,
+//! acks and nacks as their children, and the worker's own JSON log lines
+//! carrying the ids.
 #![cfg(feature = "amqp")]
 
 mod common;
@@ -100,6 +101,16 @@ async fn one_trace_through_the_workers_consume_retry_and_publish_with_its_spans_
                 .expect("the shipment published under ship");
             assert_eq!(
                 shipment.span_context.trace_id(),
+                process.span_context.trace_id()
+            );
+            let label = spans
+                .iter()
+                .find(|s| {
+                    s.name == "print_label" && s.parent_span_id == ship.span_context.span_id()
+                })
+                .expect("the spawned label task under ship");
+            assert_eq!(
+                label.span_context.trace_id(),
                 process.span_context.trace_id()
             );
         }
