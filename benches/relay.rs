@@ -25,6 +25,9 @@
 //! 50 ms: the steady state is the median of the second half of the run.
 //! `TB_BENCH_RELAY_BINS=name=path,name=path` compares several builds of
 //! the binary in the same rounds (how the allocator was chosen).
+//! `TB_BENCH_TO=kafka` makes the process route Kafka → Kafka (against a
+//! plain pipelined Kafka → Kafka loop), and `TB_BENCH_PAYLOAD=BYTES` sets
+//! the messages' size (100 by default).
 
 mod support;
 
@@ -58,12 +61,26 @@ fn config() -> ClientConfig {
     c
 }
 
+/// The messages' size, `TB_BENCH_PAYLOAD` bytes (100 by default).
+fn payload_bytes() -> usize {
+    std::env::var("TB_BENCH_PAYLOAD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
+}
+
+/// Where the process bench's route writes: RabbitMQ, or Kafka with
+/// `TB_BENCH_TO=kafka`.
+fn to_kafka() -> bool {
+    std::env::var("TB_BENCH_TO").as_deref() == Ok("kafka")
+}
+
 async fn fill_topic(topic: &str, n: usize) {
     tracebridge::kafka::create_topic(&config(), topic, 1)
         .await
         .expect("create topic");
     let producer: FutureProducer = config().create().expect("producer");
-    let payload = [b'x'; 100];
+    let payload = vec![b'x'; payload_bytes()];
     let mut pending = FuturesUnordered::new();
     for i in 0..n {
         let producer = &producer;
@@ -117,6 +134,78 @@ async fn queue_depth(channel: &lapin::Channel, queue: &str) -> u32 {
         .await
         .expect("passive declare");
     q.message_count()
+}
+
+/// The relay's config for one route `topic` → Kafka topic `out`.
+fn relay_toml_to_kafka(topic: &str, out: &str) -> String {
+    format!(
+        r#"[relay]
+listen = "127.0.0.1:0"
+max_in_flight = {WINDOW}
+[kafka.k]
+bootstrap_servers = "{}"
+[[route]]
+name = "bench"
+from = {{ kafka = "k", topic = "{topic}", group = "{topic}-relay" }}
+to = {{ kafka = "k", topic = "{out}" }}
+"#,
+        kafka()
+    )
+}
+
+/// How many records Kafka holds in partition 0 of `topic`.
+fn topic_depth(topic: &str) -> usize {
+    let consumer: rdkafka::consumer::BaseConsumer = config().create().expect("consumer");
+    consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(5))
+        .map(|(low, high)| usize::try_from(high - low).unwrap_or(0))
+        .unwrap_or(0)
+}
+
+/// A plain pipelined Kafka → Kafka loop: up to `window` sends awaiting
+/// their delivery reports, offsets committed after them.
+async fn plain_kafka_run(topic: &str, out: &str, n: usize, window: usize) -> f64 {
+    let started = Instant::now();
+    let consumer: StreamConsumer = config()
+        .set("group.id", format!("{topic}-plain"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("offset");
+    consumer.assign(&list).expect("assign");
+    let producer: FutureProducer = config().set("acks", "all").create().expect("producer");
+    let mut sends = FuturesUnordered::new();
+    let (mut done, mut read) = (0, 0);
+    while done < n {
+        if read < n && sends.len() < window {
+            let message = consumer.recv().await.expect("message");
+            let offset = message.offset();
+            let payload = message.payload().unwrap_or_default().to_vec();
+            let producer = &producer;
+            sends.push(async move {
+                producer
+                    .send(
+                        FutureRecord::<(), _>::to(out).payload(&payload),
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .map_err(|(e, _)| e)
+                    .expect("delivered");
+                offset
+            });
+            read += 1;
+        } else if let Some(offset) = sends.next().await {
+            done += 1;
+            let mut commit = TopicPartitionList::new();
+            commit
+                .add_partition_offset(topic, 0, Offset::Offset(offset + 1))
+                .expect("offset");
+            let _ = consumer.commit(&commit, CommitMode::Async);
+        }
+    }
+    n as f64 / started.elapsed().as_secs_f64()
 }
 
 /// The relay's config for one route `topic` → `queue`, window [`WINDOW`].
@@ -252,7 +341,12 @@ async fn relay_process_run(
     let dir = std::env::temp_dir().join(format!("tb-relay-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let config = dir.join("relay.toml");
-    std::fs::write(&config, relay_toml(topic, queue)).expect("config");
+    let text = if to_kafka() {
+        relay_toml_to_kafka(topic, queue)
+    } else {
+        relay_toml(topic, queue)
+    };
+    std::fs::write(&config, text).expect("config");
     let started = Instant::now();
     let mut child = std::process::Command::new(binary)
         .args(["run", "--config"])
@@ -265,7 +359,15 @@ async fn relay_process_run(
         .unwrap_or_else(|e| panic!("{binary}: {e} (cargo build --release first)"));
     let pid = child.id();
     let mut samples = Vec::new();
-    while (queue_depth(admin, queue).await as usize) < n {
+    loop {
+        let arrived = if to_kafka() {
+            topic_depth(queue)
+        } else {
+            queue_depth(admin, queue).await as usize
+        };
+        if arrived >= n {
+            break;
+        }
         samples.push(rss_of(pid, "VmRSS"));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -301,15 +403,24 @@ async fn process_main(n: usize, conn: &Connection, admin: &lapin::Channel) {
         let mut line = format!("round {round}:");
         for (i, (name, binary)) in bins.iter().enumerate() {
             let topic = format!("tb-relay-process-{name}-{run}-{round}");
+            let out = format!("{topic}-out");
             fill_topic(&topic, n).await;
-            declare_queue(admin, &topic).await;
+            if to_kafka() {
+                tracebridge::kafka::create_topic(&config(), &out, 1)
+                    .await
+                    .expect("create topic");
+            } else {
+                declare_queue(admin, &out).await;
+            }
             let result = tokio::time::timeout(
                 Duration::from_secs(180),
-                relay_process_run(binary, admin, &topic, &topic, n),
+                relay_process_run(binary, admin, &topic, &out, n),
             )
             .await
             .unwrap_or_default();
-            delete_queue(admin, &topic).await;
+            if !to_kafka() {
+                delete_queue(admin, &out).await;
+            }
             line += &format!(
                 " {name} {:.0}/s (RSS steady {:.1} MiB, peak {:.1} MiB);",
                 result.rate, result.steady_rss, result.peak_rss
@@ -322,20 +433,36 @@ async fn process_main(n: usize, conn: &Connection, admin: &lapin::Channel) {
             best[i].peak_rss = best[i].peak_rss.max(result.peak_rss);
         }
         let topic = format!("tb-relay-process-plain-{run}-{round}");
+        let out = format!("{topic}-out");
         fill_topic(&topic, n).await;
-        declare_queue(admin, &topic).await;
-        let plain = tokio::time::timeout(
-            Duration::from_secs(120),
-            plain_run(conn, &topic, &topic, n, WINDOW),
-        )
-        .await
-        .unwrap_or(0.0);
-        delete_queue(admin, &topic).await;
+        let plain = if to_kafka() {
+            tracebridge::kafka::create_topic(&config(), &out, 1)
+                .await
+                .expect("create topic");
+            tokio::time::timeout(
+                Duration::from_secs(120),
+                plain_kafka_run(&topic, &out, n, WINDOW),
+            )
+            .await
+            .unwrap_or(0.0)
+        } else {
+            declare_queue(admin, &out).await;
+            let rate = tokio::time::timeout(
+                Duration::from_secs(120),
+                plain_run(conn, &topic, &out, n, WINDOW),
+            )
+            .await
+            .unwrap_or(0.0);
+            delete_queue(admin, &out).await;
+            rate
+        };
         best_plain = best_plain.max(plain);
         eprintln!("{line} plain pipelined {plain:.0}/s");
     }
+    let to = if to_kafka() { "Kafka" } else { "RabbitMQ" };
     println!(
-        "relay process Kafka -> RabbitMQ, {n} messages of 100 bytes, window {WINDOW}, best of 3 (memory: worst round)"
+        "relay process Kafka -> {to}, {n} messages of {} bytes, window {WINDOW}, best of 3 (memory: worst round)",
+        payload_bytes()
     );
     for ((name, _), result) in bins.iter().zip(&best) {
         println!(
