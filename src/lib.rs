@@ -65,6 +65,7 @@ pub mod amqp;
 pub mod kafka;
 
 pub use instrument::{HandlerOutcome, Instrumentation, ParentPolicy, spawn_in_context};
+pub use metrics::MessagingMetric;
 pub use propagation::{ExtractedContext, Format, Propagation};
 
 /// The names of tracebridge's own span attributes and metrics, beside the

@@ -29,6 +29,71 @@ pub const DURATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
+/// One of the metrics tracebridge records: the spec's four, and the broker
+/// wait. Each can be turned off ([`crate::Instrumentation::with_metrics`],
+/// the relay's `[telemetry] metrics`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MessagingMetric {
+    /// `messaging.client.operation.duration`.
+    OperationDuration,
+    /// `messaging.process.duration`.
+    ProcessDuration,
+    /// `messaging.client.sent.messages`.
+    SentMessages,
+    /// `messaging.client.consumed.messages`.
+    ConsumedMessages,
+    /// `tracebridge.messaging.queue_time`: how long messages waited in the
+    /// broker.
+    QueueTime,
+}
+
+impl MessagingMetric {
+    /// Every metric, in the order of their names.
+    pub const ALL: [MessagingMetric; 5] = [
+        MessagingMetric::OperationDuration,
+        MessagingMetric::ProcessDuration,
+        MessagingMetric::SentMessages,
+        MessagingMetric::ConsumedMessages,
+        MessagingMetric::QueueTime,
+    ];
+
+    /// The instrument's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            MessagingMetric::OperationDuration => names::MESSAGING_CLIENT_OPERATION_DURATION,
+            MessagingMetric::ProcessDuration => names::MESSAGING_PROCESS_DURATION,
+            MessagingMetric::SentMessages => names::MESSAGING_CLIENT_SENT_MESSAGES,
+            MessagingMetric::ConsumedMessages => names::MESSAGING_CLIENT_CONSUMED_MESSAGES,
+            MessagingMetric::QueueTime => crate::instrument::QUEUE_TIME_METRIC,
+        }
+    }
+
+    /// The metric of this name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|metric| metric.name() == name)
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// Which metrics are recorded: a set of [`MessagingMetric`]s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MetricSet(u8);
+
+impl MetricSet {
+    pub(crate) const ALL: MetricSet = MetricSet(0b1_1111);
+
+    pub(crate) fn of(metrics: impl IntoIterator<Item = MessagingMetric>) -> Self {
+        MetricSet(metrics.into_iter().fold(0, |set, m| set | m.bit()))
+    }
+
+    pub(crate) fn has(self, metric: MessagingMetric) -> bool {
+        self.0 & metric.bit() != 0
+    }
+}
+
 /// The four instruments, or nothing when no meter provider records them.
 #[derive(Clone, Debug)]
 pub struct MessagingMetrics {
@@ -36,12 +101,13 @@ pub struct MessagingMetrics {
     instruments: Option<std::sync::Arc<Instruments>>,
 }
 
+/// Each instrument, `None` when turned off.
 #[derive(Clone, Debug)]
 struct Instruments {
-    operation_duration: Histogram<f64>,
-    process_duration: Histogram<f64>,
-    sent: Counter<u64>,
-    consumed: Counter<u64>,
+    operation_duration: Option<Histogram<f64>>,
+    process_duration: Option<Histogram<f64>>,
+    sent: Option<Counter<u64>>,
+    consumed: Option<Counter<u64>>,
 }
 
 impl MessagingMetrics {
@@ -69,23 +135,51 @@ impl MessagingMetrics {
         };
         Self {
             instruments: Some(std::sync::Arc::new(Instruments {
-                operation_duration: histogram(
+                operation_duration: Some(histogram(
                     names::MESSAGING_CLIENT_OPERATION_DURATION,
                     "Duration of a messaging operation initiated by a producer or consumer client",
-                ),
-                process_duration: histogram(
+                )),
+                process_duration: Some(histogram(
                     names::MESSAGING_PROCESS_DURATION,
                     "Duration of processing one message",
-                ),
-                sent: counter(
+                )),
+                sent: Some(counter(
                     names::MESSAGING_CLIENT_SENT_MESSAGES,
                     "Messages a producer attempted to send to the broker",
-                ),
-                consumed: counter(
+                )),
+                consumed: Some(counter(
                     names::MESSAGING_CLIENT_CONSUMED_MESSAGES,
                     "Messages delivered to the application",
-                ),
+                )),
             })),
+        }
+    }
+
+    /// These instruments, only those of `set` kept (disabled when none is).
+    pub(crate) fn only(&self, set: MetricSet) -> Self {
+        let Some(all) = &self.instruments else {
+            return Self::disabled();
+        };
+        fn keep<T: Clone>(
+            set: MetricSet,
+            metric: MessagingMetric,
+            instrument: &Option<T>,
+        ) -> Option<T> {
+            instrument.clone().filter(|_| set.has(metric))
+        }
+        use MessagingMetric as M;
+        let kept = Instruments {
+            operation_duration: keep(set, M::OperationDuration, &all.operation_duration),
+            process_duration: keep(set, M::ProcessDuration, &all.process_duration),
+            sent: keep(set, M::SentMessages, &all.sent),
+            consumed: keep(set, M::ConsumedMessages, &all.consumed),
+        };
+        let any = kept.operation_duration.is_some()
+            || kept.process_duration.is_some()
+            || kept.sent.is_some()
+            || kept.consumed.is_some();
+        Self {
+            instruments: any.then(|| std::sync::Arc::new(kept)),
         }
     }
 
@@ -105,31 +199,37 @@ impl MessagingMetrics {
     /// One client operation (send, poll, commit, ack…) that began at
     /// `started`; `attributes` carry `error.type` when it failed.
     pub fn record_operation(&self, started: Instant, attributes: &[KeyValue]) {
-        if let Some(i) = &self.instruments {
-            i.operation_duration
-                .record(started.elapsed().as_secs_f64(), attributes);
+        if let Some(i) = self
+            .instruments
+            .as_ref()
+            .and_then(|i| i.operation_duration.as_ref())
+        {
+            i.record(started.elapsed().as_secs_f64(), attributes);
         }
     }
 
     /// One message's processing, begun at `started`.
     pub fn record_process(&self, started: Instant, attributes: &[KeyValue]) {
-        if let Some(i) = &self.instruments {
-            i.process_duration
-                .record(started.elapsed().as_secs_f64(), attributes);
+        if let Some(i) = self
+            .instruments
+            .as_ref()
+            .and_then(|i| i.process_duration.as_ref())
+        {
+            i.record(started.elapsed().as_secs_f64(), attributes);
         }
     }
 
     /// `count` messages sent (attempted).
     pub fn count_sent(&self, count: u64, attributes: &[KeyValue]) {
-        if let Some(i) = &self.instruments {
-            i.sent.add(count, attributes);
+        if let Some(i) = self.instruments.as_ref().and_then(|i| i.sent.as_ref()) {
+            i.add(count, attributes);
         }
     }
 
     /// `count` messages delivered to the application.
     pub fn count_consumed(&self, count: u64, attributes: &[KeyValue]) {
-        if let Some(i) = &self.instruments {
-            i.consumed.add(count, attributes);
+        if let Some(i) = self.instruments.as_ref().and_then(|i| i.consumed.as_ref()) {
+            i.add(count, attributes);
         }
     }
 }

@@ -52,7 +52,7 @@ pub use parent::ParentPolicy;
 pub(crate) use parent::{ambient_context, link_to};
 pub(crate) use recorder::{Attributes, SpanSpec};
 
-use crate::metrics::{MessagingMetrics, SendTimer};
+use crate::metrics::{MessagingMetric, MessagingMetrics, MetricSet, SendTimer};
 use crate::propagation::ExtractedContext;
 use crate::semconv::{
     self, AttributePolicy, AttributeRules, Conventions, Destination, Endpoint, MessagingAttributes,
@@ -110,6 +110,8 @@ pub(crate) struct Received {
 pub struct Instrumentation {
     recorder: Recorder,
     meters: Meters,
+    /// The metrics recorded (all by default).
+    metric_set: MetricSet,
     scope: InstrumentationScope,
     rules: AttributeRules,
 }
@@ -158,6 +160,17 @@ impl MeterSet {
             queue_time: Some(queue_time_histogram(meters, scope.clone())),
         }
     }
+
+    /// Only the metrics of `set`.
+    fn only(&self, set: MetricSet) -> Self {
+        Self {
+            metrics: self.metrics.only(set),
+            queue_time: self
+                .queue_time
+                .clone()
+                .filter(|_| set.has(MessagingMetric::QueueTime)),
+        }
+    }
 }
 
 /// tracebridge's scope, with the schema of the conventions in use.
@@ -190,6 +203,7 @@ impl Instrumentation {
         Self {
             recorder: Recorder::Global(Arc::new(GlobalTracer::new(scope.clone()))),
             meters: Meters::Global(Arc::new(OnceLock::new())),
+            metric_set: MetricSet::ALL,
             scope,
             rules,
         }
@@ -244,6 +258,7 @@ impl Instrumentation {
         Self {
             recorder,
             meters: Meters::Given(meters),
+            metric_set: MetricSet::ALL,
             scope,
             rules,
         }
@@ -271,6 +286,19 @@ impl Instrumentation {
         self
     }
 
+    /// Records only these metrics (none: `with_metrics([])`). Default: all
+    /// of [`MessagingMetric::ALL`]. A metric turned off costs nothing per
+    /// message, and when all are off no metric attribute is built.
+    pub fn with_metrics(mut self, metrics: impl IntoIterator<Item = MessagingMetric>) -> Self {
+        self.metric_set = MetricSet::of(metrics);
+        self.meters = match &self.meters {
+            Meters::Given(set) => Meters::Given(set.only(self.metric_set)),
+            // Looked up at the first message, with the choice applied then.
+            Meters::Global(_) => Meters::Global(Arc::new(OnceLock::new())),
+        };
+        self
+    }
+
     /// The conventions and policy in force.
     pub fn rules(&self) -> &AttributeRules {
         &self.rules
@@ -286,6 +314,7 @@ impl Instrumentation {
                     MeterSet::disabled()
                 } else {
                     MeterSet::from_provider(&*global::meter_provider(), &self.scope)
+                        .only(self.metric_set)
                 }
             }),
         }

@@ -190,3 +190,54 @@ fn a_provider_handed_in_wins_over_the_tracing_layer() {
     assert_eq!(given_spans.get_finished_spans().unwrap().len(), 1);
     assert!(layer_spans.get_finished_spans().unwrap().is_empty());
 }
+
+/// Each metric can be turned off: only those chosen reach the meter
+/// provider, and with none chosen nothing builds metric attributes.
+#[test]
+fn metrics_turned_off_are_not_recorded() {
+    use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+    let exporter = InMemoryMetricExporter::default();
+    let meters = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    let tracers = SdkTracerProvider::builder().build();
+    let destination = crate::semconv::Destination::kafka("orders");
+    let endpoint = crate::semconv::Endpoint::default();
+    let instrumentation = Instrumentation::from_sdk(&tracers, Some(&meters))
+        .with_metrics([MessagingMetric::SentMessages]);
+    instrumentation
+        .time_send(&destination, &endpoint)
+        .finish(None);
+    instrumentation.metrics().count_consumed(1, &[]);
+    instrumentation.record_queue_time(&Context::new(), Some(std::time::SystemTime::now()), &[]);
+    meters.force_flush().expect("flush");
+    let names: std::collections::BTreeSet<String> = exporter
+        .get_finished_metrics()
+        .expect("metrics")
+        .iter()
+        .flat_map(|rm| rm.scope_metrics())
+        .flat_map(|sm| sm.metrics())
+        .map(|m| m.name().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["messaging.client.sent.messages".to_owned()].into(),
+        "only the metric kept"
+    );
+
+    let none = Instrumentation::from_sdk(&tracers, Some(&meters)).with_metrics([]);
+    assert!(!none.metrics().enabled());
+    assert!(
+        none.metric_attributes(
+            crate::semconv::Operation::Send,
+            &destination,
+            None,
+            &endpoint
+        )
+        .is_empty(),
+        "no attribute built for no metric"
+    );
+    for metric in MessagingMetric::ALL {
+        assert_eq!(MessagingMetric::from_name(metric.name()), Some(metric));
+    }
+}

@@ -87,7 +87,8 @@ impl Relay {
     ) -> Result<Self, Error> {
         let instrumentation = instrumentation
             .with_conventions(config.attribute_rules.conventions)
-            .with_attribute_policy(config.attribute_rules.policy.clone());
+            .with_attribute_policy(config.attribute_rules.policy.clone())
+            .with_metrics(config.metrics.iter().copied());
         let (shutdown, watch) = watch::channel(false);
         let metrics = Arc::new(
             RelayMetrics::new().map_err(|e| Error::Config(format!("metrics registry: {e}")))?,

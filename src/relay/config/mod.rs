@@ -77,6 +77,8 @@ pub struct RelayConfig {
     /// `[telemetry]` over the environment: the convention keys and the
     /// attribute policy of every span and metric.
     pub attribute_rules: crate::semconv::AttributeRules,
+    /// `[telemetry] metrics`: the messaging metrics recorded.
+    pub metrics: Vec<crate::MessagingMetric>,
 }
 
 /// A Kafka cluster.

@@ -645,6 +645,16 @@ pub(super) const TABLES: &[Table] = &[
                 about: "The HMAC key of `hashed`, 16 bytes or more; write it as `${VAR}`. Never printed.",
                 example: r#""${ATTRIBUTE_HASH_KEY}""#,
             },
+            Key {
+                name: "metrics",
+                ty: Type::Strings,
+                default: Default::Value(
+                    r#"["messaging.client.operation.duration", "messaging.process.duration", "messaging.client.sent.messages", "messaging.client.consumed.messages", "tracebridge.messaging.queue_time"]"#,
+                ),
+                only: Only::Any,
+                about: "The messaging metrics recorded, by name; one left out is off and costs nothing per message (`[]`: none).",
+                example: r#"["messaging.process.duration"]"#,
+            },
         ],
         unused: &[],
     },

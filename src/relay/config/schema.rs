@@ -58,6 +58,8 @@ pub(super) struct TelemetrySpec {
     pub(super) capture_headers: Option<Vec<String>>,
     /// The HMAC key of `hashed` (a secret: written `${VAR}`).
     pub(super) attribute_hash_key: Option<String>,
+    /// The messaging metrics recorded, by name; the others are off.
+    pub(super) metrics: Option<Vec<String>>,
 }
 
 /// `[relay]`.

@@ -506,3 +506,39 @@ fn telemetry_mistakes_are_each_named() {
         "{short}"
     );
 }
+
+/// `[telemetry] metrics` names the metrics kept; an unknown name is a
+/// problem that names the known ones.
+#[test]
+fn telemetry_metrics_are_chosen_by_name() {
+    use crate::MessagingMetric;
+    let base = r#"
+[kafka.k]
+bootstrap_servers = "127.0.0.1:9092"
+[[route]]
+name = "r"
+from = { kafka = "k", topic = "a" }
+to = { kafka = "k", topic = "b" }
+"#;
+    let all = RelayConfig::parse(base, "t.toml", |_| None).expect("valid");
+    assert_eq!(all.metrics, MessagingMetric::ALL.to_vec());
+    let some = RelayConfig::parse(
+        &format!("{base}[telemetry]\nmetrics = [\"messaging.process.duration\"]\n"),
+        "t.toml",
+        |_| None,
+    )
+    .expect("valid");
+    assert_eq!(some.metrics, vec![MessagingMetric::ProcessDuration]);
+    let err = RelayConfig::parse(
+        &format!("{base}[telemetry]\nmetrics = [\"messaging.bogus\"]\n"),
+        "t.toml",
+        |_| None,
+    )
+    .expect_err("unknown metric");
+    let text = err.to_string();
+    assert!(
+        text.contains("unknown metric `messaging.bogus`")
+            && text.contains("messaging.client.sent.messages"),
+        "{text}"
+    );
+}

@@ -2,6 +2,7 @@
 //! references resolved, each route's shape checked, and the properties
 //! that would break the relay's guarantees refused, every problem at once.
 
+use crate::MessagingMetric;
 use std::collections::BTreeMap;
 
 use super::parse::line_of;
@@ -118,6 +119,7 @@ pub(super) fn validate(
             });
         }
     }
+    let metrics = metrics(origin, spec.telemetry.metrics.as_deref(), &mut problems);
     let attribute_rules = attribute_rules(origin, spec.telemetry, &mut problems);
     if problems.is_empty() {
         Ok(RelayConfig {
@@ -127,10 +129,37 @@ pub(super) fn validate(
             service_name: spec.relay.service_name,
             routes,
             attribute_rules,
+            metrics,
         })
     } else {
         Err(ConfigErrors { problems })
     }
+}
+
+/// `[telemetry] metrics`: the metrics named (all when left out), each name
+/// checked.
+fn metrics(
+    origin: &str,
+    names: Option<&[String]>,
+    problems: &mut Vec<String>,
+) -> Vec<MessagingMetric> {
+    let Some(names) = names else {
+        return MessagingMetric::ALL.to_vec();
+    };
+    names
+        .iter()
+        .filter_map(|name| {
+            let metric = MessagingMetric::from_name(name);
+            if metric.is_none() {
+                let known: Vec<&str> = MessagingMetric::ALL.iter().map(|m| m.name()).collect();
+                problems.push(format!(
+                    "{origin}: telemetry.metrics: unknown metric `{name}` (expected any of: {})",
+                    known.join(", ")
+                ));
+            }
+            metric
+        })
+        .collect()
 }
 
 /// `[telemetry]` over the environment: each key the file sets wins.
