@@ -27,7 +27,9 @@
 //! the binary in the same rounds (how the allocator was chosen).
 //! `TB_BENCH_TO=kafka` makes the process route Kafka → Kafka (against a
 //! plain pipelined Kafka → Kafka loop), and `TB_BENCH_PAYLOAD=BYTES` sets
-//! the messages' size (100 by default).
+//! the messages' size (100 by default). `TB_BENCH_ROUTES=N` runs N routes
+//! in the one relay process, each on its own topic of N / routes messages
+//! (what each further route costs in memory).
 
 mod support;
 
@@ -136,21 +138,28 @@ async fn queue_depth(channel: &lapin::Channel, queue: &str) -> u32 {
     q.message_count()
 }
 
-/// The relay's config for one route `topic` → Kafka topic `out`.
-fn relay_toml_to_kafka(topic: &str, out: &str) -> String {
-    format!(
+/// The relay's config for one route per `(topic, out)` pair, each into
+/// Kafka topic `out`.
+fn relay_toml_to_kafka(pairs: &[(String, String)]) -> String {
+    let mut text = format!(
         r#"[relay]
 listen = "127.0.0.1:0"
 max_in_flight = {WINDOW}
 [kafka.k]
 bootstrap_servers = "{}"
-[[route]]
-name = "bench"
-from = {{ kafka = "k", topic = "{topic}", group = "{topic}-relay" }}
-to = {{ kafka = "k", topic = "{out}" }}
 "#,
         kafka()
-    )
+    );
+    for (i, (topic, out)) in pairs.iter().enumerate() {
+        text += &format!(
+            r#"[[route]]
+name = "bench-{i}"
+from = {{ kafka = "k", topic = "{topic}", group = "{topic}-relay" }}
+to = {{ kafka = "k", topic = "{out}" }}
+"#
+        );
+    }
+    text
 }
 
 /// How many records Kafka holds in partition 0 of `topic`.
@@ -208,9 +217,10 @@ async fn plain_kafka_run(topic: &str, out: &str, n: usize, window: usize) -> f64
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-/// The relay's config for one route `topic` → `queue`, window [`WINDOW`].
-fn relay_toml(topic: &str, queue: &str) -> String {
-    format!(
+/// The relay's config for one route per `(topic, queue)` pair, window
+/// [`WINDOW`].
+fn relay_toml(pairs: &[(String, String)]) -> String {
+    let mut text = format!(
         r#"[relay]
 listen = "127.0.0.1:0"
 max_in_flight = {WINDOW}
@@ -218,14 +228,30 @@ max_in_flight = {WINDOW}
 bootstrap_servers = "{}"
 [amqp.r]
 url = "{}"
-[[route]]
-name = "bench"
-from = {{ kafka = "k", topic = "{topic}", group = "{topic}-relay" }}
-to = {{ amqp = "r", exchange = "", routing_key = "{queue}" }}
 "#,
         kafka(),
         amqp()
-    )
+    );
+    for (i, (topic, queue)) in pairs.iter().enumerate() {
+        text += &format!(
+            r#"[[route]]
+name = "bench-{i}"
+from = {{ kafka = "k", topic = "{topic}", group = "{topic}-relay" }}
+to = {{ amqp = "r", exchange = "", routing_key = "{queue}" }}
+"#
+        );
+    }
+    text
+}
+
+/// How many routes the process bench's relay runs, `TB_BENCH_ROUTES` (1
+/// by default): each reads its own topic of N / routes messages.
+fn routes() -> usize {
+    std::env::var("TB_BENCH_ROUTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1)
 }
 
 async fn relay_run(
@@ -235,7 +261,7 @@ async fn relay_run(
     n: usize,
     instrumentation: &Instrumentation,
 ) -> f64 {
-    let text = relay_toml(topic, queue);
+    let text = relay_toml(&[(topic.to_owned(), queue.to_owned())]);
     let config = RelayConfig::parse(&text, "bench", |_| None).expect("config");
     let started = Instant::now();
     let relay = Relay::start(config, instrumentation.clone())
@@ -329,22 +355,22 @@ fn rss_of(pid: u32, field: &str) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-/// The relay binary at `binary` as a process: one route `topic` → `queue`,
-/// timed from spawn until RabbitMQ holds all `n`, its memory sampled.
+/// The relay binary at `binary` as a process: one route per `(topic,
+/// out)` pair, timed from spawn until the outputs hold all `n`, its memory
+/// sampled.
 async fn relay_process_run(
     binary: &str,
     admin: &lapin::Channel,
-    topic: &str,
-    queue: &str,
+    pairs: &[(String, String)],
     n: usize,
 ) -> ProcessRun {
     let dir = std::env::temp_dir().join(format!("tb-relay-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let config = dir.join("relay.toml");
     let text = if to_kafka() {
-        relay_toml_to_kafka(topic, queue)
+        relay_toml_to_kafka(pairs)
     } else {
-        relay_toml(topic, queue)
+        relay_toml(pairs)
     };
     std::fs::write(&config, text).expect("config");
     let started = Instant::now();
@@ -360,11 +386,14 @@ async fn relay_process_run(
     let pid = child.id();
     let mut samples = Vec::new();
     loop {
-        let arrived = if to_kafka() {
-            topic_depth(queue)
-        } else {
-            queue_depth(admin, queue).await as usize
-        };
+        let mut arrived = 0;
+        for (_, out) in pairs {
+            arrived += if to_kafka() {
+                topic_depth(out)
+            } else {
+                queue_depth(admin, out).await as usize
+            };
+        }
         if arrived >= n {
             break;
         }
@@ -402,24 +431,30 @@ async fn process_main(n: usize, conn: &Connection, admin: &lapin::Channel) {
     for round in 0..3 {
         let mut line = format!("round {round}:");
         for (i, (name, binary)) in bins.iter().enumerate() {
-            let topic = format!("tb-relay-process-{name}-{run}-{round}");
-            let out = format!("{topic}-out");
-            fill_topic(&topic, n).await;
-            if to_kafka() {
-                tracebridge::kafka::create_topic(&config(), &out, 1)
-                    .await
-                    .expect("create topic");
-            } else {
-                declare_queue(admin, &out).await;
+            let mut pairs = Vec::new();
+            for route in 0..routes() {
+                let topic = format!("tb-relay-process-{name}-{run}-{round}-{route}");
+                let out = format!("{topic}-out");
+                fill_topic(&topic, n / routes()).await;
+                if to_kafka() {
+                    tracebridge::kafka::create_topic(&config(), &out, 1)
+                        .await
+                        .expect("create topic");
+                } else {
+                    declare_queue(admin, &out).await;
+                }
+                pairs.push((topic, out));
             }
             let result = tokio::time::timeout(
                 Duration::from_secs(180),
-                relay_process_run(binary, admin, &topic, &out, n),
+                relay_process_run(binary, admin, &pairs, n / routes() * routes()),
             )
             .await
             .unwrap_or_default();
             if !to_kafka() {
-                delete_queue(admin, &out).await;
+                for (_, out) in &pairs {
+                    delete_queue(admin, out).await;
+                }
             }
             line += &format!(
                 " {name} {:.0}/s (RSS steady {:.1} MiB, peak {:.1} MiB);",
@@ -461,8 +496,9 @@ async fn process_main(n: usize, conn: &Connection, admin: &lapin::Channel) {
     }
     let to = if to_kafka() { "Kafka" } else { "RabbitMQ" };
     println!(
-        "relay process Kafka -> {to}, {n} messages of {} bytes, window {WINDOW}, best of 3 (memory: worst round)",
-        payload_bytes()
+        "relay process Kafka -> {to}, {n} messages of {} bytes, {} route(s), window {WINDOW}, best of 3 (memory: worst round)",
+        payload_bytes(),
+        routes()
     );
     for ((name, _), result) in bins.iter().zip(&best) {
         println!(

@@ -194,9 +194,10 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     // In the file's own words and values, so it reads like the config.
     writeln!(
         out,
-        "  [relay] listen = \"{}\", max_in_flight = {}, shutdown_timeout = \"{}\"",
+        "  [relay] listen = \"{}\", max_in_flight = {}, max_in_flight_bytes = {}, shutdown_timeout = \"{}\"",
         config.listen,
         config.max_in_flight,
+        config.max_in_flight_bytes,
         humantime::format_duration(config.shutdown_timeout)
     )?;
     let rules = &config.attribute_rules;

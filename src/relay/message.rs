@@ -153,6 +153,26 @@ pub(crate) struct Inbound {
 }
 
 impl Inbound {
+    /// What the message weighs against its route's byte budget: payload,
+    /// key and Kafka headers. AMQP properties are left out: they fit one
+    /// frame (RabbitMQ's `frame_max`, 128 KB by default) and are rarely
+    /// more than a few hundred bytes.
+    pub(crate) fn weight(&self) -> usize {
+        let headers = match &self.headers {
+            InboundHeaders::Kafka(headers) => {
+                use rdkafka::message::Headers as _;
+                headers
+                    .iter()
+                    .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
+                    .sum()
+            }
+            InboundHeaders::Amqp(_) => 0,
+        };
+        self.payload.as_ref().map_or(0, Vec::len)
+            + self.kafka_key.as_ref().map_or(0, Vec::len)
+            + headers
+    }
+
     fn properties(&self) -> Option<&BasicProperties> {
         match &self.headers {
             InboundHeaders::Amqp(properties) => Some(properties),

@@ -30,6 +30,7 @@
 
 mod amqp;
 mod backoff;
+mod budget;
 pub mod config;
 mod hop;
 mod http;
@@ -103,7 +104,10 @@ impl Relay {
             };
             let running = start_route(
                 route,
-                config.max_in_flight,
+                budget::Window {
+                    messages: config.max_in_flight,
+                    bytes: config.max_in_flight_bytes,
+                },
                 &instrumentation,
                 stats,
                 correlator,
@@ -180,7 +184,7 @@ impl Relay {
 
 async fn start_route(
     route: Route,
-    window: usize,
+    window: budget::Window,
     instrumentation: &Instrumentation,
     stats: Arc<RouteStats>,
     correlation: Option<Correlator>,
@@ -256,7 +260,8 @@ async fn start_route(
                 broker: broker.clone(),
                 queue: queue.clone(),
                 // Prefetch = window: the broker never sends more than we hold.
-                prefetch: u16::try_from(window).unwrap_or(u16::MAX),
+                prefetch: u16::try_from(window.messages).unwrap_or(u16::MAX),
+                window_bytes: window.bytes,
             };
             let opened = subscription.open().await.map_err(|e| {
                 connect_error(

@@ -31,6 +31,7 @@ pub struct RelayMetrics {
     reconnects: IntCounterVec,
     restarts: IntCounterVec,
     in_flight: IntGaugeVec,
+    in_flight_bytes: IntGaugeVec,
     poisoned: IntGaugeVec,
     hop_seconds: HistogramVec,
     queue_seconds: HistogramVec,
@@ -71,6 +72,14 @@ impl RelayMetrics {
             &["route"],
         )?;
         registry.register(Box::new(in_flight.clone()))?;
+        let in_flight_bytes = IntGaugeVec::new(
+            Opts::new(
+                "relay_in_flight_bytes",
+                "Bytes (payload, key, Kafka headers) of the messages read and not yet settled",
+            ),
+            &["route"],
+        )?;
+        registry.register(Box::new(in_flight_bytes.clone()))?;
         let poisoned = IntGaugeVec::new(
             Opts::new(
                 "relay_stopped_at_poison_message",
@@ -156,6 +165,7 @@ impl RelayMetrics {
                 "Times the route's loop died (a panic) and was started again",
             )?,
             in_flight,
+            in_flight_bytes,
             poisoned,
             hop_seconds: histogram(
                 "relay_hop_duration_seconds",
@@ -182,6 +192,7 @@ impl RelayMetrics {
             reconnects: self.reconnects.with_label_values(l),
             restarts: self.restarts.with_label_values(l),
             in_flight: self.in_flight.with_label_values(l),
+            in_flight_bytes: self.in_flight_bytes.with_label_values(l),
             hop_seconds: self.hop_seconds.with_label_values(l),
             queue_seconds: self.queue_seconds.with_label_values(l),
             running: AtomicBool::new(false),
@@ -279,6 +290,7 @@ pub struct RouteStats {
     /// Times the route's loop died and was started again.
     pub restarts: IntCounter,
     in_flight: IntGauge,
+    in_flight_bytes: IntGauge,
     /// Read → settled, seconds.
     pub hop_seconds: Histogram,
     /// Producer timestamp → read, seconds.
@@ -340,6 +352,17 @@ impl RouteStats {
     /// Messages read but not yet settled.
     pub fn in_flight(&self) -> usize {
         usize::try_from(self.in_flight.get()).unwrap_or(0)
+    }
+
+    pub(crate) fn set_in_flight_bytes(&self, n: usize) {
+        self.in_flight_bytes
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Bytes of the messages read but not yet settled (the route's byte
+    /// budget, `[relay] max_in_flight_bytes`, counts these).
+    pub fn in_flight_bytes(&self) -> usize {
+        usize::try_from(self.in_flight_bytes.get()).unwrap_or(0)
     }
 
     pub(crate) fn set_running(&self, running: bool) {

@@ -16,6 +16,7 @@ use lapin::types::FieldTable;
 use tokio::sync::watch;
 
 use crate::relay::backoff::Backoff;
+use crate::relay::budget::ByteBudget;
 use crate::relay::config::AmqpBroker;
 use crate::relay::hop::{Hop, HopOutcome};
 use crate::relay::message::{Inbound, InboundHeaders, Origin};
@@ -32,6 +33,9 @@ pub(crate) struct AmqpSubscription {
     pub(crate) broker: AmqpBroker,
     pub(crate) queue: String,
     pub(crate) prefetch: u16,
+    /// `[relay] max_in_flight_bytes`: reading stops at this many bytes in
+    /// flight (what RabbitMQ already sent waits in lapin, ≤ `prefetch`).
+    pub(crate) window_bytes: usize,
 }
 
 /// An open AMQP source: the connection is kept for as long as the consumer.
@@ -119,6 +123,7 @@ pub(crate) async fn run(
     let mut opened = opened;
     let queue: Arc<str> = subscription.queue.as_str().into();
     let mut in_flight = FuturesUnordered::new();
+    let mut bytes = ByteBudget::new(subscription.window_bytes);
     let mut stopping = *shutdown.borrow();
     stats.set_running(true);
     while !stopping || !in_flight.is_empty() {
@@ -131,10 +136,12 @@ pub(crate) async fn run(
                     let _ = opened.channel.basic_cancel(opened.consumer.tag(), BasicCancelOptions::default()).await;
                 }
             }
-            Some(()) = in_flight.next(), if !in_flight.is_empty() => {
+            Some(weight) = in_flight.next(), if !in_flight.is_empty() => {
+                bytes.release(weight);
+                stats.set_in_flight_bytes(bytes.held());
                 stats.set_in_flight(in_flight.len());
             }
-            delivery = opened.consumer.next(), if !stopping && !stats.is_poisoned() => {
+            delivery = opened.consumer.next(), if !stopping && bytes.has_room() && !stats.is_poisoned() => {
                 let delivery = match delivery {
                     Some(Ok(delivery)) => delivery,
                     lost => {
@@ -176,9 +183,13 @@ pub(crate) async fn run(
                     },
                 };
                 stats.consumed.inc();
+                let weight = inbound.weight();
+                bytes.take(weight);
+                stats.set_in_flight_bytes(bytes.held());
                 let hop = hop.clone();
                 let route_stats = stats.clone();
                 in_flight.push(async move {
+                  async move {
                     let stats = route_stats;
                     let read_at = std::time::Instant::now();
                     let outcome = hop.relay(&inbound).await;
@@ -212,6 +223,8 @@ pub(crate) async fn run(
                             "acknowledging the source failed; the broker will redeliver");
                     }
                     stats.hop_seconds.observe(read_at.elapsed().as_secs_f64());
+                  }.await;
+                  weight
                 });
                 stats.set_in_flight(in_flight.len());
             }

@@ -36,6 +36,10 @@ use crate::propagation::Propagation;
 
 pub use schema::{DEFAULT_REDIS_URL, KeyMapping};
 
+/// `[relay] max_in_flight_bytes` unless set: 16 MiB a route. Messages up to
+/// 16 KB still fill the 1 024-message window; at 100 KB the route holds 168.
+pub const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 16 * 1024 * 1024;
+
 /// Everything wrong with a configuration, each with its location.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors {
@@ -68,6 +72,9 @@ pub struct RelayConfig {
     pub listen: SocketAddr,
     /// Messages in flight per route (unconfirmed by the sink).
     pub max_in_flight: usize,
+    /// Bytes of messages in flight per route: reading stops at this many
+    /// (a larger message is relayed alone).
+    pub max_in_flight_bytes: usize,
     /// How long a graceful shutdown may take.
     pub shutdown_timeout: Duration,
     /// `service.name` of the relay's spans (overridden by `OTEL_SERVICE_NAME`).

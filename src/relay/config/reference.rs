@@ -232,6 +232,14 @@ pub(super) const TABLES: &[Table] = &[
                 example: "256",
             },
             Key {
+                name: "max_in_flight_bytes",
+                ty: Type::Integer,
+                default: Default::Value("16777216"),
+                only: Only::Any,
+                about: "Bytes per route (payload, key and Kafka headers) read but not yet confirmed by the sink: at the limit the route stops reading until a message settles; a message larger than this is relayed alone. Bounds memory when messages are large. An AMQP source also stops reading, but RabbitMQ has no byte prefetch: up to `max_in_flight` deliveries still wait in the client, so lower `max_in_flight` for large AMQP messages. At least 1.",
+                example: "67108864",
+            },
+            Key {
                 name: "shutdown_timeout",
                 ty: Type::Duration,
                 default: Default::Value(r#""20s""#),

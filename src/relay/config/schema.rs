@@ -70,6 +70,8 @@ pub(super) struct RelaySpec {
     pub(super) listen: SocketAddr,
     /// Messages in flight per route (also the most a crash re-sends).
     pub(super) max_in_flight: usize,
+    /// Bytes of messages in flight per route.
+    pub(super) max_in_flight_bytes: usize,
     /// How long SIGTERM waits for messages in flight.
     #[serde(with = "humantime_serde")]
     pub(super) shutdown_timeout: Duration,
@@ -82,6 +84,7 @@ impl Default for RelaySpec {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             max_in_flight: 1024,
+            max_in_flight_bytes: super::DEFAULT_MAX_IN_FLIGHT_BYTES,
             shutdown_timeout: Duration::from_secs(20),
             service_name: "tracebridge".into(),
         }

@@ -58,6 +58,11 @@ pub(super) fn validate(
     if spec.relay.max_in_flight == 0 {
         problems.push(format!("{origin}: relay.max_in_flight: must be at least 1"));
     }
+    if spec.relay.max_in_flight_bytes == 0 {
+        problems.push(format!(
+            "{origin}: relay.max_in_flight_bytes: must be at least 1"
+        ));
+    }
     if spec.route.is_empty() {
         problems.push(format!("{origin}: no [[route]] is configured"));
     }
@@ -125,6 +130,7 @@ pub(super) fn validate(
         Ok(RelayConfig {
             listen: spec.relay.listen,
             max_in_flight: spec.relay.max_in_flight,
+            max_in_flight_bytes: spec.relay.max_in_flight_bytes,
             shutdown_timeout: spec.relay.shutdown_timeout,
             service_name: spec.relay.service_name,
             routes,

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use super::offsets::OffsetTracker;
 use crate::Error;
+use crate::relay::budget::{ByteBudget, Window};
 use crate::relay::config::KafkaBroker;
 use crate::relay::hop::Hop;
 use crate::relay::message::{Inbound, InboundHeaders, Origin};
@@ -63,14 +64,15 @@ pub(crate) fn open(
 ///
 /// Offsets are committed one synchronous commit at a time on a blocking
 /// thread, each covering everything confirmed since the last; a message
-/// counts against `window` until a commit covering it is acknowledged, so
-/// a crash re-sends at most `window` messages.
+/// counts against `window.messages` until a commit covering it is
+/// acknowledged, so a crash re-sends at most that many; and against
+/// `window.bytes` until it settles.
 pub(crate) async fn run(
     hop: Arc<Hop>,
     consumer: StreamConsumer,
     topic: String,
     group: String,
-    window: usize,
+    window: Window,
     stats: Arc<RouteStats>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -81,6 +83,7 @@ pub(crate) async fn run(
     // One allocation per route, shared by every message's origin.
     let (shared_topic, shared_group): (Arc<str>, Arc<str>) = (topic.as_str().into(), group.into());
     let mut in_flight = FuturesUnordered::new();
+    let mut bytes = ByteBudget::new(window.bytes);
     let mut stopping = *shutdown.borrow();
     stats.set_running(true);
     // Consuming means holding partitions: checked, not assumed.
@@ -100,7 +103,9 @@ pub(crate) async fn run(
                     committing = start_commit(&consumer, &topic, &mut offsets);
                 }
             }
-            Some((partition, offset, settled)) = in_flight.next(), if !in_flight.is_empty() => {
+            Some((partition, offset, weight, settled)) = in_flight.next(), if !in_flight.is_empty() => {
+                bytes.release(weight);
+                stats.set_in_flight_bytes(bytes.held());
                 // A poison message stays "in flight" for the offsets: the
                 // commit stops below it, so no restart skips it.
                 if settled == Settled::Done {
@@ -141,7 +146,7 @@ pub(crate) async fn run(
                     Err(err) => tracing::error!(route = %hop.route, stage = "commit", error = %err, "commit task failed"),
                 }
             }
-            received = consumer.recv(), if !stopping && offsets.unsettled() < window && !stats.is_poisoned() => {
+            received = consumer.recv(), if !stopping && offsets.unsettled() < window.messages && bytes.has_room() && !stats.is_poisoned() => {
                 let message = match received {
                     Ok(message) => message,
                     Err(err) => {
@@ -163,6 +168,9 @@ pub(crate) async fn run(
                     },
                 };
                 let (partition, offset) = (message.partition(), message.offset());
+                let weight = inbound.weight();
+                bytes.take(weight);
+                stats.set_in_flight_bytes(bytes.held());
                 if stats.partitions_held() == 0 {
                     // A message proves an assignment the last check missed.
                     stats.set_partitions_held(consumer.assignment().map(|a| a.count()).unwrap_or(1).max(1));
@@ -176,7 +184,7 @@ pub(crate) async fn run(
                     let read_at = std::time::Instant::now();
                     let settled = relay_until_settled(&hop, &inbound, &stats).await;
                     stats.hop_seconds.observe(read_at.elapsed().as_secs_f64());
-                    (partition, offset, settled)
+                    (partition, offset, weight, settled)
                 });
             }
         }
