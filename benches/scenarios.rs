@@ -92,12 +92,13 @@ pub fn all(provider: &SdkTracerProvider, ratio_provider: &SdkTracerProvider) -> 
 /// `metrics/{send,process}`: what the spec's messaging metrics add to a
 /// message when a meter provider records them (the traced scenarios above
 /// have none, as with `telemetry::init` and no OTLP endpoint): a send's
-/// duration and count, a consumed message's count and processing time,
-/// each with its attributes built as the wrappers build them.
+/// duration and count; a consumed message's count, queue time and
+/// processing time — each through its series, found as the clients find
+/// it (see `tracebridge`'s `metrics.rs`).
 fn metrics() -> Vec<Scenario> {
     use opentelemetry::metrics::MeterProvider as _;
-    use std::time::Instant;
-    use tracebridge::MessagingMetrics;
+    use std::time::{Duration, Instant};
+    use tracebridge::{MessagingMetrics, SeriesOf};
     let meters = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
         .with_reader(opentelemetry_sdk::metrics::ManualReader::builder().build())
         .build();
@@ -109,35 +110,34 @@ fn metrics() -> Vec<Scenario> {
             (metrics.clone(), endpoint.clone(), destination.clone());
         scenario("metrics/send", move || {
             let started = Instant::now();
-            let attributes =
-                MessagingAttributes::metric(Operation::Send, &destination, None, &endpoint, &RULES)
-                    .into_vec();
-            metrics.record_operation(started, &attributes);
-            metrics.count_sent(1, &attributes);
-            black_box(attributes);
+            let series = metrics.series(
+                SeriesOf {
+                    operation: Operation::Send,
+                    destination: &destination,
+                    group: None,
+                    endpoint: &endpoint,
+                    extra: None,
+                },
+                &RULES,
+            );
+            series.record_send(started, None);
+            black_box(series);
         })
     };
     let process = scenario("metrics/process", move || {
         let started = Instant::now();
-        let consumed = MessagingAttributes::metric(
-            Operation::Receive,
-            &destination,
-            Some("billing"),
-            &endpoint,
-            &RULES,
-        )
-        .into_vec();
-        metrics.count_consumed(1, &consumed);
-        let process = MessagingAttributes::metric(
-            Operation::Process,
-            &destination,
-            Some("billing"),
-            &endpoint,
-            &RULES,
-        )
-        .into_vec();
-        metrics.record_process(started, &process);
-        black_box((consumed, process));
+        let of = |operation| SeriesOf {
+            operation,
+            destination: &destination,
+            group: Some("billing"),
+            endpoint: &endpoint,
+            extra: None,
+        };
+        let process = metrics.series(of(Operation::Process), &RULES);
+        process.count_consumed();
+        process.record_queue_time(Duration::from_millis(3));
+        process.record_process(started, None);
+        black_box(process);
         // Held for the provider's life: the scenario owns it.
         let _ = &meters;
     });

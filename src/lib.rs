@@ -102,7 +102,7 @@ pub mod traces;
 #[doc(hidden)]
 pub use error::{ClientError, Error, Refusal};
 #[doc(hidden)]
-pub use metrics::{DURATION_BUCKETS, MessagingMetrics};
+pub use metrics::{DURATION_BUCKETS, MessagingMetrics, Series, SeriesOf};
 
 /// The README's Rust examples, compiled as doctests so they stay true.
 #[cfg(doctest)]

@@ -137,15 +137,28 @@ to = {{ amqp = "r", exchange = "{}", routing_key = "{ROUTING_KEY}" }}"#,
         common::http_get(addr, "/readyz").await,
         (200, "ready\n".to_owned())
     );
-    let (status, metrics) = common::http_get(addr, "/metrics").await;
-    assert_eq!(status, 200);
-    for line in [
+    let expected = [
         "tracebridge_relay_consumed_total{route=\"k2a\"} 1",
         "tracebridge_relay_published_total{route=\"k2a\"} 1",
         "tracebridge_relay_dead_lettered_total{route=\"k2a\"} 0",
         "tracebridge_relay_in_flight{route=\"k2a\"} 0",
         "tracebridge_relay_hop_duration_seconds_count{route=\"k2a\"} 1",
-    ] {
+    ];
+    // RabbitMQ may deliver the message to us before its publisher confirm
+    // reaches the relay, which counts it only then: wait for the count.
+    let settled = std::time::Instant::now();
+    let metrics = loop {
+        let (status, metrics) = common::http_get(addr, "/metrics").await;
+        assert_eq!(status, 200);
+        let all = expected
+            .iter()
+            .all(|line| metrics.lines().any(|l| l == *line));
+        if all || settled.elapsed() > Duration::from_secs(10) {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for line in expected {
         assert!(
             metrics.lines().any(|l| l == line),
             "{line:?} in:\n{metrics}"

@@ -168,9 +168,14 @@ impl Delivery {
         let Received {
             name,
             produced_at,
-            metric_attributes,
-            consumed_attributes,
-        } = super::span::received(&delivered, operation, &tracing.endpoint, instrumentation);
+            process_series,
+        } = super::span::received(
+            &delivered,
+            operation,
+            &tracing.endpoint,
+            instrumentation,
+            None,
+        );
         let attributes = || {
             super::span::attributes(
                 &delivered,
@@ -198,18 +203,12 @@ impl Delivery {
                 attributes,
             ),
         };
-        instrumentation.record_queue_time(&cx, produced_at, &metric_attributes);
-        let metrics = instrumentation.metrics();
+        instrumentation.record_queue_time(&cx, produced_at, &process_series);
         let timer = match operation {
-            Operation::Process => Some(ProcessTimer::consumed(
-                metrics,
-                received_at,
-                &consumed_attributes,
-                metric_attributes,
-            )),
+            Operation::Process => Some(ProcessTimer::consumed(process_series, received_at)),
             // A `basic.get` is received, not processed here.
             _ => {
-                metrics.count_consumed(1, &consumed_attributes);
+                process_series.count_consumed();
                 None
             }
         };
@@ -337,18 +336,11 @@ impl Delivery {
         });
         let started = Instant::now();
         let result = call.await;
-        let metrics = instrumentation.metrics();
-        if metrics.enabled() {
-            let mut attributes = instrumentation.metric_attributes(
-                operation,
-                &self.destination(),
-                None,
-                &self.tracing.endpoint,
-            );
-            if let Err(err) = &result {
-                attributes.push(crate::semconv::error_type(error_type(err)));
-            }
-            metrics.record_operation(started, &attributes);
+        if instrumentation.metrics().enabled() {
+            let failed = result.as_ref().err().map(error_type);
+            instrumentation
+                .series(operation, &self.destination(), None, &self.tracing.endpoint)
+                .record_operation(started, failed.as_deref());
         }
         if let Some(cx) = &settle_cx {
             if let Err(err) = &result {

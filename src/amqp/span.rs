@@ -12,6 +12,7 @@ use super::REDELIVERED_ATTRIBUTE;
 use super::carrier::AmqpHeaderExtractor;
 use crate::dead_letter::{self, DEATH_COUNT_ATTRIBUTE, DELIVERY_COUNT_ATTRIBUTE, REASON_ATTRIBUTE};
 use crate::instrument::{Instrumentation, Received};
+use crate::metrics::SeriesOf;
 use crate::semconv::{AttributeRules, Destination, Endpoint, MessagingAttributes, Operation};
 
 /// A delivery, as far as its span is concerned.
@@ -27,24 +28,28 @@ pub(crate) struct Delivered<'a> {
 }
 
 /// The span of `delivery` for `operation` (`process`, or `receive` for
-/// `basic.get`): its name, when the message was produced, and the
-/// queue-time metric's attributes.
+/// `basic.get`): its name, when the message was produced, and its metric
+/// series (the process series with `extra`, the relay's route).
 pub(crate) fn received(
     delivery: &Delivered<'_>,
     operation: Operation,
     endpoint: &Endpoint,
     instrumentation: &Instrumentation,
+    extra: Option<(&'static str, &str)>,
 ) -> Received {
     let destination =
         Destination::rabbitmq_queue(delivery.exchange, delivery.routing_key, delivery.queue);
-    let metric =
-        |operation| instrumentation.metric_attributes(operation, &destination, None, endpoint);
     Received {
         name: operation.shared_span_name(&destination),
         produced_at: super::published_at_ms(delivery.properties)
             .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
-        metric_attributes: metric(Operation::Process),
-        consumed_attributes: metric(Operation::Receive),
+        process_series: instrumentation.series_of(SeriesOf {
+            operation: Operation::Process,
+            destination: &destination,
+            group: None,
+            endpoint,
+            extra,
+        }),
     }
 }
 

@@ -36,7 +36,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::global::{self, BoxedTracer};
-use opentelemetry::metrics::{Histogram, MeterProvider};
+use opentelemetry::metrics::MeterProvider;
 use opentelemetry::trace::{
     FutureExt as _, Link, SpanKind, Status, TraceContextExt, Tracer, TracerProvider,
 };
@@ -52,11 +52,11 @@ pub use parent::ParentPolicy;
 pub(crate) use parent::{ambient_context, link_to};
 pub(crate) use recorder::{Attributes, SpanSpec};
 
-use crate::metrics::{MessagingMetric, MessagingMetrics, MetricSet, SendTimer};
+use crate::metrics::{MessagingMetric, MessagingMetrics, MetricSet, SendTimer, Series, SeriesOf};
 use crate::propagation::ExtractedContext;
 use crate::semconv::{
-    self, AttributePolicy, AttributeRules, Conventions, Destination, Endpoint, MessagingAttributes,
-    Operation, SemconvVersion,
+    self, AttributePolicy, AttributeRules, Conventions, Destination, Endpoint, Operation,
+    SemconvVersion,
 };
 use recorder::{GlobalTracer, Recorder};
 
@@ -82,11 +82,9 @@ pub(crate) const SCOPE_NAME: &str = "tracebridge";
 pub(crate) struct Received {
     pub(crate) name: Cow<'static, str>,
     pub(crate) produced_at: Option<SystemTime>,
-    /// The queue-time and `messaging.process.duration` attributes (empty
-    /// when no metric is recorded).
-    pub(crate) metric_attributes: Vec<KeyValue>,
-    /// The `messaging.client.consumed.messages` attributes (likewise).
-    pub(crate) consumed_attributes: Vec<KeyValue>,
+    /// The queue-time, `messaging.process.duration` and
+    /// `messaging.client.consumed.messages` series.
+    pub(crate) process_series: Series,
 }
 
 /// Where tracebridge's clients record their spans and metrics, and which
@@ -134,43 +132,9 @@ impl std::fmt::Debug for Instrumentation {
 #[derive(Clone)]
 enum Meters {
     /// From the global meter provider, looked up at first use.
-    Global(Arc<OnceLock<MeterSet>>),
+    Global(Arc<OnceLock<MessagingMetrics>>),
     /// From a provider handed in (or none).
-    Given(MeterSet),
-}
-
-#[derive(Clone)]
-struct MeterSet {
-    metrics: MessagingMetrics,
-    /// `None` when nothing records.
-    queue_time: Option<Histogram<f64>>,
-}
-
-impl MeterSet {
-    fn disabled() -> Self {
-        Self {
-            metrics: MessagingMetrics::disabled(),
-            queue_time: None,
-        }
-    }
-
-    fn from_provider(meters: &(impl MeterProvider + ?Sized), scope: &InstrumentationScope) -> Self {
-        Self {
-            metrics: MessagingMetrics::from_provider(meters, scope.clone()),
-            queue_time: Some(queue_time_histogram(meters, scope.clone())),
-        }
-    }
-
-    /// Only the metrics of `set`.
-    fn only(&self, set: MetricSet) -> Self {
-        Self {
-            metrics: self.metrics.only(set),
-            queue_time: self
-                .queue_time
-                .clone()
-                .filter(|_| set.has(MessagingMetric::QueueTime)),
-        }
-    }
+    Given(MessagingMetrics),
 }
 
 /// tracebridge's scope, with the schema of the conventions in use.
@@ -252,8 +216,8 @@ impl Instrumentation {
         rules: AttributeRules,
     ) -> Self {
         let meters = match meters {
-            Some(meters) => MeterSet::from_provider(meters, &scope),
-            None => MeterSet::disabled(),
+            Some(meters) => MessagingMetrics::from_provider(meters, scope.clone()),
+            None => MessagingMetrics::disabled(),
         };
         Self {
             recorder,
@@ -304,49 +268,50 @@ impl Instrumentation {
         &self.rules
     }
 
-    fn meter_set(&self) -> &MeterSet {
+    /// The spec's messaging metrics.
+    pub(crate) fn metrics(&self) -> &MessagingMetrics {
         match &self.meters {
-            Meters::Given(set) => set,
+            Meters::Given(metrics) => metrics,
             Meters::Global(cell) => cell.get_or_init(|| {
                 // `telemetry::init` ran and set up no metrics (no OTLP
                 // endpoint): skip building their attributes per message.
                 if crate::telemetry::metrics_disabled() {
-                    MeterSet::disabled()
+                    MessagingMetrics::disabled()
                 } else {
-                    MeterSet::from_provider(&*global::meter_provider(), &self.scope)
+                    MessagingMetrics::from_provider(&*global::meter_provider(), self.scope.clone())
                         .only(self.metric_set)
                 }
             }),
         }
     }
 
-    /// The spec's messaging metrics.
-    pub(crate) fn metrics(&self) -> &MessagingMetrics {
-        &self.meter_set().metrics
-    }
-
-    /// The messaging metrics' attributes for `operation` on `destination`
-    /// (see [`semconv::MessagingAttributes::metric`]), or none when no
-    /// metric records them: nothing is built for nothing.
-    pub(crate) fn metric_attributes(
+    /// The metric series of `operation` on `destination` (see
+    /// [`crate::metrics::Series`]): bound at its first message, found again
+    /// after; a disabled series when no metric records.
+    pub(crate) fn series(
         &self,
         operation: Operation,
         destination: &Destination,
         group: Option<&str>,
         endpoint: &Endpoint,
-    ) -> Vec<KeyValue> {
-        if !self.metrics().enabled() {
-            return Vec::new();
-        }
-        MessagingAttributes::metric(operation, destination, group, endpoint, &self.rules).into_vec()
+    ) -> Series {
+        self.series_of(SeriesOf {
+            operation,
+            destination,
+            group,
+            endpoint,
+            extra: None,
+        })
+    }
+
+    /// [`Instrumentation::series`], with every field given.
+    pub(crate) fn series_of(&self, of: SeriesOf<'_>) -> Series {
+        self.metrics().series(of, &self.rules)
     }
 
     /// Starts timing a send (see [`SendTimer`]).
     pub(crate) fn time_send(&self, destination: &Destination, endpoint: &Endpoint) -> SendTimer {
-        SendTimer::start(
-            self.metrics(),
-            self.metric_attributes(Operation::Send, destination, None, endpoint),
-        )
+        SendTimer::start(self.series(Operation::Send, destination, None, endpoint))
     }
 
     /// Starts the span `spec` describes; returns the context holding it.
@@ -471,7 +436,7 @@ impl Instrumentation {
         &self,
         cx: &Context,
         produced_at: Option<SystemTime>,
-        metric_attributes: &[KeyValue],
+        series: &Series,
     ) -> Option<Duration> {
         let produced_at = produced_at?;
         let waited = SystemTime::now()
@@ -484,25 +449,9 @@ impl Instrumentation {
                 waited.as_secs_f64() * 1000.0,
             ));
         }
-        if let Some(histogram) = &self.meter_set().queue_time {
-            histogram.record(waited.as_secs_f64(), metric_attributes);
-        }
+        series.record_queue_time(waited);
         Some(waited)
     }
-}
-
-fn queue_time_histogram(
-    meters: &(impl MeterProvider + ?Sized),
-    scope: InstrumentationScope,
-) -> Histogram<f64> {
-    meters
-        .meter_with_scope(scope)
-        .f64_histogram(QUEUE_TIME_METRIC)
-        .with_unit("s")
-        .with_description(
-            "Time a message waited in the broker: consumer clock minus producer timestamp",
-        )
-        .build()
 }
 
 /// Marks the span in `cx` failed: status ERROR and `error.type`.

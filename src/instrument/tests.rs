@@ -209,7 +209,17 @@ fn metrics_turned_off_are_not_recorded() {
         .time_send(&destination, &endpoint)
         .finish(None);
     instrumentation.metrics().count_consumed(1, &[]);
-    instrumentation.record_queue_time(&Context::new(), Some(std::time::SystemTime::now()), &[]);
+    let process = instrumentation.series(
+        crate::semconv::Operation::Process,
+        &destination,
+        None,
+        &endpoint,
+    );
+    instrumentation.record_queue_time(
+        &Context::new(),
+        Some(std::time::SystemTime::now()),
+        &process,
+    );
     meters.force_flush().expect("flush");
     let names: std::collections::BTreeSet<String> = exporter
         .get_finished_metrics()
@@ -228,14 +238,15 @@ fn metrics_turned_off_are_not_recorded() {
     let none = Instrumentation::from_sdk(&tracers, Some(&meters)).with_metrics([]);
     assert!(!none.metrics().enabled());
     assert!(
-        none.metric_attributes(
-            crate::semconv::Operation::Send,
-            &destination,
-            None,
-            &endpoint
-        )
-        .is_empty(),
-        "no attribute built for no metric"
+        !none
+            .series(
+                crate::semconv::Operation::Send,
+                &destination,
+                None,
+                &endpoint
+            )
+            .records(),
+        "no series (and no attribute) built for no metric"
     );
     for metric in MessagingMetric::ALL {
         assert_eq!(MessagingMetric::from_name(metric.name()), Some(metric));

@@ -190,7 +190,8 @@ impl ConsumerTracing {
         let identity = client_config::identity(consumer.client().native_client());
         let extracted = self.extract(message);
         let record = record(message, &identity);
-        let received = super::span::received(&record, &identity.endpoint, &self.instrumentation);
+        let received =
+            super::span::received(&record, &identity.endpoint, &self.instrumentation, None);
         let no_headers = HeaderVec::default();
         let extractor = message.headers().map(KafkaHeaderExtractor);
         let headers: &dyn HeaderReader = match &extractor {
@@ -212,17 +213,9 @@ impl ConsumerTracing {
                 )
             },
         );
-        self.instrumentation.record_queue_time(
-            &cx,
-            received.produced_at,
-            &received.metric_attributes,
-        );
-        let timer = ProcessTimer::consumed(
-            self.instrumentation.metrics(),
-            received_at,
-            &received.consumed_attributes,
-            received.metric_attributes,
-        );
+        self.instrumentation
+            .record_queue_time(&cx, received.produced_at, &received.process_series);
+        let timer = ProcessTimer::consumed(received.process_series, received_at);
         (cx, timer)
     }
 
@@ -263,14 +256,17 @@ impl ConsumerTracing {
             Operation::Process.name(System::Kafka).into()
         };
         let metrics = self.instrumentation.metrics();
-        for message in messages {
-            let consumed = self.instrumentation.metric_attributes(
-                Operation::Receive,
-                &Destination::kafka(message.topic()),
-                group,
-                &identity.endpoint,
-            );
-            metrics.count_consumed(1, &consumed);
+        if metrics.enabled() {
+            for message in messages {
+                self.instrumentation
+                    .series(
+                        Operation::Receive,
+                        &Destination::kafka(message.topic()),
+                        group,
+                        &identity.endpoint,
+                    )
+                    .count_consumed();
+            }
         }
         let cx = self.instrumentation.start(
             SpanSpec::new(name, SpanKind::Consumer)
@@ -290,21 +286,30 @@ impl ConsumerTracing {
             },
         );
         let output = instrument::in_context(&cx, work).await;
-        let mut process = self.instrumentation.metric_attributes(
-            Operation::Process,
-            &destination,
-            group,
-            &identity.endpoint,
-        );
-        if !one_topic {
-            let key = rules.conventions.keys().destination_name;
-            process.retain(|kv| kv.key.as_str() != key);
+        let failure = output.failure();
+        if metrics.enabled() {
+            // Once a batch, so built each time: a batch of several topics
+            // has no destination name.
+            let mut process = MessagingAttributes::metric(
+                Operation::Process,
+                &destination,
+                group,
+                &identity.endpoint,
+                rules,
+            )
+            .into_vec();
+            if !one_topic {
+                let key = rules.conventions.keys().destination_name;
+                process.retain(|kv| kv.key.as_str() != key);
+            }
+            if let Some((error_type, _)) = &failure {
+                process.push(crate::semconv::error_type(*error_type));
+            }
+            metrics.record_process(started, &process);
         }
-        if let Some((error_type, description)) = output.failure() {
-            process.push(crate::semconv::error_type(error_type));
+        if let Some((error_type, description)) = failure {
             instrument::record_failure(&cx, error_type, description);
         }
-        metrics.record_process(started, &process);
         cx.span().end();
         output
     }
@@ -343,18 +348,16 @@ impl ConsumerTracing {
             },
         );
         let result = consumer.commit_message(message, mode);
-        let metrics = self.instrumentation.metrics();
-        if metrics.enabled() {
-            let mut attributes = self.instrumentation.metric_attributes(
-                operation,
-                &destination,
-                identity.group.as_deref(),
-                &identity.endpoint,
-            );
-            if let Err(err) = &result {
-                attributes.push(crate::semconv::error_type(super::error_type(err)));
-            }
-            metrics.record_operation(started, &attributes);
+        if self.instrumentation.metrics().enabled() {
+            let failed = result.as_ref().err().map(super::error_type);
+            self.instrumentation
+                .series(
+                    operation,
+                    &destination,
+                    identity.group.as_deref(),
+                    &identity.endpoint,
+                )
+                .record_operation(started, failed.as_deref());
         }
         if let Err(err) = &result {
             instrument::record_failure(&cx, &super::error_type(err), err.to_string());

@@ -7,6 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use opentelemetry::KeyValue;
 
 use crate::instrument::{Instrumentation, Received};
+use crate::metrics::SeriesOf;
 use crate::propagation::HeaderReader;
 use crate::semconv::{AttributeRules, Destination, Endpoint, MessagingAttributes, Operation};
 
@@ -30,21 +31,23 @@ pub(crate) fn received(
     record: &Record<'_>,
     endpoint: &Endpoint,
     instrumentation: &Instrumentation,
+    extra: Option<(&'static str, &str)>,
 ) -> Received {
     let destination = Destination::kafka(record.topic);
-    let metric = |operation| {
-        instrumentation.metric_attributes(operation, &destination, record.group, endpoint)
-    };
-    let metric_attributes = metric(Operation::Process);
-    let consumed_attributes = metric(Operation::Receive);
+    let process_series = instrumentation.series_of(SeriesOf {
+        operation: Operation::Process,
+        destination: &destination,
+        group: record.group,
+        endpoint,
+        extra,
+    });
     Received {
         name: Operation::Process.shared_span_name(&destination),
         produced_at: record
             .timestamp_ms
             .and_then(|ms| u64::try_from(ms).ok())
             .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
-        metric_attributes,
-        consumed_attributes,
+        process_series,
     }
 }
 

@@ -292,7 +292,7 @@ impl Hop {
             .as_ref()
             .and_then(|c| c.extractor.extract(message));
         let received_at = std::time::Instant::now();
-        let received = message.received(&self.source_endpoint, &self.instrumentation);
+        let received = message.received(&self.source_endpoint, &self.instrumentation, &self.route);
         // Built only if the span records; correlation's own attributes
         // (and its counters and warnings) come first, whatever the sampler.
         let mut extra = Vec::new();
@@ -331,21 +331,15 @@ impl Hop {
                 .start_process_span_lazy(name, self.mode, extracted, attributes),
         };
         // Measured once, recorded in both the OTel and the Prometheus histogram.
-        let mut metric_attributes = received.metric_attributes;
-        metric_attributes.push(KeyValue::new(ROUTE_ATTRIBUTE, self.route_value()));
-        if let Some(waited) =
-            self.instrumentation
-                .record_queue_time(&cx, received.produced_at, &metric_attributes)
-        {
+        if let Some(waited) = self.instrumentation.record_queue_time(
+            &cx,
+            received.produced_at,
+            &received.process_series,
+        ) {
             self.stats.queue_seconds.observe(waited.as_secs_f64());
         }
         // Timed from receipt (correlation included), with the route too.
-        let timer = ProcessTimer::consumed(
-            self.instrumentation.metrics(),
-            received_at,
-            &received.consumed_attributes,
-            metric_attributes,
-        );
+        let timer = ProcessTimer::consumed(received.process_series, received_at);
         (cx, timer)
     }
 

@@ -199,20 +199,24 @@ impl Inbound {
     /// What its process span says of it: the same model, built by the same
     /// functions, as the library consumer of its transport. `attributes`
     /// is called only if the span records.
+    /// `route` goes on its process metrics.
     pub(crate) fn received(
         &self,
         endpoint: &Endpoint,
         instrumentation: &Instrumentation,
+        route: &str,
     ) -> Received {
+        let extra = Some((super::hop::ROUTE_ATTRIBUTE, route));
         match self.as_consumed() {
             Consumed::Kafka(record) => {
-                crate::kafka::span::received(&record, endpoint, instrumentation)
+                crate::kafka::span::received(&record, endpoint, instrumentation, extra)
             }
             Consumed::Amqp(delivery) => crate::amqp::span::received(
                 &delivery,
                 Operation::Process,
                 endpoint,
                 instrumentation,
+                extra,
             ),
         }
     }
