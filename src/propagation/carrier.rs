@@ -42,6 +42,16 @@ pub trait HeaderWriter: Injector {
 
     /// Removes every header named `name` (case-insensitive).
     fn remove(&mut self, name: &str);
+
+    /// Removes every header named like one of `fields`, which are the
+    /// header names of some [`Format`](super::Format) on this transport
+    /// (`Format::fields`). A carrier that can tell in one pass that it holds
+    /// none of any format's fields skips the rest.
+    fn remove_fields(&mut self, fields: &[&'static str]) {
+        for name in fields {
+            self.remove(name);
+        }
+    }
 }
 
 /// Adapts any [`HeaderReader`] to opentelemetry's [`Extractor`]; values that

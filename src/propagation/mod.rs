@@ -260,9 +260,7 @@ impl Propagation {
     pub fn inject(&self, cx: &Context, carrier: &mut dyn HeaderWriter) {
         let transport = carrier.transport();
         for format in &self.inject {
-            for name in format.fields(transport) {
-                carrier.remove(name);
-            }
+            carrier.remove_fields(format.fields(transport));
         }
         for format in &self.inject {
             format.inject(cx, carrier);
