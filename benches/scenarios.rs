@@ -27,7 +27,7 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use tracebridge::Instrumentation;
 use tracebridge::ParentPolicy;
 use tracebridge::amqp::{AmqpHeaderExtractor, AmqpHeaderInjector};
-use tracebridge::kafka::{KafkaHeaderExtractor, KafkaHeaderInjector};
+use tracebridge::kafka::{KafkaHeaderIndex, KafkaHeaderInjector};
 use tracebridge::propagation::Propagation;
 use tracebridge::semconv::{
     AttributePolicy, AttributeRules, Conventions, Destination, Endpoint, MessagingAttributes,
@@ -309,7 +309,7 @@ fn kafka(
         ),
         instrumentation,
         Destination::kafka("orders"),
-        move || propagation.extract(&KafkaHeaderExtractor(black_box(&received))),
+        move || propagation.extract(&KafkaHeaderIndex::new(black_box(&received))),
         process_attributes,
     ));
     out

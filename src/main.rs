@@ -20,6 +20,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod demo;
+mod memory;
 
 /// tracebridge: keeps distributed traces whole across Kafka and RabbitMQ.
 #[derive(Parser, Debug)]
@@ -122,6 +123,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    memory::cap_malloc_arenas();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -57,6 +57,53 @@ impl<H: Headers + ?Sized> Extractor for KafkaHeaderExtractor<'_, H> {
     }
 }
 
+/// A record's headers read once, for the several lookups an extraction
+/// makes (`traceparent`, `tracestate`, `baggage`, captured headers): each
+/// read of a header crosses librdkafka's FFI and checks its name is UTF-8
+/// (about 180 instructions), and a [`KafkaHeaderExtractor`] reads them
+/// again for every lookup. The traced consumer reads through this.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaHeaderIndex<'a> {
+    headers: Vec<(&'a str, Option<&'a [u8]>)>,
+}
+
+impl<'a> KafkaHeaderIndex<'a> {
+    /// Reads `headers` (in order).
+    pub fn new<H: Headers + ?Sized>(headers: &'a H) -> Self {
+        Self {
+            headers: (0..headers.count())
+                .filter_map(|i| headers.try_get(i))
+                .map(|h| (h.key, h.value))
+                .collect(),
+        }
+    }
+}
+
+impl HeaderReader for KafkaHeaderIndex<'_> {
+    fn header_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .and_then(|(_, value)| *value)
+    }
+
+    fn header_names(&self) -> Vec<&str> {
+        self.headers.iter().map(|(key, _)| *key).collect()
+    }
+}
+
+impl Extractor for KafkaHeaderIndex<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.header_bytes(key)
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.header_names()
+    }
+}
+
 /// Writes trace headers into a record's headers with replace semantics.
 ///
 /// Collects writes and removals, then [`KafkaHeaderInjector::finish`] builds
@@ -245,9 +292,16 @@ mod tests {
     #[test]
     fn every_kafka_field_is_lower_case_and_found_in_any_case() {
         for field in Format::ALL.iter().flat_map(|f| f.fields(Transport::Kafka)) {
-            assert_eq!(*field, field.to_ascii_lowercase(), "is_field folds names only");
+            assert_eq!(
+                *field,
+                field.to_ascii_lowercase(),
+                "is_field folds names only"
+            );
             assert!(is_field(field));
-            assert!(is_field(&field.to_ascii_uppercase()), "{field} in upper case");
+            assert!(
+                is_field(&field.to_ascii_uppercase()),
+                "{field} in upper case"
+            );
         }
         for other in ["content-type", "x-request-id", "traceparenT2", "", "ce_"] {
             assert!(!is_field(other), "{other}");

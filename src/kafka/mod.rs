@@ -70,7 +70,7 @@ pub(crate) mod span;
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 
-pub use carrier::{KafkaHeaderExtractor, KafkaHeaderInjector};
+pub use carrier::{KafkaHeaderExtractor, KafkaHeaderIndex, KafkaHeaderInjector};
 pub use process::{ConsumerTracing, commit, process, process_batch};
 
 /// rdkafka's `producer` module, with tracebridge's traced

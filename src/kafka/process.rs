@@ -11,7 +11,7 @@ use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
 
-use super::KafkaHeaderExtractor;
+use super::KafkaHeaderIndex;
 use super::client_config::{self, ClientIdentity};
 use crate::instrument::{
     self, Attributes, HandlerOutcome, Instrumentation, ParentPolicy, SpanSpec,
@@ -188,16 +188,16 @@ impl ConsumerTracing {
     {
         let received_at = Instant::now();
         let identity = client_config::identity(consumer.client().native_client());
-        let extracted = self.extract(message);
+        // Read once: extraction and the span's captured headers look here.
+        let headers = message
+            .headers()
+            .map(KafkaHeaderIndex::new)
+            .unwrap_or_default();
+        let extracted = self.propagation.extract(&headers);
         let record = record(message, &identity);
         let received =
             super::span::received(&record, &identity.endpoint, &self.instrumentation, None);
-        let no_headers = HeaderVec::default();
-        let extractor = message.headers().map(KafkaHeaderExtractor);
-        let headers: &dyn HeaderReader = match &extractor {
-            Some(extractor) => extractor,
-            None => &no_headers,
-        };
+        let headers: &dyn HeaderReader = &headers;
         let cx = self.instrumentation.start_process_span_lazy(
             received.name,
             self.policy,
@@ -368,7 +368,7 @@ impl ConsumerTracing {
 
     fn extract(&self, message: &BorrowedMessage<'_>) -> ExtractedContext {
         match message.headers() {
-            Some(headers) => self.propagation.extract(&KafkaHeaderExtractor(headers)),
+            Some(headers) => self.propagation.extract(&KafkaHeaderIndex::new(headers)),
             None => self.propagation.extract(&HeaderVec::default()),
         }
     }

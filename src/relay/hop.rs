@@ -16,7 +16,7 @@ use futures::future::BoxFuture;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, KeyValue};
 
-use super::message::Inbound;
+use super::message::{Inbound, InboundHeaders};
 use super::stats::RouteStats;
 use crate::correlate::{self, Correlator, RequestId};
 use crate::dead_letter;
@@ -151,7 +151,13 @@ impl Hop {
     /// Relays one message. Never panics and never drops it: the outcome
     /// says whether the source may be acknowledged.
     pub(crate) async fn relay(&self, message: &Inbound) -> HopOutcome {
-        let extracted = self.propagation.extract(&message.headers);
+        let extracted = match &message.headers {
+            // Read once for the several lookups (see `KafkaHeaderIndex`).
+            InboundHeaders::Kafka(headers) => self
+                .propagation
+                .extract(&crate::kafka::KafkaHeaderIndex::new(headers)),
+            amqp => self.propagation.extract(amqp),
+        };
         let (cx, timer) = self.start_process_span(message, &extracted).await;
         let mut last_error: Option<SendError> = None;
         let mut attempts = 0;
