@@ -489,6 +489,22 @@ impl BoundSeries {
         }
     }
 
+    /// A duration of `seconds` in `instrument`: bound, or with the
+    /// attributes and `error.type` when it failed.
+    fn record_duration(
+        &self,
+        instrument: &Option<Histogram<f64>>,
+        bound: &OnceLock<BoundHistogram<f64>>,
+        seconds: f64,
+        error_type: Option<&str>,
+    ) {
+        match (error_type, instrument) {
+            (None, _) => self.record(instrument, bound, &self.attributes, seconds),
+            (Some(error_type), Some(h)) => h.record(seconds, &self.failed(error_type)),
+            (Some(_), None) => {}
+        }
+    }
+
     /// The attributes with `error.type`.
     fn failed(&self, error_type: &str) -> Vec<KeyValue> {
         let mut attributes = self.attributes.clone();
@@ -514,21 +530,12 @@ impl Series {
     /// with `error_type` or not.
     pub fn record_operation(&self, started: Instant, error_type: Option<&str>) {
         let Some(series) = &self.0 else { return };
-        let seconds = started.elapsed().as_secs_f64();
-        let instrument = &series.unbound.operation_duration;
-        match error_type {
-            None => series.record(
-                instrument,
-                &series.operation_duration,
-                &series.attributes,
-                seconds,
-            ),
-            Some(error_type) => {
-                if let Some(h) = instrument {
-                    h.record(seconds, &series.failed(error_type));
-                }
-            }
-        }
+        series.record_duration(
+            &series.unbound.operation_duration,
+            &series.operation_duration,
+            started.elapsed().as_secs_f64(),
+            error_type,
+        );
     }
 
     /// One send begun at `started`: its duration, and the message counted
@@ -573,21 +580,12 @@ impl Series {
     /// One message's processing, begun at `started`.
     pub fn record_process(&self, started: Instant, error_type: Option<&str>) {
         let Some(series) = &self.0 else { return };
-        let seconds = started.elapsed().as_secs_f64();
-        let instrument = &series.unbound.process_duration;
-        match error_type {
-            None => series.record(
-                instrument,
-                &series.process_duration,
-                &series.attributes,
-                seconds,
-            ),
-            Some(error_type) => {
-                if let Some(h) = instrument {
-                    h.record(seconds, &series.failed(error_type));
-                }
-            }
-        }
+        series.record_duration(
+            &series.unbound.process_duration,
+            &series.process_duration,
+            started.elapsed().as_secs_f64(),
+            error_type,
+        );
     }
 
     /// How long a message waited in the broker.
