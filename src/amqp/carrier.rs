@@ -78,6 +78,14 @@ impl HeaderWriter for AmqpHeaderInjector<'_> {
         Transport::Amqp
     }
 
+    fn set_bytes(&mut self, key: &str, value: &[u8]) {
+        self.remove(key);
+        self.0.insert(
+            ShortString::from(key),
+            AMQPValue::LongString(LongString::from(value.to_vec())),
+        );
+    }
+
     fn remove(&mut self, name: &str) {
         let present = self
             .0

@@ -106,130 +106,182 @@ impl Extractor for KafkaHeaderIndex<'_> {
 
 /// Writes trace headers into a record's headers with replace semantics.
 ///
-/// Collects writes and removals, then [`KafkaHeaderInjector::finish`] builds
-/// the final [`OwnedHeaders`]: the original headers minus every replaced name
-/// (any case), in their original order, followed by the new trace headers.
-/// When nothing is replaced the original list is extended in place.
+/// [`KafkaHeaderInjector::finish`] gives the final [`OwnedHeaders`]: the
+/// original headers minus every replaced name (any case), in their original
+/// order, followed by the new trace headers.
+///
+/// The common record — none of its headers is a context field — takes the
+/// fields straight into its header list (librdkafka copies the bytes), with
+/// nothing allocated or rebuilt per message; anything else is collected and
+/// the list rebuilt once, in `finish`.
 #[derive(Default)]
 pub struct KafkaHeaderInjector {
-    existing: Option<OwnedHeaders>,
-    /// Whether any existing header has the name of some format's field:
-    /// found by one pass over the headers (each read crosses librdkafka's
-    /// FFI), the first time a field is removed. When none has — the common
-    /// record — removing a field costs nothing more.
+    /// The record's headers, then the fields appended straight to them.
+    headers: Option<OwnedHeaders>,
+    /// Whether any original header is named like some format's field: found
+    /// by one pass over the headers (each read crosses librdkafka's FFI),
+    /// the first time it matters — before any field is appended.
     existing_has_fields: Option<bool>,
+    /// The fields appended straight to `headers`, one bit per entry of
+    /// [`FIELDS`].
+    appended: u32,
+    /// Names whose headers in `headers` go when `finish` rebuilds it.
     removed: Vec<String>,
-    added: Vec<(Cow<'static, str>, String)>,
+    /// Headers `finish` appends: writes that could not go straight in.
+    added: Vec<(Cow<'static, str>, Vec<u8>)>,
 }
 
-/// Every format's Kafka field names, gathered once and grouped by length:
-/// every removed field and every header of every traced record is checked
-/// against them, so a name is compared only with the few of its length
-/// (scanning them all was 1 200 instructions a message).
-static FIELDS_BY_LENGTH: std::sync::LazyLock<Vec<Vec<&'static str>>> =
-    std::sync::LazyLock::new(|| {
-        let mut by_length: Vec<Vec<&'static str>> = Vec::new();
-        for field in Format::ALL.iter().flat_map(|f| f.fields(Transport::Kafka)) {
-            if by_length.len() <= field.len() {
-                by_length.resize_with(field.len() + 1, Vec::new);
-            }
-            if !by_length[field.len()].contains(field) {
-                by_length[field.len()].push(field);
-            }
+/// Every format's Kafka field name, once each: an index here is a field's
+/// bit in [`KafkaHeaderInjector::appended`].
+static FIELDS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    let mut fields: Vec<&'static str> = Vec::new();
+    for field in Format::ALL.iter().flat_map(|f| f.fields(Transport::Kafka)) {
+        if !fields.contains(field) {
+            fields.push(field);
         }
-        by_length
-    });
+    }
+    fields
+});
 
-/// The field names as long as `name`.
-fn fields_of_length(name: &str) -> &'static [&'static str] {
-    FIELDS_BY_LENGTH.get(name.len()).map_or(&[], Vec::as_slice)
-}
+/// [`FIELDS`]' indexes grouped by name length: every removed field and every
+/// header of every traced record is checked against them, so a name is
+/// compared only with the few of its length (scanning them all was 1 200
+/// instructions a message).
+static FIELDS_BY_LENGTH: std::sync::LazyLock<Vec<Vec<usize>>> = std::sync::LazyLock::new(|| {
+    let mut by_length: Vec<Vec<usize>> = Vec::new();
+    for (index, field) in FIELDS.iter().enumerate() {
+        if by_length.len() <= field.len() {
+            by_length.resize_with(field.len() + 1, Vec::new);
+        }
+        by_length[field.len()].push(index);
+    }
+    by_length
+});
 
-/// Whether `name` is a field of some format (any case). The Kafka fields
-/// are lower case, so each is compared with `name` folded byte by byte,
-/// stopping at the first difference: an application header of a field's
-/// length (`content-type`, `x-request-id`) differs within a few bytes,
-/// where a memcmp and a case-folding pass per field cost 177 instructions
-/// a header.
-fn is_field(name: &str) -> bool {
-    fields_of_length(name).iter().any(|field| {
-        field
+/// The index in [`FIELDS`] of the field named `name` (any case). The Kafka
+/// fields are lower case, so each of `name`'s length is compared with
+/// `name` folded byte by byte, stopping at the first difference: an
+/// application header of a field's length (`content-type`,
+/// `x-request-id`) differs within a few bytes, where a memcmp and a
+/// case-folding pass per field cost 177 instructions a header.
+fn field_index(name: &str) -> Option<usize> {
+    let of_length = FIELDS_BY_LENGTH.get(name.len())?;
+    of_length.iter().copied().find(|&index| {
+        FIELDS[index]
             .bytes()
             .zip(name.bytes())
             .all(|(f, n)| f == n.to_ascii_lowercase())
     })
 }
 
-/// The header names tracebridge writes, borrowed instead of copied per message.
-fn intern(key: &str) -> Cow<'static, str> {
-    fields_of_length(key)
+/// The index in [`FIELDS`] of the field spelled exactly `name`: what the
+/// propagators write, found by one memcmp instead of the folding compare.
+fn exact_field_index(name: &str) -> Option<usize> {
+    let of_length = FIELDS_BY_LENGTH.get(name.len())?;
+    of_length
         .iter()
-        .find(|name| **name == key)
-        .map_or_else(|| Cow::Owned(key.to_owned()), |name| Cow::Borrowed(*name))
+        .copied()
+        .find(|&index| FIELDS[index] == name)
+}
+
+/// Whether `name` is a field of some format (any case).
+fn is_field(name: &str) -> bool {
+    field_index(name).is_some()
 }
 
 impl KafkaHeaderInjector {
     /// Starts from a record's current headers (if any).
     pub fn new(existing: Option<OwnedHeaders>) -> Self {
         Self {
-            existing,
-            existing_has_fields: None,
-            removed: Vec::new(),
-            // `traceparent` and, at times, `tracestate` or `baggage`.
-            added: Vec::with_capacity(2),
+            headers: existing,
+            ..Self::default()
         }
     }
 
     /// The record's headers after injection.
     pub fn finish(self) -> OwnedHeaders {
-        let existing = self.existing.unwrap_or_default();
+        let existing = self.headers.unwrap_or_default();
+        if self.removed.is_empty() && self.added.is_empty() {
+            return existing;
+        }
         let is_replaced = |key: &str| self.removed.iter().any(|r| r.eq_ignore_ascii_case(key));
-        // `removed` holds only names the record has: when it is empty — the
-        // common record — the list is kept as is and appended to, without
-        // another pass over it through librdkafka's FFI.
-        let mut headers = if !self.removed.is_empty() {
+        // `removed` holds only names the list has: when it is empty the
+        // list is kept and appended to, without another pass over it
+        // through librdkafka's FFI.
+        let mut headers = if self.removed.is_empty() {
+            existing
+        } else {
             let mut rebuilt = OwnedHeaders::new_with_capacity(existing.count() + self.added.len());
             for header in existing.iter().filter(|h| !is_replaced(h.key)) {
                 rebuilt = rebuilt.insert(header);
             }
             rebuilt
-        } else {
-            existing
         };
         for (key, value) in &self.added {
             headers = headers.insert(Header {
                 key,
-                value: Some(value.as_bytes()),
+                value: Some(value.as_slice()),
             });
         }
         headers
     }
-}
 
-impl KafkaHeaderInjector {
-    /// Whether any existing header is named like some format's field: one
+    /// Whether any original header is named like some format's field: one
     /// pass over them (each read crosses librdkafka's FFI), the first time
-    /// it is asked.
+    /// it is asked — always before a field is appended.
     fn existing_has_fields(&mut self) -> bool {
-        let existing = &self.existing;
+        let headers = &self.headers;
         *self.existing_has_fields.get_or_insert_with(|| {
-            existing
+            headers
                 .as_ref()
                 .is_some_and(|h| h.iter().any(|h| is_field(h.key)))
         })
     }
 
-    /// Forgets `name` among the headers added so far.
-    fn forget_added(&mut self, name: &str) {
+    /// Writes `key`: appended straight to the headers when it is a field
+    /// that neither the record nor an earlier write has, and nothing waits
+    /// for `finish`; otherwise after removing every header of that name,
+    /// for `finish` to append.
+    fn put(&mut self, key: &str, value: Cow<'_, [u8]>) {
+        let exact = exact_field_index(key);
+        if let Some(index) = exact
+            && self.appended & (1 << index) == 0
+            && self.added.is_empty()
+            && self.removed.is_empty()
+            && !self.existing_has_fields()
+        {
+            self.appended |= 1 << index;
+            let headers = self.headers.take().unwrap_or_default();
+            self.headers = Some(headers.insert(Header {
+                key,
+                value: Some(value.as_ref()),
+            }));
+            return;
+        }
+        self.remove(key);
+        let name = exact.map_or_else(|| Cow::Owned(key.to_owned()), |i| Cow::Borrowed(FIELDS[i]));
+        self.added.push((name, value.into_owned()));
+    }
+
+    /// Forgets `name` among the headers added so far; whether it had been
+    /// appended straight to the headers (then `finish` must drop it).
+    fn forget_written(&mut self, name: &str) -> bool {
         if !self.added.is_empty() {
             self.added.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
         }
+        if self.appended == 0 {
+            return false;
+        }
+        let bit = field_index(name).map_or(0, |index| 1 << index);
+        let appended = self.appended & bit != 0;
+        self.appended &= !bit;
+        appended
     }
 
-    /// Marks `name` for removal if an existing header has it.
+    /// Marks `name` for removal if the headers have it.
     fn remove_existing(&mut self, name: &str) {
         let present = self
-            .existing
+            .headers
             .as_ref()
             .is_some_and(|h| h.iter().any(|h| h.key.eq_ignore_ascii_case(name)));
         if present && !self.removed.iter().any(|r| r.eq_ignore_ascii_case(name)) {
@@ -240,15 +292,7 @@ impl KafkaHeaderInjector {
 
 impl Injector for KafkaHeaderInjector {
     fn set(&mut self, key: &str, value: String) {
-        let name = intern(key);
-        // A field name (the propagators write only those) needs no look at
-        // the existing headers when none of them is a field.
-        if matches!(name, Cow::Borrowed(_)) && !self.existing_has_fields() {
-            self.forget_added(key);
-        } else {
-            self.remove(key);
-        }
-        self.added.push((name, value));
+        self.put(key, Cow::Owned(value.into_bytes()));
     }
 }
 
@@ -258,24 +302,27 @@ impl HeaderWriter for KafkaHeaderInjector {
     }
 
     fn remove(&mut self, name: &str) {
-        self.forget_added(name);
+        let appended = self.forget_written(name);
         // The common record has no field of any format: one pass over its
         // headers says so for every field.
-        if is_field(name) && !self.existing_has_fields() {
-            return;
+        if appended || !is_field(name) || self.existing_has_fields() {
+            self.remove_existing(name);
         }
-        self.remove_existing(name);
     }
 
     fn remove_fields(&mut self, fields: &[&'static str]) {
+        // The common record, before anything is written: no field to
+        // remove, said by the one pass over its headers.
+        if self.appended == 0 && self.added.is_empty() && !self.existing_has_fields() {
+            return;
+        }
         for name in fields {
-            self.forget_added(name);
+            self.remove(name);
         }
-        if self.existing_has_fields() {
-            for name in fields {
-                self.remove_existing(name);
-            }
-        }
+    }
+
+    fn set_bytes(&mut self, key: &str, value: &[u8]) {
+        self.put(key, Cow::Borrowed(value));
     }
 }
 
@@ -306,6 +353,55 @@ mod tests {
         for other in ["content-type", "x-request-id", "traceparenT2", "", "ce_"] {
             assert!(!is_field(other), "{other}");
         }
+        assert!(FIELDS.len() <= 32, "a field's bit must fit `appended`");
+    }
+
+    #[test]
+    fn writes_appended_straight_in_still_replace() {
+        let app = || headers(&[("app", Some(b"a"))]);
+        // Set twice: the second value only.
+        let mut injector = KafkaHeaderInjector::new(Some(app()));
+        injector.set_bytes("traceparent", b"one");
+        injector.set("traceparent", "two".into());
+        assert_eq!(
+            pairs(&injector.finish()),
+            vec![
+                ("app".into(), Some(b"a".to_vec())),
+                ("traceparent".into(), Some(b"two".to_vec())),
+            ]
+        );
+        // Removed after it went in (any case), then written again.
+        let mut injector = KafkaHeaderInjector::new(Some(app()));
+        injector.set_bytes("traceparent", b"one");
+        injector.remove("TraceParent");
+        injector.set_bytes("baggage", b"k=v");
+        injector.set_bytes("traceparent", b"three");
+        assert_eq!(
+            pairs(&injector.finish()),
+            vec![
+                ("app".into(), Some(b"a".to_vec())),
+                ("baggage".into(), Some(b"k=v".to_vec())),
+                ("traceparent".into(), Some(b"three".to_vec())),
+            ]
+        );
+        // Removed and not written again: gone.
+        let mut injector = KafkaHeaderInjector::new(None);
+        injector.set_bytes("tracestate", b"a=1");
+        injector.remove_fields(Format::TraceContext.fields(Transport::Kafka));
+        assert_eq!(pairs(&injector.finish()), vec![]);
+        // A name that is not a field, beside fields, in the order written.
+        let mut injector = KafkaHeaderInjector::new(Some(app()));
+        injector.set("x-custom", "1".into());
+        injector.set_bytes("traceparent", b"tp");
+        injector.set("APP", "b".into());
+        assert_eq!(
+            pairs(&injector.finish()),
+            vec![
+                ("x-custom".into(), Some(b"1".to_vec())),
+                ("traceparent".into(), Some(b"tp".to_vec())),
+                ("APP".into(), Some(b"b".to_vec())),
+            ]
+        );
     }
 
     fn headers(pairs: &[(&str, Option<&[u8]>)]) -> OwnedHeaders {

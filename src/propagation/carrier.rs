@@ -52,6 +52,13 @@ pub trait HeaderWriter: Injector {
             self.remove(name);
         }
     }
+
+    /// [`Injector::set`] for a value given as bytes (tracebridge's own
+    /// ASCII `traceparent`): a carrier that copies bytes into the message
+    /// takes them without the `String` `set` needs.
+    fn set_bytes(&mut self, key: &str, value: &[u8]) {
+        self.set(key, String::from_utf8_lossy(value).into_owned());
+    }
 }
 
 /// Adapts any [`HeaderReader`] to opentelemetry's [`Extractor`]; values that
@@ -79,6 +86,21 @@ pub(crate) struct PrefixedInjector<'a> {
 impl Injector for PrefixedInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
         self.inner.set(&format!("{}{key}", self.prefix), value);
+    }
+}
+
+impl HeaderWriter for PrefixedInjector<'_> {
+    fn transport(&self) -> Transport {
+        self.inner.transport()
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.inner.remove(&format!("{}{name}", self.prefix));
+    }
+
+    fn set_bytes(&mut self, key: &str, value: &[u8]) {
+        self.inner
+            .set_bytes(&format!("{}{key}", self.prefix), value);
     }
 }
 

@@ -179,16 +179,16 @@ impl Format {
 /// `TraceContextPropagator` writes them — byte for byte, which a property
 /// test checks — but without its `format!`: the fixed 55-byte writer in
 /// `traceparent.rs`.
-fn inject_w3c(cx: &Context, injector: &mut dyn opentelemetry::propagation::Injector) {
+fn inject_w3c(cx: &Context, carrier: &mut dyn HeaderWriter) {
     let span = cx.span();
     let span_context = span.span_context();
     if !span_context.is_valid() {
         return;
     }
-    injector.set("traceparent", traceparent::write(span_context));
+    carrier.set_bytes("traceparent", &traceparent::write(span_context));
     let trace_state = span_context.trace_state().header();
     if !trace_state.is_empty() {
-        injector.set("tracestate", trace_state);
+        carrier.set("tracestate", trace_state);
     }
 }
 

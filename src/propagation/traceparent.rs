@@ -113,9 +113,10 @@ pub(crate) fn parse(value: &[u8]) -> Result<(TraceId, SpanId, TraceFlags), Inval
 }
 
 /// The version-00 `traceparent` of `span_context`, with only the sampled
-/// bit of its flags (as the SDK writes it): 55 bytes written into a fixed
-/// buffer, hex by table.
-pub(crate) fn write(span_context: &SpanContext) -> String {
+/// bit of its flags (as the SDK writes it): 55 ASCII bytes, hex by table,
+/// returned on the stack — carriers copy them into the message, so a
+/// `String` would only be allocated, checked as UTF-8 and freed again.
+pub(crate) fn write(span_context: &SpanContext) -> [u8; VERSION_00_LEN] {
     /// Each byte's two lower-case hex digits: one lookup a byte, where
     /// two shifts, masks and lookups were 390 instructions a header.
     static HEX_PAIRS: [[u8; 2]; 256] = {
@@ -139,8 +140,7 @@ pub(crate) fn write(span_context: &SpanContext) -> String {
     hex(span_context.span_id().to_bytes(), &mut buf[36..52]);
     let flags = (span_context.trace_flags() & TraceFlags::SAMPLED).to_u8();
     hex([flags], &mut buf[53..55]);
-    // Every byte is ASCII: this never takes the fallback.
-    String::from_utf8(buf.to_vec()).unwrap_or_default()
+    buf
 }
 
 #[cfg(test)]
