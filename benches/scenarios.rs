@@ -74,6 +74,42 @@ fn floor(
     })
 }
 
+/// `{side}/sdk-unsampled-floor`: what any OpenTelemetry instrumentation
+/// pays the SDK and API for a message head sampling dropped upstream — the
+/// sampler's decision under the unsampled parent, the (non-recording)
+/// span in a context as propagation needs it (and, consuming, the remote
+/// parent's context the span starts under), its span context read, the
+/// span ended — and nothing else: no attributes, no headers read or
+/// written.
+fn unsampled_floor(
+    name: &'static str,
+    provider: &SdkTracerProvider,
+    span_name: &'static str,
+    kind: SpanKind,
+) -> Scenario {
+    let tracer = opentelemetry::trace::TracerProvider::tracer(provider, "floor");
+    let sent = parent(false);
+    let remote = sent.span().span_context().clone();
+    scenario(name, move || {
+        // A consumer has only the headers' span context: its parent
+        // context is built per message (a producer's is at hand).
+        let received;
+        let parent = if kind == SpanKind::Consumer {
+            received = Context::new().with_remote_span_context(black_box(&remote).clone());
+            &received
+        } else {
+            &sent
+        };
+        let span = opentelemetry::trace::Tracer::span_builder(&tracer, span_name)
+            .with_kind(kind.clone())
+            .start_with_context(&tracer, parent);
+        let cx = parent.with_span(span);
+        black_box(cx.span().span_context().trace_id());
+        cx.span().end();
+        drop(black_box(cx));
+    })
+}
+
 /// Every scenario, each with its own state, on `provider` (always-on) and
 /// `ratio_provider` (`parentbased_traceidratio` 0.1).
 pub fn all(provider: &SdkTracerProvider, ratio_provider: &SdkTracerProvider) -> Vec<Scenario> {
@@ -255,6 +291,12 @@ fn kafka(
         ));
         out.push(scenario("kafka/produce/traced", produce));
     } else {
+        out.push(unsampled_floor(
+            "kafka/produce/sdk-unsampled-floor",
+            provider,
+            "send orders",
+            SpanKind::Producer,
+        ));
         out.push(scenario("kafka/produce/traced-unsampled", produce));
     }
 
@@ -299,6 +341,14 @@ fn kafka(
             "process orders",
             SpanKind::Consumer,
             process_attributes.clone(),
+        ));
+    }
+    if !sampled {
+        out.push(unsampled_floor(
+            "kafka/consume/sdk-unsampled-floor",
+            provider,
+            "process orders",
+            SpanKind::Consumer,
         ));
     }
     out.push(process(

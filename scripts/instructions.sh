@@ -7,7 +7,8 @@
 # Each scenario runs at two counts (LOW and HIGH steps, all threads
 # counted: the batch span processor's export work included); the
 # difference divided by HIGH-LOW is the cost of one message, set-up
-# excluded. Prints a table, then traced − floor and unsampled − raw.
+# excluded. Prints a table, then traced − floor and unsampled − raw, with
+# the SDK's own cost of an unsampled span where a scenario measures it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 filter="${1:-}"
@@ -29,10 +30,11 @@ for name in $("$bin" list); do
 done
 for side in kafka/produce kafka/consume amqp/publish amqp/consume; do
   raw=${per[$side/raw]:-} traced=${per[$side/traced]:-} unsampled=${per[$side/traced-unsampled]:-}
-  floor=${per[$side/sdk-span-floor]:-}
+  floor=${per[$side/sdk-span-floor]:-} unsampled_floor=${per[$side/sdk-unsampled-floor]:-}
   [[ -n "$raw" && -n "$traced" ]] || continue
   line="$side: traced − raw = $(( traced - raw ))"
   [[ -n "$floor" ]] && line+=", traced − sdk floor = $(( traced - floor ))"
   [[ -n "$unsampled" ]] && line+=", unsampled − raw = $(( unsampled - raw ))"
+  [[ -n "$unsampled_floor" ]] && line+=" (the SDK's own part of it alone: $unsampled_floor)"
   echo "$line"
 done
