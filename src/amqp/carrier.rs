@@ -63,13 +63,18 @@ impl Extractor for AmqpHeaderExtractor<'_> {
 /// replacing any header of the same name in any case.
 pub struct AmqpHeaderInjector<'a>(pub &'a mut FieldTable);
 
+impl AmqpHeaderInjector<'_> {
+    /// Replaces every header named `key` (any case) with `value`.
+    fn put(&mut self, key: &str, value: LongString) {
+        self.remove(key);
+        self.0
+            .insert(ShortString::from(key), AMQPValue::LongString(value));
+    }
+}
+
 impl Injector for AmqpHeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
-        self.remove(key);
-        self.0.insert(
-            ShortString::from(key),
-            AMQPValue::LongString(LongString::from(value)),
-        );
+        self.put(key, LongString::from(value));
     }
 }
 
@@ -79,11 +84,7 @@ impl HeaderWriter for AmqpHeaderInjector<'_> {
     }
 
     fn set_bytes(&mut self, key: &str, value: &[u8]) {
-        self.remove(key);
-        self.0.insert(
-            ShortString::from(key),
-            AMQPValue::LongString(LongString::from(value.to_vec())),
-        );
+        self.put(key, LongString::from(value.to_vec()));
     }
 
     fn remove(&mut self, name: &str) {

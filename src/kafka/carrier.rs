@@ -158,6 +158,15 @@ static FIELDS_BY_LENGTH: std::sync::LazyLock<Vec<Vec<usize>>> = std::sync::LazyL
     by_length
 });
 
+/// The index in [`FIELDS`] of the field of `name`'s length that `matches`.
+fn find_field(name: &str, matches: impl Fn(&str) -> bool) -> Option<usize> {
+    let of_length = FIELDS_BY_LENGTH.get(name.len())?;
+    of_length
+        .iter()
+        .copied()
+        .find(|&index| matches(FIELDS[index]))
+}
+
 /// The index in [`FIELDS`] of the field named `name` (any case). The Kafka
 /// fields are lower case, so each of `name`'s length is compared with
 /// `name` folded byte by byte, stopping at the first difference: an
@@ -165,9 +174,8 @@ static FIELDS_BY_LENGTH: std::sync::LazyLock<Vec<Vec<usize>>> = std::sync::LazyL
 /// `x-request-id`) differs within a few bytes, where a memcmp and a
 /// case-folding pass per field cost 177 instructions a header.
 fn field_index(name: &str) -> Option<usize> {
-    let of_length = FIELDS_BY_LENGTH.get(name.len())?;
-    of_length.iter().copied().find(|&index| {
-        FIELDS[index]
+    find_field(name, |field| {
+        field
             .bytes()
             .zip(name.bytes())
             .all(|(f, n)| f == n.to_ascii_lowercase())
@@ -177,11 +185,7 @@ fn field_index(name: &str) -> Option<usize> {
 /// The index in [`FIELDS`] of the field spelled exactly `name`: what the
 /// propagators write, found by one memcmp instead of the folding compare.
 fn exact_field_index(name: &str) -> Option<usize> {
-    let of_length = FIELDS_BY_LENGTH.get(name.len())?;
-    of_length
-        .iter()
-        .copied()
-        .find(|&index| FIELDS[index] == name)
+    find_field(name, |field| field == name)
 }
 
 /// Whether `name` is a field of some format (any case).
