@@ -5,6 +5,7 @@ FROM rust:1-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+COPY patches ./patches
 COPY src ./src
 COPY benches ./benches
 COPY examples ./examples

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::amqp::{ROUTING_KEY, Rabbit};
 use common::flow::{RelaySetup, Seen, Until, drain_amqp, kafka_to_amqp};
+use common::raw_amqp::{self, RawMessage};
 use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -337,4 +338,110 @@ async fn without_a_dead_letter_a_poison_message_stops_the_route_visibly_and_sigt
         total - first_run
     );
     rabbit.delete().await;
+}
+
+/// Headers nested past what a recursive parser survives (1 200 tables and
+/// 1 500 arrays aborted the whole process on lapin's I/O thread before
+/// `patches/amq-protocol-types`) are dead-lettered with the reason; their
+/// neighbours and the route go on, and a nesting within the limit is
+/// relayed as it came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_nested_past_any_stack_are_dead_lettered_and_the_process_lives() {
+    let source = Rabbit::new("deep-src").await;
+    let sink = Rabbit::new("deep-dst").await;
+    let dlq = dead_letter_queue(&sink).await;
+    let relay = Relay::start(
+        common::relay_config(&format!(
+            r#"[[route]]
+name = "deep"
+from = {{ amqp = "r", queue = "{queue}" }}
+to = {{ amqp = "r", exchange = "{x}", routing_key = "{ROUTING_KEY}" }}
+dead_letter = {{ amqp = "r", exchange = "{x}", routing_key = "dead" }}"#,
+            queue = source.queue,
+            x = sink.exchange
+        )),
+        tracebridge::Instrumentation::global(),
+    )
+    .await
+    .expect("relay starts");
+    // lapin's own encoder recurses on its I/O thread as its parser did:
+    // the hostile headers are written as bytes.
+    let empty = 0u32.to_be_bytes().to_vec();
+    let messages = [
+        ("good-0", empty.clone()),
+        ("tables", raw_amqp::nested_header("x-deep", 1_200, false)),
+        ("good-1", raw_amqp::nested_header("x-deep", 10, false)),
+        ("arrays", raw_amqp::nested_header("x-deep", 1_500, true)),
+        ("good-2", empty),
+    ]
+    .map(|(key, headers)| RawMessage {
+        correlation_id: key.into(),
+        headers,
+    });
+    let url = common::amqp_url();
+    let exchange = source.exchange.clone();
+    tokio::task::spawn_blocking(move || raw_amqp::publish(&url, &exchange, ROUTING_KEY, &messages))
+        .await
+        .expect("published");
+
+    let mut seen = Seen::new();
+    drain_amqp(
+        &sink.channel,
+        &sink.queue,
+        &mut seen,
+        3,
+        Until::Arrived,
+        WAIT,
+    )
+    .await;
+    let mut dead = HashMap::new();
+    let started = Instant::now();
+    while dead.len() < 2 && started.elapsed() < WAIT {
+        match sink
+            .channel
+            .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")
+        {
+            Some(m) => {
+                let key = String::from_utf8_lossy(&m.delivery.data).into_owned();
+                dead.insert(
+                    key,
+                    m.delivery.properties.headers().clone().unwrap_or_default(),
+                );
+            }
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    assert!(relay.shutdown().await, "drained");
+
+    let mut keys: Vec<_> = seen.iter().map(|(k, v)| (k.clone(), v.len())).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![
+            ("good-0".into(), 1),
+            ("good-1".into(), 1),
+            ("good-2".into(), 1)
+        ],
+        "each neighbour exactly once, no poison in the sink"
+    );
+    for (key, depth) in [("tables", 1_200), ("arrays", 1_500)] {
+        let headers = dead
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} was not dead-lettered: {:?}", dead.keys()));
+        let error = text(headers, "x-tracebridge-error");
+        assert!(
+            error.contains("\"x-deep\" nests tables or arrays more than 64 levels deep"),
+            "{key} ({depth} levels): {error}"
+        );
+        assert!(headers.inner().get("x-deep").is_none(), "{key}");
+        assert!(text(headers, "x-tracebridge-left-out").contains("x-deep"));
+    }
+    source.delete().await;
+    let channel = sink.conn.create_channel().await.expect("channel");
+    let _ = channel
+        .queue_delete(dlq.as_str().into(), Default::default())
+        .await;
+    sink.delete().await;
 }

@@ -404,6 +404,36 @@ mod tests {
     }
 
     #[test]
+    fn an_amqp_header_nested_past_the_limit_is_left_out_and_described() {
+        use crate::relay::amqp::headers::{AMQP_NESTING_MAX, nesting_depth};
+        let nested = |depth: usize| {
+            (0..depth).fold(AMQPValue::Void, |inner, level| {
+                if level % 2 == 0 {
+                    AMQPValue::FieldArray(vec![AMQPValue::LongInt(1), inner].into())
+                } else {
+                    let mut table = FieldTable::default();
+                    table.insert("n".into(), inner);
+                    AMQPValue::FieldTable(table)
+                }
+            })
+        };
+        assert_eq!(nesting_depth(&AMQPValue::LongInt(1)), 0);
+        assert_eq!(nesting_depth(&nested(AMQP_NESTING_MAX)), AMQP_NESTING_MAX);
+        let mut table = FieldTable::default();
+        table.insert("at-limit".into(), nested(AMQP_NESTING_MAX));
+        table.insert("past".into(), nested(AMQP_NESTING_MAX + 1));
+        let properties = lapin::BasicProperties::default().with_headers(table);
+        let (copy, left_out) =
+            amqp_headers_from(&InboundHeaders::Amqp(Box::new(properties)), &no_trace);
+        let keys: Vec<_> = copy.inner().keys().map(|k| k.as_str()).collect();
+        assert_eq!(keys, vec!["at-limit"]);
+        assert_eq!(
+            left_out,
+            vec!["header \"past\" nests tables or arrays more than 64 levels deep".to_owned()]
+        );
+    }
+
+    #[test]
     fn the_encoded_table_size_is_the_wire_size() {
         let mut table = FieldTable::default();
         table.insert("ab".into(), AMQPValue::LongString("xyz".into()));

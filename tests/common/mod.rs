@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 pub mod flow;
+pub mod raw_amqp;
 pub mod traced;
 
 /// `KAFKA_BOOTSTRAP_SERVERS`, default the local Apache Kafka.

@@ -14,8 +14,9 @@ pub(crate) const AMQP_SHORT_STRING_MAX: usize = 255;
 /// become long strings (byte-exact); null values become `Void`. When a
 /// Kafka name repeats, the last value wins (a table holds one per name).
 /// A Kafka header name AMQP cannot carry (over 255 bytes) is left out and
-/// described in the second value: the caller decides whether that makes
-/// the message unrepresentable (the sink) or is noted (a dead letter).
+/// described in the second value, as is an AMQP header nested deeper than
+/// [`AMQP_NESTING_MAX`]: the caller decides whether that makes the message
+/// unrepresentable (the sink) or is noted (a dead letter).
 pub(crate) fn amqp_headers_from(
     headers: &InboundHeaders,
     skip: &dyn Fn(&str) -> bool,
@@ -42,19 +43,56 @@ pub(crate) fn amqp_headers_from(
             (table, left_out)
         }
         // A copy is needed: the outgoing publish consumes its table.
-        InboundHeaders::Amqp(properties) => (
-            FieldTable::from(
-                InboundHeaders::amqp_table(properties)
-                    .map(FieldTable::inner)
-                    .into_iter()
-                    .flatten()
-                    .filter(|(name, _)| !skip(name.as_str()))
-                    .map(|(name, value)| (name.clone(), value.clone()))
-                    .collect::<std::collections::BTreeMap<_, _>>(),
-            ),
-            Vec::new(),
-        ),
+        InboundHeaders::Amqp(properties) => {
+            let mut left_out = Vec::new();
+            let table = InboundHeaders::amqp_table(properties)
+                .map(FieldTable::inner)
+                .into_iter()
+                .flatten()
+                .filter(|(name, _)| !skip(name.as_str()))
+                .filter(|(name, value)| {
+                    let depth = nesting_depth(value);
+                    if depth > AMQP_NESTING_MAX {
+                        left_out.push(format!(
+                            "header {:?} nests tables or arrays more than {AMQP_NESTING_MAX} levels deep",
+                            prefix(name.as_str(), 32)
+                        ));
+                    }
+                    depth <= AMQP_NESTING_MAX
+                })
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect::<std::collections::BTreeMap<_, _>>();
+            (FieldTable::from(table), left_out)
+        }
     }
+}
+
+/// How deep a header value may nest tables and arrays for the relay to
+/// carry it. lapin's parser (patched, `patches/README.md`) stops descending
+/// at 100 levels (`amq_protocol_types::parsing::MAX_NESTING_DEPTH`) and keeps
+/// what lies deeper as bytes: a value nested past this limit is never
+/// republished changed, it makes the message unrepresentable.
+pub(crate) const AMQP_NESTING_MAX: usize = 64;
+
+/// The levels of tables and arrays in `value`, one inside the other (0 for
+/// a scalar). Walked with a stack of its own, whatever the depth.
+pub(crate) fn nesting_depth(value: &AMQPValue) -> usize {
+    let mut deepest = 0;
+    let mut pending = vec![(value, 0)];
+    while let Some((value, depth)) = pending.pop() {
+        match value {
+            AMQPValue::FieldTable(table) => {
+                pending.extend(table.inner().values().map(|v| (v, depth + 1)));
+                deepest = deepest.max(depth + 1);
+            }
+            AMQPValue::FieldArray(array) => {
+                pending.extend(array.as_slice().iter().map(|v| (v, depth + 1)));
+                deepest = deepest.max(depth + 1);
+            }
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// The bytes `table` takes on the wire (AMQP 0-9-1 field table encoding,
