@@ -445,3 +445,195 @@ dead_letter = {{ amqp = "r", exchange = "{x}", routing_key = "dead" }}"#,
         .await;
     sink.delete().await;
 }
+
+/// Creates `topic` (one partition) whose broker refuses records over
+/// `max_bytes`.
+async fn create_small_topic(topic: &str, max_bytes: usize) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<_> = common::kafka::config().create().expect("admin");
+    let max = max_bytes.to_string();
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1)).set("max.message.bytes", &max)],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create topics");
+    for result in results {
+        result.expect("topic created");
+    }
+}
+
+/// The dead-letter loop of issue 24: AMQP → Kafka with a Kafka dead letter,
+/// a 2 MB body and a timestamp two hours ahead. Kafka refuses both (the
+/// producer's 1 MB limit, the broker's `message.timestamp.after.max.ms`),
+/// and so did the dead letter that kept them: each message was requeued
+/// every second for ever with `/readyz` 200. Now the minimal dead letter
+/// cuts the payload and takes the current time, naming both; and a route
+/// whose dead letter refuses even that stops at the message, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_drops_what_its_destination_refused_or_the_route_stops_there() {
+    use lapin::options::BasicPublishOptions;
+    use rdkafka::Message;
+    use rdkafka::message::Headers;
+    let source = Rabbit::new("refused").await;
+    let stuck = Rabbit::new("refused-stuck").await;
+    let [topic, dead, tiny] = ["refused-out", "refused-dead", "refused-tiny"].map(common::unique);
+    common::kafka::create_topic(&topic, 1).await;
+    common::kafka::create_topic(&dead, 1).await;
+    create_small_topic(&tiny, 1_000).await;
+    let relay = Relay::start(
+        common::relay_config(&format!(
+            r#"[[route]]
+name = "refused"
+from = {{ amqp = "r", queue = "{queue}" }}
+to = {{ kafka = "k", topic = "{topic}" }}
+dead_letter = {{ kafka = "k", topic = "{dead}" }}
+
+[[route]]
+name = "stuck"
+from = {{ amqp = "r", queue = "{stuck_queue}" }}
+to = {{ kafka = "k", topic = "{topic}" }}
+dead_letter = {{ kafka = "k", topic = "{tiny}" }}"#,
+            queue = source.queue,
+            stuck_queue = stuck.queue,
+        )),
+        tracebridge::Instrumentation::global(),
+    )
+    .await
+    .expect("relay starts");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let big = vec![b'b'; 2 * 1024 * 1024];
+    let publish = |rabbit: &Rabbit, key: &'static str, body: Vec<u8>, timestamp: u64| {
+        let channel = rabbit.channel.clone();
+        let exchange = rabbit.exchange.clone();
+        async move {
+            channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    ROUTING_KEY.into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    lapin::BasicProperties::default()
+                        .with_correlation_id(key.into())
+                        .with_timestamp(timestamp),
+                )
+                .await
+                .expect("published")
+                .await
+                .expect("routed");
+        }
+    };
+    publish(&source, "good-0", b"g".to_vec(), now).await;
+    publish(&source, "big", big.clone(), now).await;
+    publish(&source, "good-1", b"g".to_vec(), now).await;
+    publish(&source, "future", b"f".to_vec(), now + 2 * 3600).await;
+    publish(&source, "good-2", b"g".to_vec(), now).await;
+    publish(&stuck, "stuck", big, now).await;
+
+    let mut seen = Seen::new();
+    let reader = common::flow::kafka_reader(&common::kafka_bootstrap(), &topic);
+    common::flow::drain_kafka(&reader, &mut seen, 3, Until::Arrived, WAIT).await;
+    let dead_reader = common::flow::kafka_reader(&common::kafka_bootstrap(), &dead);
+    let mut letters = HashMap::new();
+    let started = Instant::now();
+    while letters.len() < 2 && started.elapsed() < WAIT {
+        if let Ok(Ok(record)) =
+            tokio::time::timeout(Duration::from_secs(1), dead_reader.recv()).await
+        {
+            let header = |name: &str| {
+                record.headers().and_then(|h| {
+                    h.iter()
+                        .find(|h| h.key == name)
+                        .and_then(|h| h.value)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                })
+            };
+            let key = String::from_utf8_lossy(record.key().unwrap_or_default()).into_owned();
+            letters.insert(
+                key,
+                (
+                    record.payload().map_or(0, <[u8]>::len),
+                    record.timestamp().to_millis(),
+                    header("x-tracebridge-error").unwrap_or_default(),
+                    header("x-tracebridge-left-out").unwrap_or_default(),
+                ),
+            );
+        }
+    }
+    let ready = loop {
+        let (status, body) = common::http_get(relay.listen_addr(), "/readyz").await;
+        if status == 503 || started.elapsed() > WAIT {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(relay.shutdown().await, "drained");
+    common::flow::drain_kafka(&reader, &mut seen, usize::MAX, Until::Empty, WAIT).await;
+
+    let mut keys: Vec<_> = seen.iter().map(|(k, v)| (k.clone(), v.len())).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![
+            ("good-0".into(), 1),
+            ("good-1".into(), 1),
+            ("good-2".into(), 1)
+        ],
+        "each neighbour exactly once, neither refused message in the sink"
+    );
+    let (size, _, error, left_out) = letters
+        .get("big")
+        .unwrap_or_else(|| panic!("big was not dead-lettered: {letters:?}"));
+    assert_eq!(*size, 64 * 1024, "the payload cut");
+    assert!(error.contains("too large"), "{error}");
+    assert!(
+        left_out.contains("the payload past its first 65536 bytes (it had 2097152)"),
+        "{left_out}"
+    );
+    let (_, timestamp, error, left_out) = letters
+        .get("future")
+        .unwrap_or_else(|| panic!("future was not dead-lettered: {letters:?}"));
+    assert!(
+        error.contains("s ahead of this clock; Kafka refuses records more than 3600 s ahead"),
+        "{error}"
+    );
+    let skew = timestamp.expect("a timestamp") - i64::try_from(now * 1000).expect("ms");
+    assert!(
+        (-60_000..60_000).contains(&skew),
+        "the dead letter carries the time it was sent, not the refused one: {skew} ms off"
+    );
+    assert!(left_out.contains("the original timestamp"), "{left_out}");
+    assert_eq!(ready.0, 503, "{}", ready.1);
+    assert!(
+        ready
+            .1
+            .contains("stuck (stopped at a message it can never send or dead-letter")
+            && ready
+                .1
+                .contains(&format!("amqp queue {} delivery 1", stuck.queue))
+            && ready.1.contains("dead-lettering failed too"),
+        "names the route, the message and both refusals: {}",
+        ready.1
+    );
+    assert!(
+        !ready.1.contains("refused ("),
+        "the other route is ready: {}",
+        ready.1
+    );
+    // Held, not lost: the broker still has it.
+    let held = stuck
+        .channel
+        .basic_get(
+            stuck.queue.as_str().into(),
+            BasicGetOptions { no_ack: true },
+        )
+        .await
+        .expect("basic.get");
+    assert!(held.is_some(), "the stuck message is still in its queue");
+    source.delete().await;
+    stuck.delete().await;
+}

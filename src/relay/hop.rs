@@ -86,8 +86,10 @@ impl SendError {
 }
 
 /// How a send is dressed: the message itself, or a dead letter carrying
-/// the reason headers (`minimal`: with none of the original headers, when
-/// even the full dead letter could not be sent).
+/// the reason headers (`minimal`: when even the full dead letter could not
+/// be sent, it drops whatever its destination may have refused — every
+/// original header, the payload past [`MINIMAL_PAYLOAD_MAX`], the original
+/// timestamp — and names what it dropped).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Dress<'a> {
     Message,
@@ -110,7 +112,49 @@ impl<'a> Dress<'a> {
     pub(crate) fn is_minimal(self) -> bool {
         matches!(self, Dress::DeadLetter { minimal: true, .. })
     }
+
+    /// The payload to send: a minimal dead letter's is cut to
+    /// [`MINIMAL_PAYLOAD_MAX`].
+    pub(crate) fn payload(self, message: &Inbound) -> Option<&[u8]> {
+        let payload = message.payload.as_deref()?;
+        Some(if self.is_minimal() {
+            &payload[..payload.len().min(MINIMAL_PAYLOAD_MAX)]
+        } else {
+            payload
+        })
+    }
+
+    /// The record's timestamp: a minimal dead letter's is the time it is
+    /// sent (the broker's), as a timestamp the broker refused may be why
+    /// the full one failed.
+    pub(crate) fn timestamp_ms(self, message: &Inbound) -> Option<i64> {
+        message.timestamp_ms.filter(|_| !self.is_minimal())
+    }
+
+    /// What a minimal dead letter leaves out of `message`, for
+    /// `x-tracebridge-left-out` (nothing for any other dress).
+    pub(crate) fn dropped(self, message: &Inbound) -> Vec<String> {
+        if !self.is_minimal() {
+            return Vec::new();
+        }
+        let mut dropped =
+            vec!["every original header (the full dead letter could not be sent)".to_owned()];
+        let size = message.payload.as_ref().map_or(0, Vec::len);
+        if size > MINIMAL_PAYLOAD_MAX {
+            dropped.push(format!(
+                "the payload past its first {MINIMAL_PAYLOAD_MAX} bytes (it had {size})"
+            ));
+        }
+        if let Some(ts) = message.timestamp_ms {
+            dropped.push(format!("the original timestamp ({ts} ms)"));
+        }
+        dropped
+    }
 }
+
+/// The most payload a minimal dead letter carries (64 KiB): under any
+/// broker's limit, and enough to recognise the message.
+pub(crate) const MINIMAL_PAYLOAD_MAX: usize = 64 * 1024;
 
 /// The end of one message's hop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,6 +268,10 @@ impl Hop {
                 route = %self.route, stage = "dead_letter", source = %message.origin, %error,
                 "message dead-lettered after {attempts} attempt(s)"
             ),
+            HopOutcome::Poisoned { error } if self.dead_letter.is_some() => tracing::error!(
+                route = %self.route, stage = "dead_letter", source = %message.origin, %error,
+                "neither the sink nor the dead letter can ever take the message: the route stops at it"
+            ),
             HopOutcome::Poisoned { error } => tracing::error!(
                 route = %self.route, stage = "send", source = %message.origin, %error,
                 "the message can never be sent and the route has no dead_letter: the route stops at it"
@@ -235,9 +283,10 @@ impl Hop {
         outcome
     }
 
-    /// Sends the dead letter; when the sink cannot carry even that (its
-    /// headers are what it cannot represent), a minimal one with the
-    /// reason headers alone.
+    /// Sends the dead letter; when the sink can never carry it, a minimal
+    /// one (see [`Dress`]). When even that can never be sent, the route
+    /// stops at the message ([`HopOutcome::Poisoned`]): retrying it would
+    /// loop for ever.
     async fn dead_letter(
         &self,
         sink: &dyn SinkClient,
@@ -277,8 +326,11 @@ impl Hop {
             }
             Err(failure) => failure,
         };
-        HopOutcome::Failed {
-            error: format!("{error}; dead-lettering failed too: {}", failure.message),
+        let error = format!("{error}; dead-lettering failed too: {}", failure.message);
+        if failure.permanent {
+            HopOutcome::Poisoned { error }
+        } else {
+            HopOutcome::Failed { error }
         }
     }
 

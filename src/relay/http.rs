@@ -55,7 +55,7 @@ async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
             if let Some(why) = stats.died() {
                 format!("{name} (its loop died: {why})")
             } else if let Some(poison) = stats.poisoned() {
-                format!("{name} (stopped at a message it can never send, and no dead_letter is configured: {poison})")
+                format!("{name} (stopped at a message it can never send or dead-letter: {poison})")
             } else if !stats.is_running() {
                 format!("{name} (source not consuming)")
             } else if !stats.is_consuming() {

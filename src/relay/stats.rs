@@ -83,7 +83,7 @@ impl RelayMetrics {
         let poisoned = IntGaugeVec::new(
             Opts::new(
                 "relay_stopped_at_poison_message",
-                "1 while the route is stopped at a message it can never send (no dead_letter configured)",
+                "1 while the route is stopped at a message it can never send or dead-letter",
             ),
             &["route"],
         )?;

@@ -46,10 +46,7 @@ impl SinkClient for AmqpSink {
                 ));
             }
             let mut left_out = left_out;
-            if dress.is_minimal() {
-                left_out
-                    .push("every original header (the full dead letter could not be sent)".into());
-            }
+            left_out.extend(dress.dropped(message));
             for (name, value) in dress.reason() {
                 headers.insert(
                     (*name).into(),
@@ -72,7 +69,7 @@ impl SinkClient for AmqpSink {
                     ),
                 ));
             }
-            let properties = self.amqp_properties(message, matches!(dress, Dress::Message))?;
+            let properties = self.amqp_properties(message, dress)?;
             let open = self.channel.get().await;
             // A content header over the broker's frame_max makes
             // RabbitMQ close the whole connection (every neighbour's
@@ -101,7 +98,7 @@ impl SinkClient for AmqpSink {
                     options,
                     properties,
                     headers,
-                    message.payload.as_deref().unwrap_or_default(),
+                    dress.payload(message).unwrap_or_default(),
                 )
                 .await
             {
@@ -159,13 +156,14 @@ impl AmqpSink {
     }
 
     /// The outgoing AMQP properties. A `correlation_id` or `message_id`
-    /// over AMQP's 255 bytes makes the message unrepresentable (`strict`),
-    /// or is left out (a dead letter, which must go through).
+    /// over AMQP's 255 bytes makes the message unrepresentable, or is left
+    /// out (a dead letter, which must go through).
     fn amqp_properties(
         &self,
         message: &Inbound,
-        strict: bool,
+        dress: Dress<'_>,
     ) -> Result<BasicProperties, SendError> {
+        let strict = matches!(dress, Dress::Message);
         let mut properties = BasicProperties::default().with_delivery_mode(2);
         // AMQP → AMQP keeps the properties; Kafka → AMQP maps the key.
         let (mut correlation_id, mut message_id) = (message.correlation_id(), message.message_id());
@@ -205,7 +203,10 @@ impl AmqpSink {
         {
             properties = properties.with_message_id(id);
         }
-        if let Some(ms) = message.timestamp_ms.and_then(|ms| u64::try_from(ms).ok()) {
+        if let Some(ms) = dress
+            .timestamp_ms(message)
+            .and_then(|ms| u64::try_from(ms).ok())
+        {
             properties = properties.with_timestamp(ms / 1000);
         }
         Ok(properties)

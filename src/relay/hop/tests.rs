@@ -197,6 +197,20 @@ fn cases() -> Vec<Case> {
             poisoned: false,
         },
         Case {
+            name: "poisoned when not even the minimal dead letter can ever be sent",
+            attempts: 3,
+            sink: vec![permanent()],
+            dead_letter: Some(vec![permanent(), permanent()]),
+            outcome: HopOutcome::Poisoned {
+                error: format!("{too_large}; dead-lettering failed too: {too_large}"),
+            },
+            sink_sends: 1,
+            dead_letter_sends: vec![(true, false), (true, true)],
+            error_type: Some("message_too_large"),
+            counters: [0, 0, 0, 0],
+            poisoned: true,
+        },
+        Case {
             name: "failed when the dead-letter destination fails too",
             attempts: 2,
             sink: vec![transient()],
@@ -309,7 +323,7 @@ async fn every_way_a_hop_ends() {
         for letter in &dead_letters {
             let error = match &case.outcome {
                 HopOutcome::DeadLettered { error, .. } => error.clone(),
-                HopOutcome::Failed { error } => error
+                HopOutcome::Failed { error } | HopOutcome::Poisoned { error } => error
                     .split("; dead-lettering failed too")
                     .next()
                     .unwrap_or_default()

@@ -11,7 +11,7 @@ use rdkafka::producer::FutureRecord;
 use super::headers::kafka_headers_from;
 use crate::kafka::producer::FutureProducer;
 use crate::relay::config::KeySource;
-use crate::relay::hop::{Dress, SendError, SinkClient};
+use crate::relay::hop::{DEAD_LETTER_LEFT_OUT, Dress, SendError, SinkClient};
 use crate::relay::message::{Inbound, Translation};
 
 /// How long librdkafka may take to deliver a record (its own retries
@@ -47,15 +47,24 @@ impl SinkClient for KafkaSink {
                     value: Some(value.as_bytes()),
                 });
             }
+            let dropped = dress.dropped(message).join("; ");
+            if !dropped.is_empty() {
+                headers = headers.insert(Header {
+                    key: DEAD_LETTER_LEFT_OUT,
+                    value: Some(dropped.as_bytes()),
+                });
+            }
+            let timestamp = dress.timestamp_ms(message);
+            check_timestamp(timestamp)?;
             let mut record: FutureRecord<'_, [u8], [u8]> =
                 FutureRecord::to(&self.topic).headers(headers);
-            if let Some(payload) = &message.payload {
-                record = record.payload(payload.as_slice());
+            if let Some(payload) = dress.payload(message) {
+                record = record.payload(payload);
             }
             if let Some(key) = &record_key {
                 record = record.key(key);
             }
-            if let Some(ts) = message.timestamp_ms {
+            if let Some(ts) = timestamp {
                 record = record.timestamp(ts);
             }
             self.producer
@@ -90,6 +99,34 @@ impl KafkaSink {
             }
         }
     }
+}
+
+/// How far ahead of the relay's clock a record's timestamp may be: Kafka
+/// 4's default `message.timestamp.after.max.ms`, one hour.
+const TIMESTAMP_AHEAD_MAX_MS: i64 = 3_600_000;
+
+/// A timestamp Kafka would refuse never reaches the wire: the broker
+/// refuses the whole batch it travels in (`INVALID_TIMESTAMP`), its
+/// neighbours with it, so the refusal says nothing about any one record.
+fn check_timestamp(timestamp_ms: Option<i64>) -> Result<(), SendError> {
+    let Some(ts) = timestamp_ms else {
+        return Ok(());
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let ahead = ts.saturating_sub(now);
+    if ahead > TIMESTAMP_AHEAD_MAX_MS {
+        return Err(SendError::permanent(
+            "invalid_timestamp",
+            format!(
+                "its timestamp ({ts} ms) is {} s ahead of this clock; Kafka refuses records more than {} s ahead (message.timestamp.after.max.ms)",
+                ahead / 1000,
+                TIMESTAMP_AHEAD_MAX_MS / 1000
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Kafka errors that say the record itself can never be written.
