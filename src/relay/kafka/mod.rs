@@ -4,6 +4,7 @@
 
 pub(crate) mod headers;
 pub(crate) mod offsets;
+pub(crate) mod ownership;
 pub(crate) mod sink;
 pub(crate) mod source;
 

@@ -93,12 +93,41 @@ impl OffsetTracker {
         self.partitions.retain(|&partition, _| held(partition));
     }
 
+    /// What is settled on `partitions` (partition → next offset to read),
+    /// whatever was requested before: the last commit before they are
+    /// given up. Partitions with nothing done are left out.
+    pub(crate) fn settled_positions(&self, partitions: &[i32]) -> Vec<(i32, i64)> {
+        partitions
+            .iter()
+            .filter_map(|partition| {
+                let p = self.partitions.get(partition)?;
+                p.next_after_done?;
+                let safe = p.in_flight.first().copied().or(p.next_after_done)?;
+                Some((*partition, safe))
+            })
+            .collect()
+    }
+
     /// Makes the next [`OffsetTracker::committable`] return every
     /// partition's position again (for a final synchronous commit).
     pub(crate) fn recommit_all(&mut self) {
         for p in self.partitions.values_mut() {
             p.requested = None;
         }
+    }
+
+    /// Whether `partition` is tracked (held, and not forgotten).
+    pub(crate) fn holds(&self, partition: i32) -> bool {
+        self.partitions.contains_key(&partition)
+    }
+
+    /// Messages in flight on `partitions`.
+    pub(crate) fn in_flight_on(&self, partitions: &[i32]) -> usize {
+        partitions
+            .iter()
+            .filter_map(|p| self.partitions.get(p))
+            .map(|p| p.in_flight.len())
+            .sum()
     }
 
     /// Messages still in flight.
@@ -192,6 +221,43 @@ mod tests {
         assert_eq!(t.committable(), vec![]);
         t.commit_failed(0);
         assert_eq!(t.committable(), vec![(0, 1)], "retried");
+    }
+
+    #[test]
+    fn settled_positions_ignore_what_was_requested() {
+        let mut t = OffsetTracker::default();
+        for o in 0..3 {
+            t.received(0, o);
+        }
+        t.received(1, 9);
+        t.done(0, 0);
+        t.done(0, 2);
+        assert_eq!(t.committable(), vec![(0, 1)]);
+        assert_eq!(
+            t.settled_positions(&[0, 1, 2]),
+            vec![(0, 1)],
+            "1 in flight; partition 1 has nothing done, 2 is unknown"
+        );
+    }
+
+    #[test]
+    fn a_partition_forgotten_and_assigned_again_commits_from_scratch() {
+        // The freeze of issue 24: a member that held partition 0 up to
+        // 5 502 gets it back after another member rolled its commit back
+        // to 502; it reads 502.. again and must commit them.
+        let mut t = OffsetTracker::default();
+        t.received(0, 5_501);
+        t.done(0, 5_501);
+        assert_eq!(t.committable(), vec![(0, 5_502)]);
+        t.acknowledged(0, 5_502);
+        t.retain(|p| p != 0);
+        for o in 502..600 {
+            t.received(0, o);
+            t.done(0, o);
+        }
+        assert_eq!(t.committable(), vec![(0, 600)]);
+        t.acknowledged(0, 600);
+        assert_eq!(t.unsettled(), 0, "nothing holds the window");
     }
 
     #[test]

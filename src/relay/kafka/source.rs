@@ -7,12 +7,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use super::offsets::OffsetTracker;
+use super::ownership::Ownership;
 use crate::Error;
 use crate::relay::budget::{ByteBudget, Window};
 use crate::relay::config::KafkaBroker;
@@ -31,6 +30,10 @@ const RELAY_PREFETCH_KIB: &str = "8192";
 /// thresholds, and the route idled with nothing in flight.
 const RELAY_FETCH_QUEUE_BACKOFF_MS: &str = "10";
 
+/// A route's consumer: its context tracks the offsets of the partitions it
+/// holds, and gives them up cleanly on a rebalance.
+pub(crate) type RouteConsumer = StreamConsumer<Ownership>;
+
 /// Creates a route's consumer and subscribes it to `topic`: manual
 /// commits, from the earliest offset when the group has none.
 pub(crate) fn open(
@@ -38,7 +41,7 @@ pub(crate) fn open(
     broker: &KafkaBroker,
     topic: &str,
     group: &str,
-) -> Result<StreamConsumer, Error> {
+) -> Result<RouteConsumer, Error> {
     let mut config = super::client_config(broker);
     config
         .set("group.id", group)
@@ -55,7 +58,9 @@ pub(crate) fn open(
         let error_type = crate::kafka::error_type(&e);
         crate::relay::connect_error(route, &broker.bootstrap_servers, error_type, e)
     };
-    let consumer: StreamConsumer = config.create().map_err(connect_error)?;
+    let consumer: RouteConsumer = config
+        .create_with_context(Ownership::new(route, topic))
+        .map_err(connect_error)?;
     consumer.subscribe(&[topic]).map_err(connect_error)?;
     Ok(consumer)
 }
@@ -69,7 +74,7 @@ pub(crate) fn open(
 /// `window.bytes` until it settles.
 pub(crate) async fn run(
     hop: Arc<Hop>,
-    consumer: StreamConsumer,
+    consumer: RouteConsumer,
     topic: String,
     group: String,
     window: Window,
@@ -77,7 +82,7 @@ pub(crate) async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let consumer = Arc::new(consumer);
-    let mut offsets = OffsetTracker::default();
+    let ownership = consumer.context().clone();
     let mut committing: Option<tokio::task::JoinHandle<CommitResult>> = None;
     let mut commit_failures: u32 = 0;
     // One allocation per route, shared by every message's origin.
@@ -100,7 +105,7 @@ pub(crate) async fn run(
                 let held = consumer.assignment().map(|a| a.count()).unwrap_or(0);
                 stats.set_partitions_held(held);
                 if committing.is_none() {
-                    committing = start_commit(&consumer, &topic, &mut offsets);
+                    committing = start_commit(&consumer);
                 }
             }
             Some((partition, offset, weight, settled)) = in_flight.next(), if !in_flight.is_empty() => {
@@ -109,22 +114,24 @@ pub(crate) async fn run(
                 // A poison message stays "in flight" for the offsets: the
                 // commit stops below it, so no restart skips it.
                 if settled == Settled::Done {
-                    offsets.done(partition, offset);
+                    ownership.offsets().done(partition, offset);
                 }
                 if committing.is_none() {
-                    committing = start_commit(&consumer, &topic, &mut offsets);
+                    committing = start_commit(&consumer);
                 }
-                stats.set_in_flight(offsets.in_flight());
+                stats.set_in_flight(ownership.offsets().in_flight());
             }
             finished = async { committing.as_mut().expect("guarded").await }, if committing.is_some() => {
                 committing = None;
                 match finished {
                     Ok((list, Ok(()))) => {
+                        let mut offsets = ownership.offsets();
                         for (partition, next) in list {
                             offsets.acknowledged(partition, next);
                         }
+                        drop(offsets);
                         commit_failures = 0;
-                        committing = start_commit(&consumer, &topic, &mut offsets);
+                        committing = start_commit(&consumer);
                     }
                     Ok((list, Err(err))) => {
                         // Asked again at the next tick. A partition revoked
@@ -135,6 +142,7 @@ pub(crate) async fn run(
                             tracing::warn!(route = %hop.route, stage = "commit", error = %err,
                                 "offset commit failed; retrying (reading pauses once the window is unsettled)");
                         }
+                        let mut offsets = ownership.offsets();
                         for (partition, _) in list {
                             offsets.commit_failed(partition);
                         }
@@ -146,7 +154,7 @@ pub(crate) async fn run(
                     Err(err) => tracing::error!(route = %hop.route, stage = "commit", error = %err, "commit task failed"),
                 }
             }
-            received = consumer.recv(), if !stopping && offsets.unsettled() < window.messages && bytes.has_room() && !stats.is_poisoned() => {
+            received = consumer.recv(), if !stopping && ownership.offsets().unsettled() < window.messages && bytes.has_room() && !stats.is_poisoned() => {
                 let message = match received {
                     Ok(message) => message,
                     Err(err) => {
@@ -175,9 +183,13 @@ pub(crate) async fn run(
                     // A message proves an assignment the last check missed.
                     stats.set_partitions_held(consumer.assignment().map(|a| a.count()).unwrap_or(1).max(1));
                 }
-                offsets.received(partition, offset);
+                let in_flight_now = {
+                    let mut offsets = ownership.offsets();
+                    offsets.received(partition, offset);
+                    offsets.in_flight()
+                };
                 stats.consumed.inc();
-                stats.set_in_flight(offsets.in_flight());
+                stats.set_in_flight(in_flight_now);
                 let hop = hop.clone();
                 let stats = stats.clone();
                 in_flight.push(async move {
@@ -196,8 +208,8 @@ pub(crate) async fn run(
     if let Some(pending) = committing.take() {
         let _ = pending.await;
     }
-    offsets.recommit_all();
-    if let Some(last) = start_commit(&consumer, &topic, &mut offsets)
+    ownership.offsets().recommit_all();
+    if let Some(last) = start_commit(&consumer)
         && let Ok((_, Err(err))) = last.await
     {
         tracing::warn!(route = %hop.route, stage = "commit", error = %err, "the final offset commit failed");
@@ -209,23 +221,13 @@ type CommitResult = (Vec<(i32, i64)>, rdkafka::error::KafkaResult<()>);
 
 /// Starts a synchronous commit of what may be committed now, on a
 /// blocking thread; `None` when there is nothing new.
-fn start_commit(
-    consumer: &Arc<StreamConsumer>,
-    topic: &str,
-    offsets: &mut OffsetTracker,
-) -> Option<tokio::task::JoinHandle<CommitResult>> {
-    let ready = offsets.committable();
+fn start_commit(consumer: &Arc<RouteConsumer>) -> Option<tokio::task::JoinHandle<CommitResult>> {
+    let ready = consumer.context().offsets().committable();
     if ready.is_empty() {
         return None;
     }
-    let mut list = TopicPartitionList::new();
-    for &(partition, next) in &ready {
-        // Only fails for an offset type the list cannot hold; ours is plain.
-        let _ = list.add_partition_offset(topic, partition, Offset::Offset(next));
-    }
     let consumer = consumer.clone();
     Some(tokio::task::spawn_blocking(move || {
-        let result = consumer.commit(&list, CommitMode::Sync);
-        (ready, result)
+        consumer.context().commit(consumer.as_ref(), ready)
     }))
 }
