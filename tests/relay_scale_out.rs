@@ -157,3 +157,64 @@ to = {{ kafka = "k", topic = "{sink}" }}"#
     // A window per event (136 of 384 seen).
     Tally::of(&origins, &seen).assert_whole("scale-out", WINDOW * events.len());
 }
+
+/// Seconds from a restart after SIGKILL until the relay has relayed 100
+/// new messages; with `instance_id`, as the static member it was.
+async fn resume_after_sigkill(instance_id: Option<&str>) -> Duration {
+    let bootstrap = common::kafka_bootstrap();
+    let source = common::unique("resume-src");
+    let sink = common::unique("resume-dst");
+    common::kafka::create_topic(&source, 2).await;
+    common::kafka::create_topic(&sink, 1).await;
+    let setup = RelaySetup::new(
+        WINDOW,
+        &bootstrap,
+        &format!(
+            r#"name = "resume"
+from = {{ kafka = "k", topic = "{source}", group = "{source}-relay" }}
+to = {{ kafka = "k", topic = "{sink}" }}"#
+        ),
+    );
+    // A session of 20 s: the dead member's partitions wait that long
+    // unless it comes back as itself.
+    let mut text = std::fs::read_to_string(&setup.config).expect("config");
+    text = text.replace("\"10000\"", "\"20000\"");
+    if let Some(id) = instance_id {
+        text = text.replace("[relay]\n", &format!("[relay]\ninstance_id = \"{id}\"\n"));
+    }
+    std::fs::write(&setup.config, text).expect("config");
+    let reader = kafka_reader(&bootstrap, &sink);
+    let mut seen = Seen::new();
+
+    let relay = setup.start();
+    let first = common::flow::send_kafka(&bootstrap, &source, 0, 100).await;
+    drain_kafka(&reader, &mut seen, first.len(), Until::Arrived, ARRIVE).await;
+    relay.signal("-KILL");
+    relay.wait(Duration::from_secs(10));
+    let restarted = Instant::now();
+    let relay = setup.start();
+    let second = common::flow::send_kafka(&bootstrap, &source, 100, 100).await;
+    drain_kafka(&reader, &mut seen, 200, Until::Arrived, ARRIVE).await;
+    let took = restarted.elapsed();
+    relay.stop();
+    let mut origins = first;
+    origins.extend(second);
+    Tally::of(&origins, &seen).assert_whole("resume", WINDOW);
+    took
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_with_an_instance_id_resumes_at_once_after_a_crash() {
+    let dynamic = resume_after_sigkill(None).await;
+    let id = common::unique("relay");
+    let fixed = resume_after_sigkill(Some(&id)).await;
+    eprintln!("resumed after SIGKILL: dynamic membership {dynamic:?}, static {fixed:?}");
+    assert!(
+        dynamic > Duration::from_secs(12),
+        "without an instance id the group waits for the dead member's session (20 s): {dynamic:?}"
+    );
+    assert!(
+        fixed < Duration::from_secs(8),
+        "as the static member it was, the relay resumes at once: {fixed:?}"
+    );
+}

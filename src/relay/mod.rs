@@ -108,6 +108,7 @@ impl Relay {
                     messages: config.max_in_flight,
                     bytes: config.max_in_flight_bytes,
                 },
+                config.instance_id.as_deref(),
                 &instrumentation,
                 stats,
                 correlator,
@@ -185,6 +186,7 @@ impl Relay {
 async fn start_route(
     route: Route,
     window: budget::Window,
+    instance_id: Option<&str>,
     instrumentation: &Instrumentation,
     stats: Arc<RouteStats>,
     correlation: Option<Correlator>,
@@ -230,7 +232,8 @@ async fn start_route(
                     topic.clone(),
                     group.clone(),
                 );
-                move || kafka::source::open(&route, &broker, &topic, &group)
+                let instance_id = instance_id.map(str::to_owned);
+                move || kafka::source::open(&route, &broker, &topic, &group, instance_id.as_deref())
             };
             let run = {
                 let (hop, stats, shutdown) = (hop.clone(), stats.clone(), shutdown.clone());

@@ -79,6 +79,11 @@ pub struct RelayConfig {
     pub shutdown_timeout: Duration,
     /// `service.name` of the relay's spans (overridden by `OTEL_SERVICE_NAME`).
     pub service_name: String,
+    /// This relay's stable identity in its Kafka consumer groups: each
+    /// Kafka route's consumer is the static member `INSTANCE_ID.ROUTE`
+    /// (`group.instance.id`), so a restart takes its partitions back at once
+    /// instead of after the session timeout.
+    pub instance_id: Option<String>,
     /// The routes.
     pub routes: Vec<Route>,
     /// `[telemetry]` over the environment: the convention keys and the

@@ -77,6 +77,8 @@ pub(super) struct RelaySpec {
     pub(super) shutdown_timeout: Duration,
     /// `service.name` unless `OTEL_SERVICE_NAME` says otherwise.
     pub(super) service_name: String,
+    /// This relay's stable identity in its Kafka groups (static membership).
+    pub(super) instance_id: Option<String>,
 }
 
 impl Default for RelaySpec {
@@ -87,6 +89,7 @@ impl Default for RelaySpec {
             max_in_flight_bytes: super::DEFAULT_MAX_IN_FLIGHT_BYTES,
             shutdown_timeout: Duration::from_secs(20),
             service_name: "tracebridge".into(),
+            instance_id: None,
         }
     }
 }

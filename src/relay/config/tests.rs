@@ -542,3 +542,45 @@ to = { kafka = "k", topic = "b" }
         "{text}"
     );
 }
+
+#[test]
+fn an_instance_id_is_kafka_letters_and_group_instance_id_is_refused_in_properties() {
+    let with = |relay: &str, properties: &str| {
+        format!(
+            r#"[relay]
+{relay}
+[kafka.main]
+bootstrap_servers = "127.0.0.1:9092"
+properties = {{ {properties} }}
+[amqp.rabbit]
+url = "amqp://127.0.0.1:5672"
+[[route]]
+name = "k2a"
+from = {{ kafka = "main", topic = "orders", group = "tb" }}
+to = {{ amqp = "rabbit", exchange = "x", routing_key = "k" }}
+"#
+        )
+    };
+    let config = parse(&with(r#"instance_id = "relay-0.eu_1""#, "")).expect("valid");
+    assert_eq!(config.instance_id.as_deref(), Some("relay-0.eu_1"));
+    assert_eq!(parse(&with("", "")).expect("valid").instance_id, None);
+    let found = problems(&with(
+        r#"instance_id = "relay 0""#,
+        r#""group.instance.id" = "a""#,
+    ));
+    assert_eq!(found.len(), 2, "{found:?}");
+    for expected in [
+        "relay.instance_id: `relay 0` has ' '; only ASCII letters",
+        "\"group.instance.id\": set `[relay] instance_id` instead",
+    ] {
+        assert!(
+            found.iter().any(|p| p.contains(expected)),
+            "{expected}: {found:?}"
+        );
+    }
+    assert!(
+        problems(&with(r#"instance_id = """#, ""))
+            .iter()
+            .any(|p| p.contains("must not be empty"))
+    );
+}

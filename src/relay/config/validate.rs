@@ -66,6 +66,11 @@ pub(super) fn validate(
     if spec.route.is_empty() {
         problems.push(format!("{origin}: no [[route]] is configured"));
     }
+    if let Some(id) = &spec.relay.instance_id
+        && let Err(why) = check_instance_id(id)
+    {
+        problems.push(format!("{origin}: relay.instance_id: {why}"));
+    }
 
     let mut routes = Vec::new();
     let mut names = std::collections::BTreeSet::new();
@@ -133,6 +138,7 @@ pub(super) fn validate(
             max_in_flight_bytes: spec.relay.max_in_flight_bytes,
             shutdown_timeout: spec.relay.shutdown_timeout,
             service_name: spec.relay.service_name,
+            instance_id: spec.relay.instance_id,
             routes,
             attribute_rules,
             metrics,
@@ -540,6 +546,9 @@ fn kafka_guards(at: &str, broker: &KafkaBroker, problems: &mut Vec<String>) {
             ("group.id", _) => {
                 Some("set the route's `from.group` instead (each route has its own)".to_owned())
             }
+            ("group.instance.id", _) => Some(
+                "set `[relay] instance_id` instead (each route's consumer needs an id of its own; one shared id would fence the others)".to_owned(),
+            ),
             ("enable.auto.commit" | "auto.commit.enable", "false") => None,
             ("enable.auto.commit" | "auto.commit.enable", _) => Some(format!(
                 "`{shown}`: must stay false — the relay commits an offset only once the sink confirmed the message; auto-commit loses messages in a crash"
@@ -600,4 +609,29 @@ fn endless_loop(at: &str, source: &Source, sink: &Sink, key: &str, problems: &mu
             "{at}: {key}: writes to the route's own source: every message would be relayed again, forever"
         ));
     }
+}
+
+/// Kafka's rule for a `group.instance.id` (as for topic names): 1 to 249
+/// ASCII letters, digits, `.`, `_` and `-`; the route's name is appended.
+fn check_instance_id(id: &str) -> Result<(), String> {
+    const MAX: usize = 200;
+    if id.is_empty() {
+        return Err("must not be empty (leave it out for dynamic membership)".into());
+    }
+    if id.len() > MAX {
+        return Err(format!(
+            "{} bytes; at most {MAX} (Kafka allows 249 with the route's name appended)",
+            id.len()
+        ));
+    }
+    if let Some(bad) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "`{}` has {bad:?}; only ASCII letters, digits, `.`, `_` and `-` are allowed",
+            crate::relay::message::prefix(id, 64)
+        ));
+    }
+    Ok(())
 }

@@ -35,12 +35,14 @@ const RELAY_FETCH_QUEUE_BACKOFF_MS: &str = "10";
 pub(crate) type RouteConsumer = StreamConsumer<Ownership>;
 
 /// Creates a route's consumer and subscribes it to `topic`: manual
-/// commits, from the earliest offset when the group has none.
+/// commits, from the earliest offset when the group has none; the static
+/// member `INSTANCE_ID.ROUTE` when the relay has an `instance_id`.
 pub(crate) fn open(
     route: &str,
     broker: &KafkaBroker,
     topic: &str,
     group: &str,
+    instance_id: Option<&str>,
 ) -> Result<RouteConsumer, Error> {
     let mut config = super::client_config(broker);
     config
@@ -53,6 +55,9 @@ pub(crate) fn open(
         .set("queued.min.messages", RELAY_PREFETCH_MESSAGES)
         .set("queued.max.messages.kbytes", RELAY_PREFETCH_KIB)
         .set("fetch.queue.backoff.ms", RELAY_FETCH_QUEUE_BACKOFF_MS);
+    if let Some(id) = instance_id {
+        config.set("group.instance.id", static_member_id(id, route));
+    }
     super::apply_properties(&mut config, broker);
     let connect_error = |e: rdkafka::error::KafkaError| {
         let error_type = crate::kafka::error_type(&e);
@@ -63,6 +68,23 @@ pub(crate) fn open(
         .map_err(connect_error)?;
     consumer.subscribe(&[topic]).map_err(connect_error)?;
     Ok(consumer)
+}
+
+/// A route consumer's `group.instance.id`: the relay's id and the route's
+/// name, with what Kafka does not allow in an id (ASCII letters, digits,
+/// `.`, `_`, `-`) written as `_`.
+fn static_member_id(instance_id: &str, route: &str) -> String {
+    let route: String = route
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{instance_id}.{route}")
 }
 
 /// Reads a Kafka topic through `consumer` until `shutdown`, then drains.
@@ -230,4 +252,15 @@ fn start_commit(consumer: &Arc<RouteConsumer>) -> Option<tokio::task::JoinHandle
     Some(tokio::task::spawn_blocking(move || {
         consumer.context().commit(consumer.as_ref(), ready)
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_static_member_id_is_the_instance_and_the_route_in_kafka_letters() {
+        assert_eq!(
+            super::static_member_id("relay-0", "orders → billing"),
+            "relay-0.orders___billing"
+        );
+    }
 }
