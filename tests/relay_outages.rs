@@ -249,3 +249,82 @@ async fn a_kafka_broker_restart_under_a_kafka_to_amqp_route_loses_nothing() {
     Tally::of(&origins, &seen).assert_whole("Kafka broker restart, Kafka → AMQP", WINDOW);
     rabbit.delete().await;
 }
+
+/// A Kafka sink nobody answers: librdkafka hides the outage (the producer
+/// just queues), so the route's own progress tells. With messages held and
+/// none settled for 45 s the route is not ready, saying why; the messages
+/// are still held (never acknowledged), and the other route stays ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_that_settles_nothing_for_45_s_is_not_ready() {
+    let source = common::unique("stall-src");
+    let healthy = common::unique("stall-ok");
+    common::kafka::create_topic(&source, 1).await;
+    common::kafka::create_topic(&healthy, 1).await;
+    let dead_port = common::flow::free_port();
+    let relay = tracebridge::relay::Relay::start(
+        common::relay_config(&format!(
+            r#"[[route]]
+name = "stalled"
+from = {{ kafka = "k", topic = "{source}", group = "{source}-relay" }}
+to = {{ kafka = "nobody", topic = "anywhere" }}
+
+[[route]]
+name = "moving"
+from = {{ kafka = "k", topic = "{healthy}", group = "{healthy}-relay" }}
+to = {{ kafka = "k", topic = "{healthy}-out" }}
+
+[kafka.nobody]
+bootstrap_servers = "127.0.0.1:{dead_port}"
+"#
+        )),
+        tracebridge::Instrumentation::global(),
+    )
+    .await
+    .expect("relay starts");
+    // Ready once both consumers hold their partition.
+    let joining = std::time::Instant::now();
+    while common::http_get(relay.listen_addr(), "/readyz").await.0 != 200 {
+        assert!(joining.elapsed() < Duration::from_secs(30), "never ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    common::flow::send_kafka(&common::kafka_bootstrap(), &source, 0, 10).await;
+    let started = std::time::Instant::now();
+    let mut first_not_ready = None;
+    let body = loop {
+        let (status, body) = common::http_get(relay.listen_addr(), "/readyz").await;
+        if status == 503 && body.contains("makes no progress") {
+            break body;
+        }
+        if status == 503 && first_not_ready.is_none() {
+            first_not_ready = Some(body.clone());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "never said it makes no progress: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let took = started.elapsed();
+    eprintln!("not ready after {took:?}: {body}");
+    assert!(
+        took >= Duration::from_secs(40),
+        "not before the limit: {took:?}"
+    );
+    assert!(
+        body.contains("stalled (makes no progress: it holds 10 unsettled message(s) and none was read or settled for 4"),
+        "{body}"
+    );
+    assert!(!body.contains("moving ("), "{body}");
+    assert_eq!(
+        first_not_ready, None,
+        "ready until then (librdkafka hides the dead sink)"
+    );
+    let held = relay
+        .stats()
+        .into_iter()
+        .find(|(name, _)| name == "stalled")
+        .map(|(_, stats)| stats.in_flight())
+        .expect("the route");
+    assert_eq!(held, 10, "every message still held");
+    drop(relay);
+}

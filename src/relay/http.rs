@@ -60,8 +60,14 @@ async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
                 format!("{name} (source not consuming)")
             } else if !stats.is_consuming() {
                 format!("{name} (source holds no partition)")
-            } else {
+            } else if stats.is_sink_down() {
                 format!("{name} (sink reconnecting)")
+            } else if stats.is_dead_letter_down() {
+                format!("{name} (dead letter reconnecting)")
+            } else if let Some(why) = stats.stalled() {
+                format!("{name} (makes no progress: {why})")
+            } else {
+                format!("{name} (not ready)")
             }
         })
         .collect();

@@ -58,6 +58,7 @@ use crate::correlate::{Correlator, MemoryStore, RedisStore, Store};
 use config::{Correlation, Sink, Source, StoreSpec};
 use hop::Hop;
 use message::Translation;
+use stats::Output;
 
 /// The relay's Kafka `client.id` (and `messaging.client.id` on its spans).
 const CLIENT_ID: &str = "tracebridge";
@@ -193,9 +194,27 @@ async fn start_route(
     shutdown: watch::Receiver<bool>,
 ) -> Result<RunningRoute, Error> {
     let translation = Translation::new(&route.propagation, route.key_mapping);
-    let sink = connect_sink(&route, &route.sink, &translation, instrumentation, &stats).await?;
+    let sink = connect_sink(
+        &route,
+        &route.sink,
+        Output::Sink,
+        &translation,
+        instrumentation,
+        &stats,
+    )
+    .await?;
     let dead_letter = match &route.dead_letter {
-        Some(dl) => Some(connect_sink(&route, dl, &translation, instrumentation, &stats).await?),
+        Some(dl) => Some(
+            connect_sink(
+                &route,
+                dl,
+                Output::DeadLetter,
+                &translation,
+                instrumentation,
+                &stats,
+            )
+            .await?,
+        ),
         None => None,
     };
     let hop = Arc::new(Hop {
@@ -401,6 +420,7 @@ const SINK_CHECK: Duration = Duration::from_secs(1);
 async fn connect_sink(
     route: &Route,
     sink: &Sink,
+    output: Output,
     translation: &Translation,
     instrumentation: &Instrumentation,
     stats: &Arc<RouteStats>,
@@ -425,6 +445,7 @@ async fn connect_sink(
                 route.propagation.clone(),
                 instrumentation.clone(),
                 stats.clone(),
+                output,
             )
             .await
             .map_err(|e| match e {

@@ -197,6 +197,8 @@ impl RelayMetrics {
             queue_seconds: self.queue_seconds.with_label_values(l),
             running: AtomicBool::new(false),
             sink_down: AtomicBool::new(false),
+            dead_letter_down: AtomicBool::new(false),
+            stalled: std::sync::Mutex::new(None),
             partitions_held: std::sync::atomic::AtomicUsize::new(NOT_KAFKA),
             failure_streak: std::sync::atomic::AtomicU64::new(0),
             poisoned: std::sync::Mutex::new(None),
@@ -297,6 +299,10 @@ pub struct RouteStats {
     pub queue_seconds: Histogram,
     running: AtomicBool,
     sink_down: AtomicBool,
+    dead_letter_down: AtomicBool,
+    /// Why a Kafka source that holds a backlog makes no progress, while
+    /// it does not.
+    stalled: std::sync::Mutex<Option<String>>,
     /// Kafka sources: partitions the consumer holds (None for AMQP sources,
     /// whose consumer is open whenever the loop runs).
     partitions_held: std::sync::atomic::AtomicUsize,
@@ -310,6 +316,13 @@ pub struct RouteStats {
     died: std::sync::Mutex<Option<String>>,
     /// What correlation by request id did.
     pub correlation: CorrelationStats,
+}
+
+/// Where a route writes: its sink, or its dead-letter destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Output {
+    Sink,
+    DeadLetter,
 }
 
 /// One route's correlation counters.
@@ -374,14 +387,39 @@ impl RouteStats {
         self.running.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn set_sink_down(&self, down: bool) {
-        self.sink_down.store(down, Ordering::Relaxed);
+    /// `output`'s connection was lost (`true`) or reopened; each output
+    /// writes its own state.
+    pub(crate) fn set_down(&self, output: Output, down: bool) {
+        let flag = match output {
+            Output::Sink => &self.sink_down,
+            Output::DeadLetter => &self.dead_letter_down,
+        };
+        flag.store(down, Ordering::Relaxed);
     }
 
-    /// Whether an AMQP sink (or dead-letter destination) of the route lost
-    /// its connection and has not been reopened yet.
+    /// Whether the route's AMQP sink lost its connection and has not been
+    /// reopened yet.
     pub fn is_sink_down(&self) -> bool {
         self.sink_down.load(Ordering::Relaxed)
+    }
+
+    /// Whether the route's AMQP dead-letter destination lost its
+    /// connection and has not been reopened yet.
+    pub fn is_dead_letter_down(&self) -> bool {
+        self.dead_letter_down.load(Ordering::Relaxed)
+    }
+
+    /// A Kafka source holds messages waiting but relays none (`Some(why)`),
+    /// or moves again (`None`).
+    pub(crate) fn set_stalled(&self, why: Option<String>) {
+        if let Ok(mut stalled) = self.stalled.lock() {
+            *stalled = why;
+        }
+    }
+
+    /// Why the route makes no progress with messages waiting, if so.
+    pub fn stalled(&self) -> Option<String> {
+        self.stalled.lock().ok().and_then(|s| s.clone())
     }
 
     pub(crate) fn set_partitions_held(&self, held: usize) {
@@ -456,10 +494,16 @@ impl RouteStats {
     /// loop not dead: what `/readyz` reports.
     ///
     /// Each state has one writer: `running` the source loop (true while it
-    /// reads), `partitions_held` the Kafka loop, `sink_down` the AMQP sink's
-    /// channel, `poisoned` the settling of a hop, `died` the supervisor.
+    /// reads), `partitions_held` and `stalled` the Kafka loop, `sink_down`
+    /// the AMQP sink's channel, `dead_letter_down` the AMQP dead letter's,
+    /// `poisoned` the settling of a hop, `died` the supervisor.
     pub fn is_ready(&self) -> bool {
-        self.is_consuming() && !self.is_sink_down() && !self.is_poisoned() && self.died().is_none()
+        self.is_consuming()
+            && !self.is_sink_down()
+            && !self.is_dead_letter_down()
+            && !self.is_poisoned()
+            && self.died().is_none()
+            && self.stalled().is_none()
     }
 }
 
@@ -474,9 +518,20 @@ mod tests {
         assert!(!stats.is_ready(), "not before its loop runs");
         stats.set_running(true);
         assert!(stats.is_ready());
-        stats.set_sink_down(true);
+        stats.set_down(Output::Sink, true);
         assert!(!stats.is_ready(), "not while a sink reconnects");
-        stats.set_sink_down(false);
+        stats.set_down(Output::Sink, false);
+        assert!(stats.is_ready());
+        // The sink and the dead letter each write their own state: one
+        // reconnecting does not clear the other's outage.
+        stats.set_down(Output::Sink, true);
+        stats.set_down(Output::DeadLetter, true);
+        stats.set_down(Output::DeadLetter, false);
+        assert!(!stats.is_ready(), "the sink is still down");
+        stats.set_down(Output::Sink, false);
+        stats.set_stalled(Some("stuck".into()));
+        assert!(!stats.is_ready(), "not while stalled");
+        stats.set_stalled(None);
         assert!(stats.is_ready());
     }
 }

@@ -14,7 +14,7 @@ use crate::instrument::Instrumentation;
 use crate::propagation::Propagation;
 use crate::relay::backoff::Backoff;
 use crate::relay::config::AmqpBroker;
-use crate::relay::stats::RouteStats;
+use crate::relay::stats::{Output, RouteStats};
 
 /// A connection and the traced publisher on one of its channels.
 pub(crate) struct Open {
@@ -44,8 +44,10 @@ pub(crate) struct ReconnectingPublisher {
     /// Pacing of reconnect attempts (read and written under `current`'s
     /// write lock, so one attempt at a time).
     backoff: std::sync::Mutex<Backoff>,
-    /// The route's readiness: not ready while this sink is reconnecting.
+    /// The route's readiness: not ready while this output is reconnecting.
     stats: Arc<RouteStats>,
+    /// Which of the route's outputs this is (each writes its own state).
+    output: Output,
 }
 
 impl ReconnectingPublisher {
@@ -56,6 +58,7 @@ impl ReconnectingPublisher {
         propagation: Propagation,
         instrumentation: Instrumentation,
         stats: Arc<RouteStats>,
+        output: Output,
     ) -> Result<Self, crate::Error> {
         let open = open(broker, &propagation, &instrumentation).await?;
         Ok(Self {
@@ -66,6 +69,7 @@ impl ReconnectingPublisher {
             current: RwLock::new(Arc::new(open)),
             backoff: std::sync::Mutex::default(),
             stats,
+            output,
         })
     }
 
@@ -93,7 +97,7 @@ impl ReconnectingPublisher {
         if !Arc::ptr_eq(&current, used) {
             return;
         }
-        self.stats.set_sink_down(true);
+        self.stats.set_down(self.output, true);
         let now = std::time::Instant::now();
         {
             let Ok(mut backoff) = self.backoff.lock() else {
@@ -116,7 +120,7 @@ impl ReconnectingPublisher {
         match opened {
             Ok(open) => {
                 *current = Arc::new(open);
-                self.stats.set_sink_down(false);
+                self.stats.set_down(self.output, false);
                 if let Some((outage, failed_attempts)) = backoff.recovered(now) {
                     tracing::info!(route = %self.route, stage = "connect",
                         outage_seconds = outage.as_secs_f64(), failed_attempts,

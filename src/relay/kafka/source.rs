@@ -34,6 +34,11 @@ const RELAY_FETCH_QUEUE_BACKOFF_MS: &str = "10";
 /// holds, and gives them up cleanly on a rebalance.
 pub(crate) type RouteConsumer = StreamConsumer<Ownership>;
 
+/// How long a route that holds unsettled messages may settle none before
+/// it says it is not ready: longer than a send's own limit (30 s), so a slow
+/// broker is not taken for a stuck route.
+const STALL_LIMIT: Duration = Duration::from_secs(45);
+
 /// Creates a route's consumer and subscribes it to `topic`: manual
 /// commits, from the earliest offset when the group has none; the static
 /// member `INSTANCE_ID.ROUTE` when the relay has an `instance_id`.
@@ -115,6 +120,9 @@ pub(crate) async fn run(
     stats.set_running(true);
     // Consuming means holding partitions: checked, not assumed.
     let mut assignment_check = tokio::time::interval(Duration::from_millis(500));
+    // Messages read or settled: the route moves while this changes.
+    let mut progress: u64 = 0;
+    let mut stall = StallWatch::default();
     while !stopping || !in_flight.is_empty() {
         tokio::select! {
             changed = shutdown.changed(), if !stopping => {
@@ -126,12 +134,17 @@ pub(crate) async fn run(
             _ = assignment_check.tick() => {
                 let held = consumer.assignment().map(|a| a.count()).unwrap_or(0);
                 stats.set_partitions_held(held);
+                let unsettled = ownership.offsets().unsettled();
+                if let Some(why) = stall.check(std::time::Instant::now(), progress, unsettled) {
+                    stats.set_stalled(why);
+                }
                 if committing.is_none() {
                     committing = start_commit(&consumer);
                 }
             }
             Some((partition, offset, weight, settled)) = in_flight.next(), if !in_flight.is_empty() => {
                 bytes.release(weight);
+                progress += 1;
                 stats.set_in_flight_bytes(bytes.held());
                 // A poison message stays "in flight" for the offsets: the
                 // commit stops below it, so no restart skips it.
@@ -198,6 +211,7 @@ pub(crate) async fn run(
                     },
                 };
                 let (partition, offset) = (message.partition(), message.offset());
+                progress += 1;
                 let weight = inbound.weight();
                 bytes.take(weight);
                 stats.set_in_flight_bytes(bytes.held());
@@ -238,6 +252,49 @@ pub(crate) async fn run(
     }
 }
 
+/// Whether a route holding messages it has not settled (in flight, or
+/// awaiting the commit that covers them) makes no progress: no message
+/// read or settled for [`STALL_LIMIT`]. The Kafka loop's own readiness
+/// state (its only writer).
+#[derive(Default)]
+struct StallWatch {
+    /// The progress count last seen, and when it last changed.
+    last: Option<(u64, std::time::Instant)>,
+    stalled: bool,
+}
+
+impl StallWatch {
+    /// Looks at the route's progress at `now` (every assignment check):
+    /// stalled after [`STALL_LIMIT`] without any while `unsettled` messages
+    /// are held; moving again at the first message read or settled. The
+    /// new readiness state (`Some(why)` stalled, `None` moving) when it
+    /// changes or its description does.
+    fn check(
+        &mut self,
+        now: std::time::Instant,
+        progress: u64,
+        unsettled: usize,
+    ) -> Option<Option<String>> {
+        let since = match self.last {
+            Some((seen, since)) if seen == progress => since,
+            _ => {
+                self.last = Some((progress, now));
+                return std::mem::take(&mut self.stalled).then_some(None);
+            }
+        };
+        let idle = now.duration_since(since);
+        if idle >= STALL_LIMIT && unsettled > 0 {
+            self.stalled = true;
+            Some(Some(format!(
+                "it holds {unsettled} unsettled message(s) and none was read or settled for {} s",
+                idle.as_secs()
+            )))
+        } else {
+            std::mem::take(&mut self.stalled).then_some(None)
+        }
+    }
+}
+
 /// The partitions and offsets a commit covered, and how it ended.
 type CommitResult = (Vec<(i32, i64)>, rdkafka::error::KafkaResult<()>);
 
@@ -256,6 +313,33 @@ fn start_commit(consumer: &Arc<RouteConsumer>) -> Option<tokio::task::JoinHandle
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{STALL_LIMIT, StallWatch};
+
+    #[test]
+    fn a_route_holding_unsettled_messages_that_settles_none_is_stalled() {
+        let start = Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let limit = STALL_LIMIT.as_secs();
+        let mut watch = StallWatch::default();
+        assert_eq!(watch.check(at(0), 5, 64), None, "first look");
+        assert_eq!(watch.check(at(limit - 1), 5, 64), None, "not yet");
+        let stalled = watch.check(at(limit), 5, 64).expect("a change");
+        assert_eq!(
+            stalled.as_deref(),
+            Some("it holds 64 unsettled message(s) and none was read or settled for 45 s")
+        );
+        assert_eq!(
+            watch.check(at(limit + 1), 6, 64),
+            Some(None),
+            "moving again"
+        );
+        assert_eq!(watch.check(at(limit + 2), 6, 64), None, "no change");
+        // Idle with nothing held is an idle topic, not a stall.
+        assert_eq!(watch.check(at(3 * limit), 6, 0), None);
+    }
+
     #[test]
     fn a_static_member_id_is_the_instance_and_the_route_in_kafka_letters() {
         assert_eq!(
