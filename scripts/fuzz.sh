@@ -4,6 +4,7 @@
 #   kafka_to_amqp   Kafka headers → AMQP table → Kafka headers (relay translation)
 #   amqp_to_kafka   an AMQP header table from arbitrary wire bytes → Kafka headers
 #   config          relay config loading (env expansion, TOML, validation)
+#   traces          `tracebridge traces` reading and drawing any span file
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET…]   each target for SECONDS (default 30)
 #
@@ -14,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../fuzz"
 seconds="${1:-30}"; shift || true
-targets=("$@"); (( ${#targets[@]} )) || targets=(extract kafka_to_amqp amqp_to_kafka config)
+targets=("$@"); (( ${#targets[@]} )) || targets=(extract kafka_to_amqp amqp_to_kafka config traces)
 export RUSTC_BOOTSTRAP=1
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "[fuzz] installing cargo-fuzz (about a minute)" >&2

@@ -275,3 +275,113 @@ fn a_link_to_the_spans_own_parent_is_not_repeated() {
         "{stdout}"
     );
 }
+
+/// One OTLP/JSON line holding `spans` ((span id, parent id, name)) of
+/// trace `aaaa…`, service `svc`.
+fn line_of(spans: &[(String, String, String)]) -> String {
+    let spans: Vec<String> = spans
+        .iter()
+        .enumerate()
+        .map(|(i, (id, parent, name))| {
+            format!(
+                r#"{{"traceId":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","spanId":"{id}","parentSpanId":"{parent}","name":"{name}","kind":1,"startTimeUnixNano":"{}","endTimeUnixNano":"{}"}}"#,
+                1_000 + i,
+                2_000 + i
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"svc"}}}}]}},"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
+        spans.join(",")
+    )
+}
+
+fn id(n: usize) -> String {
+    format!("{n:016x}")
+}
+
+/// Runs `traces` on `content`, within 60 s, and returns its output.
+fn traces_on(content: &[u8]) -> (bool, String, String) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("hostile.jsonl");
+    std::fs::write(&file, content).expect("write");
+    let started = std::time::Instant::now();
+    let out = traces_of(file.to_str().expect("a UTF-8 path"), &[]);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    out
+}
+
+#[test]
+fn cycles_and_repeated_span_ids_are_drawn_once_and_reported() {
+    // a → b → a (b's parent a, a's parent b, through a repeated id), and c
+    // under a: no root at all, every span in or under the cycle.
+    let line = line_of(&[
+        (id(1), id(2), "a".into()),
+        (id(2), id(1), "b".into()),
+        (id(3), id(1), "c".into()),
+        (id(2), id(3), "b-again".into()),
+    ]);
+    let (ok, stdout, stderr) = traces_on(line.as_bytes());
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains(
+            "this trace is malformed: 4 span(s) in a cycle of parents, 1 repeated span id(s)"
+        ),
+        "{stdout}"
+    );
+    for name in ["a", "b", "c", "b-again"] {
+        assert_eq!(
+            stdout.matches(&format!("svc  {name}  INTERNAL")).count(),
+            1,
+            "{name} drawn once:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("(in a cycle of parents)"), "{stdout}");
+}
+
+#[test]
+fn a_40_000_deep_chain_of_parents_is_drawn_with_a_capped_indent() {
+    const DEPTH: usize = 40_000;
+    let chain: Vec<(String, String, String)> = (0..DEPTH)
+        .map(|i| {
+            let parent = if i == 0 { String::new() } else { id(i) };
+            (id(i + 1), parent, format!("s{i}"))
+        })
+        .collect();
+    let (ok, stdout, stderr) = traces_on(line_of(&chain).as_bytes());
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.ends_with("1 trace(s), 40000 span(s)\n"),
+        "{}",
+        &stdout[stdout.len().saturating_sub(300)..]
+    );
+    assert!(stdout.contains("[depth 39999] svc  s39999  INTERNAL"));
+    let widest = stdout.lines().map(str::len).max().unwrap_or(0);
+    assert!(widest < 400, "the widest line has {widest} bytes");
+    assert!(
+        stdout.len() < 20 * 1024 * 1024,
+        "{} bytes of output",
+        stdout.len()
+    );
+}
+
+#[test]
+fn lines_that_are_not_utf8_are_skipped_and_counted() {
+    let good = line_of(&[(id(1), String::new(), "root".into())]);
+    let mut content = b"\xff\xfe not text\n".to_vec();
+    content.extend(good.as_bytes());
+    content.extend(b"\n{\"half\n");
+    let (ok, stdout, stderr) = traces_on(&content);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("svc  root  INTERNAL"), "{stdout}");
+    assert!(
+        stdout.ends_with(
+            "1 trace(s), 1 span(s); 2 bad line(s) skipped (first: line 1: not UTF-8: invalid utf-8 sequence of 1 bytes from index 0)\n"
+        ),
+        "{stdout}"
+    );
+}

@@ -82,34 +82,137 @@ fn draw_trace(out: &mut String, spans: &[SpanRecord], index: &SpanIndex<'_>, pai
         spans[0].trace_id,
         summary(spans.iter(), waits, paint)
     );
-    let mut children: BTreeMap<&str, Vec<&SpanRecord>> = BTreeMap::new();
-    let mut roots = Vec::new();
-    for span in spans {
-        if index.parent(span).is_none() {
-            roots.push(span);
-        } else {
-            children
-                .entry(span.parent_span_id.as_str())
-                .or_default()
-                .push(span);
-        }
+    let tree = Tree::of(spans, index);
+    if tree.in_cycles > 0 || tree.repeated_ids > 0 {
+        let _ = writeln!(
+            out,
+            "{}",
+            paint.error(&format!(
+                "  this trace is malformed: {} span(s) in a cycle of parents, {} repeated span id(s)",
+                tree.in_cycles, tree.repeated_ids
+            ))
+        );
     }
-    roots.sort_by_key(|s| s.start_ns);
-    for list in children.values_mut() {
-        list.sort_by_key(|s| s.start_ns);
-    }
-    let mut width = TREE_MIN;
-    for root in &roots {
-        width = width.max(widest(root, 0, &children));
-    }
+    let width = tree
+        .placed
+        .iter()
+        .map(|p| label(p).chars().count())
+        .fold(TREE_MIN, usize::max);
     let layout = Layout {
         axis: Axis { start, end },
         width: width.min(TREE_MAX),
         paint,
         index,
     };
-    for root in roots {
-        draw_span(out, root, None, 0, &children, &layout);
+    for placed in &tree.placed {
+        draw_span(out, placed, &layout);
+    }
+}
+
+/// How deep the tree is indented: deeper spans are drawn at this depth,
+/// with their real depth in the label (a 40 000-span chain of parents
+/// would otherwise print gigabytes of spaces).
+const INDENT_MAX: usize = 32;
+
+/// One span's place in the drawn tree.
+struct Placed<'s> {
+    span: &'s SpanRecord,
+    /// Its parent in the tree (`None` for a root).
+    parent: Option<&'s SpanRecord>,
+    depth: usize,
+    /// Why it is drawn at the root although its parent is in the file.
+    note: Option<&'static str>,
+}
+
+impl Placed<'_> {
+    /// What the line says of the span's place: in a cycle, or its parent
+    /// not in the file.
+    fn note(&self) -> Option<&'static str> {
+        let orphan = self.parent.is_none() && !self.span.parent_span_id.is_empty();
+        self.note.or(orphan.then_some("parent not in file"))
+    }
+}
+
+/// A trace's spans in drawing order, each once, found without recursion:
+/// children under their parent by start time, and spans whose parents
+/// form a cycle (possible in a hostile or broken file, with repeated span
+/// ids) drawn at the root, marked, rather than lost or looped over.
+struct Tree<'s> {
+    placed: Vec<Placed<'s>>,
+    in_cycles: usize,
+    repeated_ids: usize,
+}
+
+impl<'s> Tree<'s> {
+    fn of(spans: &'s [SpanRecord], index: &SpanIndex<'_>) -> Self {
+        let mut children: BTreeMap<&str, Vec<&SpanRecord>> = BTreeMap::new();
+        let mut roots = Vec::new();
+        for span in spans {
+            if index.parent(span).is_none() {
+                roots.push(span);
+            } else {
+                children
+                    .entry(span.parent_span_id.as_str())
+                    .or_default()
+                    .push(span);
+            }
+        }
+        roots.sort_by_key(|s| s.start_ns);
+        for list in children.values_mut() {
+            list.sort_by_key(|s| s.start_ns);
+        }
+        let ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+        let mut tree = Tree {
+            placed: Vec::with_capacity(spans.len()),
+            in_cycles: 0,
+            repeated_ids: spans.len() - ids.len(),
+        };
+        let mut drawn: HashSet<*const SpanRecord> = HashSet::with_capacity(spans.len());
+        for root in roots {
+            tree.walk(root, None, &children, &mut drawn);
+        }
+        // What no root reached has an ancestor in a cycle.
+        let mut left: Vec<&SpanRecord> = spans
+            .iter()
+            .filter(|s| !drawn.contains(&std::ptr::from_ref(*s)))
+            .collect();
+        left.sort_by_key(|s| s.start_ns);
+        for span in left {
+            if !drawn.contains(&std::ptr::from_ref(span)) {
+                let before = tree.placed.len();
+                tree.walk(span, Some("in a cycle of parents"), &children, &mut drawn);
+                tree.in_cycles += tree.placed.len() - before;
+            }
+        }
+        tree
+    }
+
+    /// Places `root` and everything under it not placed yet, depth first.
+    fn walk(
+        &mut self,
+        root: &'s SpanRecord,
+        note: Option<&'static str>,
+        children: &BTreeMap<&str, Vec<&'s SpanRecord>>,
+        drawn: &mut HashSet<*const SpanRecord>,
+    ) {
+        let mut stack = vec![(root, None, 0, note)];
+        while let Some((span, parent, depth, note)) = stack.pop() {
+            if !drawn.insert(std::ptr::from_ref(span)) {
+                continue;
+            }
+            self.placed.push(Placed {
+                span,
+                parent,
+                depth,
+                note,
+            });
+            let under = children.get(span.span_id.as_str()).into_iter().flatten();
+            stack.extend(
+                under
+                    .rev()
+                    .map(|child| (*child, Some(span), depth + 1, None)),
+            );
+        }
     }
 }
 
@@ -150,25 +253,26 @@ fn draw_journey_line(
     );
 }
 
-/// The longest tree label under (and including) `span`.
-fn widest(span: &SpanRecord, depth: usize, children: &BTreeMap<&str, Vec<&SpanRecord>>) -> usize {
-    let own = label(span, depth, false).chars().count();
-    children
-        .get(span.span_id.as_str())
-        .into_iter()
-        .flatten()
-        .map(|child| widest(child, depth + 1, children))
-        .fold(own, usize::max)
-}
-
-fn label(span: &SpanRecord, depth: usize, orphan: bool) -> String {
+/// A span's line in the tree, up to its duration: indentation (capped at
+/// [`INDENT_MAX`], the real depth written beyond it), service, name, kind
+/// and the note, if any.
+fn label(placed: &Placed<'_>) -> String {
+    let Placed { span, depth, .. } = *placed;
+    let deep = if depth > INDENT_MAX {
+        format!("[depth {depth}] ")
+    } else {
+        String::new()
+    };
+    let note = placed
+        .note()
+        .map(|n| format!("  ({n})"))
+        .unwrap_or_default();
     format!(
-        "{}{}  {}  {}{}",
-        "  ".repeat(depth + 1),
+        "{}{deep}{}  {}  {}{note}",
+        "  ".repeat(depth.min(INDENT_MAX) + 1),
         span.service,
         span.name,
         span.kind.label(),
-        if orphan { "  (parent not in file)" } else { "" }
     )
 }
 
@@ -195,16 +299,15 @@ impl Axis {
     }
 }
 
-fn draw_span(
-    out: &mut String,
-    span: &SpanRecord,
-    parent: Option<&SpanRecord>,
-    depth: usize,
-    children: &BTreeMap<&str, Vec<&SpanRecord>>,
-    layout: &Layout<'_>,
-) {
+fn draw_span(out: &mut String, placed: &Placed<'_>, layout: &Layout<'_>) {
+    let Placed {
+        span,
+        parent,
+        depth,
+        ..
+    } = *placed;
     let paint = layout.paint;
-    let indent = "  ".repeat(depth + 1);
+    let indent = "  ".repeat(depth.min(INDENT_MAX) + 1);
     // Only for the same message: a span joined by request id under
     // another message's send (other destination) did not wait there.
     if let Some(parent) = parent
@@ -217,9 +320,8 @@ fn draw_span(
         );
         let _ = writeln!(out, "{}", paint.dim(&line));
     }
-    let orphan = !span.parent_span_id.is_empty() && parent.is_none();
     let width = layout.width;
-    let padded = format!("{:<width$}", label(span, depth, orphan));
+    let padded = format!("{:<width$}", label(placed));
     // Colour after padding, so escape codes do not break the alignment.
     let shown = padded.replacen(&span.service, &paint.service(&span.service), 1);
     let status = match &span.error {
@@ -234,7 +336,4 @@ fn draw_span(
         layout.axis.bar(span)
     );
     draw_links(out, span, &format!("{indent}  "), layout);
-    for child in children.get(span.span_id.as_str()).into_iter().flatten() {
-        draw_span(out, child, Some(span), depth + 1, children, layout);
-    }
 }

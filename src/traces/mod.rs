@@ -13,6 +13,13 @@
 //! message waited in the broker is a line of its own. Spans whose parent is
 //! not in the file are drawn at the root, marked.
 //!
+//! Any file is drawn, never a crash or a hang: lines that are not UTF-8 or
+//! not OTLP/JSON are skipped and counted; trees are walked without
+//! recursion, each span once, so a cycle of parents (possible only with
+//! repeated span ids) is drawn at the root, marked, and reported on the
+//! trace's line; indentation stops at 32 levels, deeper spans say their
+//! depth. A fuzz target (`fuzz/fuzz_targets/traces.rs`) holds it to that.
+//!
 //! One concern per file:
 //!
 //! * `record.rs`: one span as the view keeps it ([`SpanRecord`]);

@@ -35,12 +35,24 @@ impl Traces {
             ..Self::default()
         };
         let mut index: HashMap<String, usize> = HashMap::new();
-        for (number, line) in reader.lines().enumerate() {
-            let line = line?;
-            if line.trim().is_empty() {
-                continue;
+        let mut reader = reader;
+        let mut bytes = Vec::new();
+        for number in 0.. {
+            bytes.clear();
+            if reader.read_until(b'\n', &mut bytes)? == 0 {
+                break;
             }
-            let spans = match parse_line(&line) {
+            // A line that is not UTF-8 is a bad line, not a failed file.
+            let parsed = std::str::from_utf8(&bytes)
+                .map_err(|e| format!("not UTF-8: {e}"))
+                .and_then(|line| {
+                    if line.trim().is_empty() {
+                        Ok(Vec::new())
+                    } else {
+                        parse_line(line)
+                    }
+                });
+            let spans = match parsed {
                 Ok(spans) => spans,
                 Err(why) => {
                     out.bad_lines += 1;
