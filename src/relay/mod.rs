@@ -36,6 +36,7 @@ mod hop;
 mod http;
 mod kafka;
 mod message;
+mod properties;
 mod settle;
 mod stats;
 

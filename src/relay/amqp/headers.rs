@@ -62,7 +62,17 @@ pub(crate) fn amqp_headers_from(
                 })
                 .map(|(name, value)| (name.clone(), value.clone()))
                 .collect::<std::collections::BTreeMap<_, _>>();
-            (FieldTable::from(table), left_out)
+            let mut table = FieldTable::from(table);
+            // RabbitMQ takes a `user-id` only from its own connection's user.
+            if let Some(user) = properties.user_id()
+                && !skip(crate::relay::properties::USER_ID)
+            {
+                table.insert(
+                    crate::relay::properties::USER_ID.into(),
+                    AMQPValue::LongString(LongString::from(user.as_str())),
+                );
+            }
+            (table, left_out)
         }
     }
 }

@@ -16,7 +16,8 @@ use super::channel::ReconnectingPublisher;
 use super::headers::{AMQP_SHORT_STRING_MAX, amqp_headers_from, encoded_table_size};
 use crate::relay::config::{KeyMapping, KeySource};
 use crate::relay::hop::{DEAD_LETTER_LEFT_OUT, Dress, SendError, SinkClient};
-use crate::relay::message::{Inbound, Origin, Translation, prefix};
+use crate::relay::message::{Inbound, InboundHeaders, Origin, Translation, prefix};
+use crate::relay::properties;
 
 /// A route's AMQP destination.
 pub(crate) struct AmqpSink {
@@ -34,10 +35,15 @@ impl SinkClient for AmqpSink {
         dress: Dress<'a>,
     ) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(async move {
-            let (mut headers, left_out) = if dress.is_minimal() {
+            // A Kafka record's `amqp-*` headers become properties again.
+            let from_kafka = matches!(message.headers, InboundHeaders::Kafka(_));
+            let (mut headers, mut left_out) = if dress.is_minimal() {
                 (lapin::types::FieldTable::default(), Vec::new())
             } else {
-                amqp_headers_from(&message.headers, &|n| self.translation.is_trace_header(n))
+                amqp_headers_from(&message.headers, &|n| {
+                    self.translation.is_trace_header(n)
+                        || (from_kafka && properties::is_restored(n))
+                })
             };
             if !left_out.is_empty() && matches!(dress, Dress::Message) {
                 return Err(SendError::permanent(
@@ -45,7 +51,8 @@ impl SinkClient for AmqpSink {
                     format!("AMQP cannot carry this message: {}", left_out.join("; ")),
                 ));
             }
-            let mut left_out = left_out;
+            let (properties, unrepresentable) = self.amqp_properties(message, dress)?;
+            left_out.extend(unrepresentable);
             left_out.extend(dress.dropped(message));
             for (name, value) in dress.reason() {
                 headers.insert(
@@ -69,7 +76,6 @@ impl SinkClient for AmqpSink {
                     ),
                 ));
             }
-            let properties = self.amqp_properties(message, dress)?;
             let open = self.channel.get().await;
             // A content header over the broker's frame_max makes
             // RabbitMQ close the whole connection (every neighbour's
@@ -155,53 +161,52 @@ impl AmqpSink {
         }
     }
 
-    /// The outgoing AMQP properties. A `correlation_id` or `message_id`
-    /// over AMQP's 255 bytes makes the message unrepresentable, or is left
-    /// out (a dead letter, which must go through).
+    /// The outgoing AMQP properties: an AMQP source's copied, a Kafka
+    /// record's restored from its `amqp-*` headers (`relay/properties.rs`),
+    /// the Kafka key as `correlation_id` or `message_id` (`key_mapping`)
+    /// where no header restored one, persistent, the timestamp. What AMQP
+    /// cannot carry makes the message unrepresentable, or is left out of a
+    /// dead letter (which must go through) and described in the second
+    /// value.
     fn amqp_properties(
         &self,
         message: &Inbound,
         dress: Dress<'_>,
-    ) -> Result<BasicProperties, SendError> {
-        let strict = matches!(dress, Dress::Message);
-        let mut properties = BasicProperties::default().with_delivery_mode(2);
-        // AMQP → AMQP keeps the properties; Kafka → AMQP maps the key.
-        let (mut correlation_id, mut message_id) = (message.correlation_id(), message.message_id());
-        if let Some(key) = message
-            .kafka_key
-            .as_deref()
-            .and_then(|k| std::str::from_utf8(k).ok())
-        {
-            match self.translation.key_mapping {
-                KeyMapping::CorrelationId => correlation_id = Some(key),
-                KeyMapping::MessageId => message_id = Some(key),
-                KeyMapping::None => {}
+    ) -> Result<(BasicProperties, Vec<String>), SendError> {
+        let persistent = BasicProperties::default().with_delivery_mode(2);
+        let (mut properties, mut problems) = match &message.headers {
+            InboundHeaders::Amqp(source) => {
+                (properties::copied_from(source, persistent), Vec::new())
+            }
+            InboundHeaders::Kafka(_) => properties::restored_from(&message.headers, persistent),
+        };
+        if let Some(key) = message.kafka_key.as_deref() {
+            let unset = match self.translation.key_mapping {
+                KeyMapping::CorrelationId => properties.correlation_id().is_none(),
+                KeyMapping::MessageId => properties.message_id().is_none(),
+                KeyMapping::None => false,
+            };
+            let what = match self.translation.key_mapping {
+                KeyMapping::MessageId => "message_id",
+                _ => "correlation_id",
+            };
+            match std::str::from_utf8(key).ok().map(ShortString::try_new) {
+                _ if !unset => {}
+                Some(Ok(id)) if what == "message_id" => properties = properties.with_message_id(id),
+                Some(Ok(id)) => properties = properties.with_correlation_id(id),
+                // A key that is not text was never mapped.
+                None => {}
+                Some(Err(_)) => problems.push(format!(
+                    "{what} of {} bytes (AMQP allows {AMQP_SHORT_STRING_MAX})",
+                    key.len()
+                )),
             }
         }
-        let short = |what: &str, value: &str| match ShortString::try_new(value) {
-            Ok(short) => Ok(Some(short)),
-            Err(_) if strict => Err(SendError::permanent(
+        if !problems.is_empty() && matches!(dress, Dress::Message) {
+            return Err(SendError::permanent(
                 "unrepresentable",
-                format!(
-                    "{what} of {} bytes (AMQP allows {AMQP_SHORT_STRING_MAX})",
-                    value.len()
-                ),
-            )),
-            Err(_) => Ok(None),
-        };
-        if let Some(id) = correlation_id
-            .map(|id| short("correlation_id", id))
-            .transpose()?
-            .flatten()
-        {
-            properties = properties.with_correlation_id(id);
-        }
-        if let Some(id) = message_id
-            .map(|id| short("message_id", id))
-            .transpose()?
-            .flatten()
-        {
-            properties = properties.with_message_id(id);
+                format!("AMQP cannot carry this message: {}", problems.join("; ")),
+            ));
         }
         if let Some(ms) = dress
             .timestamp_ms(message)
@@ -209,15 +214,15 @@ impl AmqpSink {
         {
             properties = properties.with_timestamp(ms / 1000);
         }
-        Ok(properties)
+        Ok((properties, problems))
     }
 }
 
 /// An AMQP content header frame's bytes besides its header table: frame
 /// header and end (8), class, weight, body size and flags (14), and the
-/// largest properties the relay sets (delivery mode, timestamp, two short
-/// strings of at most 256 bytes each).
-const CONTENT_HEADER_OVERHEAD: usize = 8 + 14 + 1 + 8 + 2 * 256;
+/// largest properties the relay sets (delivery mode, priority, timestamp,
+/// nine short strings of at most 256 bytes each).
+const CONTENT_HEADER_OVERHEAD: usize = 8 + 14 + 1 + 1 + 8 + 9 * 256;
 
 /// How long an AMQP publisher confirm may take before the send counts as
 /// failed (and is retried).

@@ -1,5 +1,6 @@
 //! Any source message's headers as Kafka headers: names and values
-//! unchanged, AMQP scalars as their text.
+//! unchanged, AMQP scalars as their text, AMQP properties as `amqp-*`
+//! headers (`relay/properties.rs`).
 
 use lapin::types::{AMQPValue, FieldTable};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
@@ -43,6 +44,15 @@ pub(crate) fn kafka_headers_from(
                         header = name.as_str(),
                         "an AMQP table or array header cannot be carried to Kafka; left out"
                     ),
+                }
+            }
+            // The properties a record has no field for, as `amqp-*` headers.
+            for (name, value) in crate::relay::properties::kafka_headers(properties) {
+                if !skip(name) {
+                    out = out.insert(Header {
+                        key: name,
+                        value: Some(value.as_ref()),
+                    });
                 }
             }
         }
