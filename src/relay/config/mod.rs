@@ -16,6 +16,7 @@
 //! Each step reports every problem it finds with the file, line and key.
 
 mod env;
+mod guards;
 mod parse;
 #[cfg(test)]
 mod reference;

@@ -228,7 +228,7 @@ pub(super) const TABLES: &[Table] = &[
                 ty: Type::Integer,
                 default: Default::Value("1024"),
                 only: Only::Any,
-                about: "Messages per route read but not yet confirmed by the sink: at the limit the route stops reading (AMQP prefetch is this), and a crash re-sends at most this many. At least 1.",
+                about: "Messages per route read but not yet confirmed by the sink: at the limit the route stops reading (AMQP prefetch is this), and a crash re-sends at most this many. 1 to 65 535 (an AMQP prefetch count is 16 bits).",
                 example: "256",
             },
             Key {
@@ -236,7 +236,7 @@ pub(super) const TABLES: &[Table] = &[
                 ty: Type::Integer,
                 default: Default::Value("16777216"),
                 only: Only::Any,
-                about: "Bytes per route (payload, key and Kafka headers) read but not yet confirmed by the sink: at the limit the route stops reading until a message settles; a message larger than this is relayed alone. Bounds memory when messages are large. An AMQP source also stops reading, but RabbitMQ has no byte prefetch: up to `max_in_flight` deliveries still wait in the client, so lower `max_in_flight` for large AMQP messages. At least 1.",
+                about: "Bytes per route (payload, key and Kafka headers) read but not yet confirmed by the sink: at the limit the route stops reading until a message settles; a message larger than this is relayed alone. Bounds memory when messages are large. An AMQP source also stops reading, but RabbitMQ has no byte prefetch: up to `max_in_flight` deliveries still wait in the client, so lower `max_in_flight` for large AMQP messages. 1 to 1 073 741 824 (1 GiB).",
                 example: "67108864",
             },
             Key {
@@ -284,7 +284,7 @@ pub(super) const TABLES: &[Table] = &[
                 ty: Type::StringTable,
                 default: Default::Value("{}"),
                 only: Only::Any,
-                about: "librdkafka properties for every consumer and producer of this cluster, applied after tracebridge's own (security, timeouts), each checked by librdkafka. Refused: `bootstrap.servers`, `group.id`, `enable.auto.commit` other than `\"false\"`, `acks` other than `\"all\"`, `enable.idempotence` other than `\"true\"`. Values whose name says password, secret, token or private are never printed.",
+                about: "librdkafka properties for every consumer and producer of this cluster, applied after tracebridge's own (security, timeouts), each checked by librdkafka. Refused: `bootstrap.servers`, `group.id`, `group.instance.id` (see `[relay] instance_id`), `enable.auto.commit` other than `\"false\"`, `acks` other than `\"all\"`, `enable.idempotence` other than `\"true\"`, `auto.offset.reset` other than `\"earliest\"`. Values whose name says password, secret, token or private are never printed.",
                 example: r#"{ "security.protocol" = "SASL_PLAINTEXT", "sasl.mechanism" = "PLAIN", "sasl.password" = "${KAFKA_PASSWORD}" }"#,
             },
         ],

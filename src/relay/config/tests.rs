@@ -584,3 +584,221 @@ to = {{ amqp = "rabbit", exchange = "x", routing_key = "k" }}
             .any(|p| p.contains("must not be empty"))
     );
 }
+
+/// Configurations that would lose, loop or fail at run time: each refused
+/// by `check` with its reason (issue 24's list, and more).
+#[test]
+fn every_config_that_can_lose_loop_or_fail_is_refused_with_its_reason() {
+    let file = |relay: &str, properties: &str, routes: &str| {
+        format!(
+            r#"[relay]
+{relay}
+[kafka.k]
+bootstrap_servers = "localhost:9092"
+properties = {{ {properties} }}
+[kafka.same]
+bootstrap_servers = "127.0.0.1:9092"
+[amqp.r]
+url = "amqp://guest:guest@localhost:5672/%2f"
+{routes}
+"#
+        )
+    };
+    let route = |name: &str, from: &str, to: &str, extra: &str| {
+        format!("[[route]]\nname = \"{name}\"\nfrom = {from}\nto = {to}\n{extra}\n")
+    };
+    let k = |topic: &str| format!(r#"{{ kafka = "k", topic = "{topic}" }}"#);
+    let alias = |topic: &str| format!(r#"{{ kafka = "same", topic = "{topic}" }}"#);
+    let queue = |q: &str| format!(r#"{{ amqp = "r", queue = "{q}" }}"#);
+    let long = "x".repeat(300);
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "a new group would skip the backlog",
+            file(
+                "",
+                r#""auto.offset.reset" = "latest""#,
+                &route("a", &k("in"), &k("out"), ""),
+            ),
+            "\"auto.offset.reset\": `latest`: must stay `earliest`",
+        ),
+        (
+            "A → B and B → A",
+            file(
+                "",
+                "",
+                &(route("a", &k("one"), &k("two"), "") + &route("b", &k("two"), &k("one"), "")),
+            ),
+            "routes `a` → `b` → `a` form a cycle",
+        ),
+        (
+            "a cycle through a second name for the same cluster",
+            file(
+                "",
+                "",
+                &(route("a", &k("one"), &alias("two"), "")
+                    + &route("b", &alias("two"), &k("one"), "")),
+            ),
+            "routes `a` → `b` → `a` form a cycle",
+        ),
+        (
+            "three routes in a ring",
+            file(
+                "",
+                "",
+                &(route("a", &k("1"), &k("2"), "")
+                    + &route("b", &k("2"), &k("3"), "")
+                    + &route("c", &k("3"), &k("1"), "")),
+            ),
+            "routes `a` → `b` → `c` → `a` form a cycle",
+        ),
+        (
+            "a route into its own source through an alias",
+            file("", "", &route("a", &k("in"), &alias("in"), "")),
+            "writes to the route's own source (Kafka topic `in`)",
+        ),
+        (
+            "the default exchange into the route's own queue",
+            file(
+                "",
+                "",
+                &route(
+                    "a",
+                    &queue("q"),
+                    r#"{ amqp = "r", exchange = "", routing_key = "q" }"#,
+                    "",
+                ),
+            ),
+            "writes to the route's own source (AMQP queue `q`)",
+        ),
+        (
+            "a dead letter into the route's own source, by another name",
+            file(
+                "",
+                "",
+                &route(
+                    "a",
+                    &k("in"),
+                    &k("out"),
+                    &format!("dead_letter = {}", alias("in")),
+                ),
+            ),
+            "dead_letter: writes to the route's own source (Kafka topic `in`)",
+        ),
+        (
+            "a dead letter into another route's source",
+            file(
+                "",
+                "",
+                &(route(
+                    "a",
+                    &k("in"),
+                    &k("out"),
+                    &format!("dead_letter = {}", k("other")),
+                ) + &route("b", &k("other"), &k("elsewhere"), "")),
+            ),
+            "dead_letter: writes to the source of route `b` (Kafka topic `other`)",
+        ),
+        (
+            "a 300-byte exchange name",
+            file(
+                "",
+                "",
+                &route(
+                    "a",
+                    &k("in"),
+                    &format!(r#"{{ amqp = "r", exchange = "{long}", routing_key = "k" }}"#),
+                    "",
+                ),
+            ),
+            "to.exchange: the exchange name has 300 bytes; the broker allows 255",
+        ),
+        (
+            "a 300-byte routing key",
+            file(
+                "",
+                "",
+                &route(
+                    "a",
+                    &k("in"),
+                    &format!(r#"{{ amqp = "r", exchange = "x", routing_key = "{long}" }}"#),
+                    "",
+                ),
+            ),
+            "to.routing_key: the routing key name has 300 bytes; the broker allows 255",
+        ),
+        (
+            "a 300-byte queue",
+            file("", "", &route("a", &queue(&long), &k("out"), "")),
+            "from.queue: the queue name has 300 bytes; the broker allows 255",
+        ),
+        (
+            "a topic Kafka cannot name",
+            file("", "", &route("a", &k("in"), &k("orders by day"), "")),
+            "to.topic: the topic name `orders by day` has ' '",
+        ),
+        (
+            "a 250-character topic",
+            file("", "", &route("a", &k(&"t".repeat(250)), &k("out"), "")),
+            "from.topic: the topic name has 250 bytes; the broker allows 249",
+        ),
+        (
+            "a window no AMQP prefetch can hold",
+            file(
+                "max_in_flight = 100000000",
+                "",
+                &route("a", &k("in"), &k("out"), ""),
+            ),
+            "relay.max_in_flight: 100000000 is outside 1 to 65535",
+        ),
+        (
+            "a byte budget of 10 GiB a route",
+            file(
+                "max_in_flight_bytes = 10737418240",
+                "",
+                &route("a", &k("in"), &k("out"), ""),
+            ),
+            "relay.max_in_flight_bytes: 10737418240 is outside 1 to 1073741824",
+        ),
+        (
+            "one static member id for every route",
+            file(
+                "",
+                r#""group.instance.id" = "x""#,
+                &route("a", &k("in"), &k("out"), ""),
+            ),
+            "\"group.instance.id\": set `[relay] instance_id` instead",
+        ),
+        (
+            "idempotence off",
+            file(
+                "",
+                r#""enable.idempotence" = "false""#,
+                &route("a", &k("in"), &k("out"), ""),
+            ),
+            "\"enable.idempotence\": `false`: must stay true",
+        ),
+    ];
+    for (what, text, expected) in &cases {
+        let found = problems(text);
+        assert!(
+            found.iter().any(|p| p.contains(expected)),
+            "{what}: expected {expected:?} among {found:?}"
+        );
+    }
+    // One problem does not hide the others: an unknown key, a cycle and a
+    // reset in one file are all listed.
+    let all = file(
+        "max_in_flght = 3",
+        r#""auto.offset.reset" = "latest""#,
+        &(route("a", &k("one"), &k("two"), "") + &route("b", &k("two"), &k("one"), "")),
+    );
+    let found = problems(&all);
+    for expected in ["max_in_flght", "auto.offset.reset", "form a cycle"] {
+        assert!(
+            found.iter().any(|p| p.contains(expected)),
+            "{expected}: {found:?}"
+        );
+    }
+    // And a valid file with the same shape passes.
+    parse(&file("", "", &route("a", &k("one"), &k("two"), ""))).expect("valid");
+}

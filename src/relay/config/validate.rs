@@ -14,6 +14,11 @@ use crate::semconv::{
     policy_env,
 };
 
+/// The largest `max_in_flight`: RabbitMQ's prefetch count is 16 bits.
+const MAX_IN_FLIGHT_MAX: usize = 65_535;
+/// The largest `max_in_flight_bytes`: 1 GiB a route.
+const MAX_IN_FLIGHT_BYTES_MAX: usize = 1 << 30;
+
 /// Resolves broker references and checks each route's shape, adding to the
 /// `problems` reading found.
 pub(super) fn validate(
@@ -55,12 +60,16 @@ pub(super) fn validate(
         }
         amqp.insert(name, broker);
     }
-    if spec.relay.max_in_flight == 0 {
-        problems.push(format!("{origin}: relay.max_in_flight: must be at least 1"));
-    }
-    if spec.relay.max_in_flight_bytes == 0 {
+    if !(1..=MAX_IN_FLIGHT_MAX).contains(&spec.relay.max_in_flight) {
         problems.push(format!(
-            "{origin}: relay.max_in_flight_bytes: must be at least 1"
+            "{origin}: relay.max_in_flight: {} is outside 1 to {MAX_IN_FLIGHT_MAX} (an AMQP prefetch count is 16 bits, and a crash re-sends this many)",
+            spec.relay.max_in_flight
+        ));
+    }
+    if !(1..=MAX_IN_FLIGHT_BYTES_MAX).contains(&spec.relay.max_in_flight_bytes) {
+        problems.push(format!(
+            "{origin}: relay.max_in_flight_bytes: {} is outside 1 to {MAX_IN_FLIGHT_BYTES_MAX} (1 GiB a route)",
+            spec.relay.max_in_flight_bytes
         ));
     }
     if spec.route.is_empty() {
@@ -73,6 +82,8 @@ pub(super) fn validate(
     }
 
     let mut routes = Vec::new();
+    // Each route's location in the file, for the guards across routes.
+    let mut located: Vec<String> = Vec::new();
     let mut names = std::collections::BTreeSet::new();
     for (index, route) in spec.route.into_iter().enumerate() {
         let line = line_of(text, route.span().start);
@@ -108,13 +119,8 @@ pub(super) fn validate(
         let correlation = route
             .correlation
             .and_then(|c| correlation(&at, c, &mut problems));
-        if let (Some(source), Some(sink)) = (&source, &sink) {
-            endless_loop(&at, source, sink, "to", &mut problems);
-            if let Some(Some(dead_letter)) = &dead_letter {
-                endless_loop(&at, source, dead_letter, "dead_letter", &mut problems);
-            }
-        }
         if let (Some(source), Some(sink)) = (source, sink) {
+            located.push(at.clone());
             routes.push(Route {
                 name: route.name,
                 source,
@@ -129,6 +135,11 @@ pub(super) fn validate(
             });
         }
     }
+    for (at, route) in located.iter().zip(&routes) {
+        super::guards::names(at, route, &mut problems);
+    }
+    let located: Vec<(String, &Route)> = located.into_iter().zip(&routes).collect();
+    super::guards::loops(&located, &mut problems);
     let metrics = metrics(origin, spec.telemetry.metrics.as_deref(), &mut problems);
     let attribute_rules = attribute_rules(origin, spec.telemetry, &mut problems);
     if problems.is_empty() {
@@ -557,6 +568,10 @@ fn kafka_guards(at: &str, broker: &KafkaBroker, problems: &mut Vec<String>) {
             ("acks" | "request.required.acks", _) => Some(format!(
                 "`{shown}`: must be `all` — the relay acknowledges the source once the sink confirmed; fewer acks lose confirmed messages when a broker fails"
             )),
+            ("auto.offset.reset", "earliest" | "smallest" | "beginning") => None,
+            ("auto.offset.reset", _) => Some(format!(
+                "`{shown}`: must stay `earliest` — a route's new consumer group would skip every message already waiting (a backlog lost)"
+            )),
             ("enable.idempotence", "true") => None,
             ("enable.idempotence", _) => Some(format!(
                 "`{shown}`: must stay true — without it a retried send can be written twice and out of order"
@@ -579,35 +594,6 @@ fn kafka_guards(at: &str, broker: &KafkaBroker, problems: &mut Vec<String>) {
                 crate::redact::redact_secrets(&err.to_string(), &secrets)
             ));
         }
-    }
-}
-
-/// A route whose sink (or dead letter) is its own source relays every
-/// message again, forever.
-fn endless_loop(at: &str, source: &Source, sink: &Sink, key: &str, problems: &mut Vec<String>) {
-    let same = match (source, sink) {
-        (
-            Source::Kafka { broker, topic, .. },
-            Sink::Kafka {
-                broker: to,
-                topic: to_topic,
-                ..
-            },
-        ) => broker.bootstrap_servers == to.bootstrap_servers && topic == to_topic,
-        (
-            Source::Amqp { broker, queue },
-            Sink::Amqp {
-                broker: to,
-                exchange,
-                routing_key: KeySource::Fixed(routing_key),
-            },
-        ) => broker.url == to.url && exchange.is_empty() && routing_key == queue,
-        _ => false,
-    };
-    if same {
-        problems.push(format!(
-            "{at}: {key}: writes to the route's own source: every message would be relayed again, forever"
-        ));
     }
 }
 

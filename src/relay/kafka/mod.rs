@@ -44,8 +44,10 @@ pub(crate) fn connect_sink(
     instrumentation: &Instrumentation,
 ) -> Result<sink::KafkaSink, Error> {
     let mut config = client_config(broker);
-    // Delivery reports only after the broker really has the record.
-    config.set("acks", "all");
+    // Delivery reports only after the broker really has the record; a
+    // retried send written once and in order (librdkafka's default is
+    // off, and `check` refuses turning it off).
+    config.set("acks", "all").set("enable.idempotence", "true");
     apply_properties(&mut config, broker);
     let producer: FutureProducer = config
         .create()
