@@ -14,31 +14,58 @@ use std::time::Duration;
 use common::flow::{Seen, Until, drain_kafka, kafka_reader, send_kafka};
 use tracebridge::relay::Relay;
 
-/// The local broker `scripts/brokers.sh` runs: its data and its tools.
-fn local_kafka() -> (PathBuf, PathBuf) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".brokers");
-    let data = root.join("kafka/data");
-    let libs = std::fs::read_dir(&root)
-        .ok()
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("libs"))
-        .find(|p| p.join("..").join("libs.complete").exists());
-    match libs {
-        Some(libs) if data.is_dir() => (data, libs),
-        _ => panic!(
-            "this test reads the local Kafka's log segments: run `scripts/brokers.sh up` (no {} or Kafka libs under {})",
-            data.display(),
-            root.display()
-        ),
+/// The running broker that serves `port` on this machine (as
+/// `scripts/brokers.sh` starts it, from whichever checkout): its log
+/// directory and its libraries, read from its command line and its
+/// `server.properties`.
+fn local_kafka(port: &str) -> (PathBuf, PathBuf) {
+    let brokers = std::fs::read_dir("/proc").into_iter().flatten().flatten();
+    for process in brokers {
+        let Ok(cmdline) = std::fs::read(process.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if !args.iter().any(|a| a == "kafka.Kafka") {
+            continue;
+        }
+        let Some(properties) = args
+            .iter()
+            .find(|a| a.ends_with(".properties") && !a.contains("log4j"))
+        else {
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(properties) else {
+            continue;
+        };
+        let value = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .map(str::trim)
+                .map(str::to_owned)
+        };
+        let serves = value("listeners").is_some_and(|l| l.contains(&format!(":{port}")));
+        let classpath = args
+            .iter()
+            .position(|a| a == "-cp")
+            .and_then(|i| args.get(i + 1));
+        if let (true, Some(dirs), Some(classpath)) = (serves, value("log.dirs"), classpath) {
+            let data = PathBuf::from(dirs.split(',').next().unwrap_or_default());
+            return (data, PathBuf::from(classpath.trim_end_matches("/*")));
+        }
     }
+    panic!(
+        "this test reads the log segments of the Kafka broker on port {port} of this machine: run `scripts/brokers.sh up` (no such broker process found)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kafka_sink_writes_idempotent_batches() {
-    let (data, libs) = local_kafka();
     let bootstrap = common::kafka_bootstrap();
+    let port = bootstrap.rsplit(':').next().unwrap_or("9092").to_owned();
+    let (data, libs) = local_kafka(&port);
     let source = common::unique("idem-src");
     let sink = common::unique("idem-dst");
     common::kafka::create_topic(&source, 1).await;
