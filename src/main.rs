@@ -202,6 +202,13 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         config.max_in_flight_bytes,
         humantime::format_duration(config.shutdown_timeout)
     )?;
+    if !config.listen.ip().is_loopback() {
+        writeln!(
+            out,
+            "  warning: [relay] listen = \"{}\" is not a loopback address: /metrics, /readyz and /healthz have no authentication; bind 127.0.0.1 or keep the port behind a firewall",
+            config.listen
+        )?;
+    }
     let rules = &config.attribute_rules;
     let captured: Vec<String> = rules
         .policy

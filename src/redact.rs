@@ -13,6 +13,22 @@ pub fn redact_secrets(text: &str, secrets: &[String]) -> String {
     out
 }
 
+/// The user name and password of `scheme://user:pass@host…`, those it has:
+/// both are secrets (a token often travels as the user name).
+pub fn url_credentials(url: &str) -> Vec<String> {
+    let Some(scheme) = url.find("://") else {
+        return Vec::new();
+    };
+    match url.rfind('@') {
+        Some(at) if at > scheme => url[scheme + 3..at]
+            .split(':')
+            .filter(|part| !part.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// The password of `scheme://user:pass@host…`, if it has one.
 pub fn url_password(url: &str) -> Option<String> {
     let scheme = url.find("://")?;
@@ -27,16 +43,37 @@ pub fn url_password(url: &str) -> Option<String> {
         .filter(|p| !p.is_empty())
 }
 
-/// `scheme://user:pass@host` → `scheme://user:***@host`.
+/// `scheme://user:pass@host` → `scheme://***@host`: the user name goes
+/// too, as a token often travels there.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
         }
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_shows_neither_user_nor_password() {
+        assert_eq!(
+            redact_url("amqp://eyJhbGciOi:s3cret@rabbit:5672/%2f"),
+            "amqp://***@rabbit:5672/%2f"
+        );
+        assert_eq!(redact_url("redis://token@h:6379"), "redis://***@h:6379");
+        assert_eq!(redact_url("amqp://rabbit:5672"), "amqp://rabbit:5672");
+        assert_eq!(
+            url_credentials("amqp://eyJhbGciOi:s3cret@rabbit"),
+            vec!["eyJhbGciOi".to_owned(), "s3cret".to_owned()]
+        );
+        let text = "connecting as eyJhbGciOi with s3cret failed";
+        assert_eq!(
+            redact_secrets(text, &url_credentials("amqp://eyJhbGciOi:s3cret@rabbit")),
+            "connecting as *** with *** failed"
+        );
     }
 }

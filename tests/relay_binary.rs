@@ -237,3 +237,52 @@ async fn a_collector_that_never_answers_delays_sigterm_a_few_seconds_and_every_l
     }
     rabbit.delete().await;
 }
+
+/// Every property librdkafka itself marks sensitive, and an AMQP URL whose
+/// user name is a token: `check` (valid or not, librdkafka's own errors
+/// included) prints none of their values; a non-loopback `listen` is
+/// warned about.
+#[test]
+fn check_never_prints_a_secret_and_warns_of_a_public_listen() {
+    let dir = tempfile::tempdir().unwrap();
+    let properties: Vec<String> = tracebridge::relay::config::KAFKA_SENSITIVE_PROPERTIES
+        .iter()
+        .enumerate()
+        .map(|(i, name)| format!("\"{name}\" = \"SeCrEt-{i}-value\""))
+        .collect();
+    assert!(
+        tracebridge::relay::config::KAFKA_SENSITIVE_PROPERTIES
+            .iter()
+            .all(|name| tracebridge::relay::config::is_secret_key(name)),
+        "every sensitive property is a secret key"
+    );
+    let text = format!(
+        r#"[relay]
+listen = "0.0.0.0:9464"
+[kafka.k]
+bootstrap_servers = "127.0.0.1:9092"
+properties = {{ {} }}
+[amqp.r]
+url = "amqp://SeCrEt-token-user:SeCrEt-password@127.0.0.1:5672/%2f"
+[[route]]
+name = "r1"
+from = {{ kafka = "k", topic = "t" }}
+to = {{ amqp = "r", exchange = "x", routing_key = "k" }}
+"#,
+        properties.join(", ")
+    );
+    let (_, out) = check(&write(dir.path(), "secrets.toml", &text));
+    assert!(!out.contains("SeCrEt"), "a secret printed:\n{out}");
+    assert!(
+        out.contains("librdkafka rejects it"),
+        "librdkafka's errors are in: {out}"
+    );
+
+    let public = "[relay]\nlisten = \"0.0.0.0:9464\"\n[kafka.k]\nbootstrap_servers = \"127.0.0.1:9092\"\n[[route]]\nname = \"r1\"\nfrom = { kafka = \"k\", topic = \"a\" }\nto = { kafka = \"k\", topic = \"b\" }\n";
+    let (ok, out) = check(&write(dir.path(), "public.toml", public));
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("warning: [relay] listen = \"0.0.0.0:9464\" is not a loopback address"),
+        "{out}"
+    );
+}

@@ -126,6 +126,12 @@ impl Relay {
                 .map(|r| (r.name.clone(), r.stats.clone()))
                 .collect(),
         });
+        if !config.listen.ip().is_loopback() {
+            tracing::warn!(
+                listen = %config.listen,
+                "/metrics, /readyz and /healthz are served without authentication on a non-loopback address: whoever reaches it reads route names, topics, queues and rates; bind 127.0.0.1 or keep the port behind a firewall"
+            );
+        }
         let listen = http::serve(config.listen, health, watch)
             .await
             .map_err(|e| Error::Config(format!("relay.listen {}: {e}", config.listen)))?;

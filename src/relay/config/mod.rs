@@ -175,13 +175,13 @@ impl RelayConfig {
                             Sink::Kafka { .. } => None,
                         }),
                 );
-            secrets.extend(urls.filter_map(crate::redact::url_password));
+            secrets.extend(urls.flat_map(crate::redact::url_credentials));
             if let Source::Kafka { broker, .. } = &route.source {
                 secrets.extend(broker.secrets());
             }
             if let Some(c) = &route.correlation {
                 if let StoreSpec::Redis { url, .. } = &c.store {
-                    secrets.extend(crate::redact::url_password(url));
+                    secrets.extend(crate::redact::url_credentials(url));
                 }
                 if let Some(key) = &c.key {
                     secrets.push(String::from_utf8_lossy(key).into_owned());
@@ -196,7 +196,7 @@ impl RelayConfig {
 }
 
 impl AmqpBroker {
-    /// The URL with its password replaced by `***`.
+    /// The URL with its user name and password replaced by `***`.
     pub fn redacted_url(&self) -> String {
         redact_url(&self.url)
     }
@@ -385,19 +385,43 @@ impl RelayConfig {
     }
 }
 
-/// Property names whose values are secrets (never printed).
+/// librdkafka's own sensitive properties (`_RK_SENSITIVE` in
+/// `rdkafka_conf.c` of librdkafka 2.12.1, the version linked): it redacts
+/// them in its own dumps, and so does tracebridge everywhere it prints.
+pub const KAFKA_SENSITIVE_PROPERTIES: [&str; 13] = [
+    "ssl.key.location",
+    "ssl.key.password",
+    "ssl.key.pem",
+    "ssl_key",
+    "ssl.ca.pem",
+    "ssl.keystore.password",
+    "sasl.username",
+    "sasl.password",
+    "sasl.oauthbearer.config",
+    "sasl.oauthbearer.client.secret",
+    "sasl.oauthbearer.assertion.private.key.file",
+    "sasl.oauthbearer.assertion.private.key.passphrase",
+    "sasl.oauthbearer.assertion.private.key.pem",
+];
+
+/// Whether a property's value is a secret, never printed: librdkafka's
+/// sensitive properties, and any name that says password, secret, token,
+/// credential, private or key material.
 pub fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    [
-        "password",
-        "secret",
-        "token",
-        "sasl.jaas",
-        "key.pem",
-        "private",
-    ]
-    .iter()
-    .any(|s| key.contains(s))
+    KAFKA_SENSITIVE_PROPERTIES.contains(&key.as_str())
+        || [
+            "password",
+            "passphrase",
+            "secret",
+            "token",
+            "credential",
+            "sasl.jaas",
+            "key.pem",
+            "private",
+        ]
+        .iter()
+        .any(|s| key.contains(s))
 }
 
 pub use crate::redact::redact_url;
