@@ -185,3 +185,117 @@ retry = {{ attempts = 1 }}"#,
     .await;
     hold_then_release(relay, &rabbit, &full).await;
 }
+
+/// Messages of 900 KB (under the Kafka producer's own 1 000 000-byte
+/// limit) with the sink down.
+const LARGE: usize = 900 * 1024;
+/// How many of them wait.
+const WAITING: usize = 200;
+
+/// Runs the relay process at its defaults (1 024 messages, 16 MiB) reading
+/// `from` into a Kafka sink nobody answers for 20 s; its worst resident
+/// memory (MiB) and the most bytes it held in flight.
+async fn held_with_the_sink_down(from: &str) -> (f64, f64) {
+    let nobody = common::flow::free_port();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let port = common::flow::free_port();
+    let config = common::flow::relay_file(
+        dir.path(),
+        port,
+        1024,
+        &common::kafka_bootstrap(),
+        &format!(
+            r#"name = "mb"
+from = {from}
+to = {{ kafka = "nobody", topic = "anywhere" }}
+
+[kafka.nobody]
+bootstrap_servers = "127.0.0.1:{nobody}""#
+        ),
+        common::flow::RECORD_ALL,
+    );
+    let relay = common::flow::RelayProcess::start(&config, port, &dir.path().join("spans.jsonl"));
+    let started = Instant::now();
+    let mut worst: f64 = 0.0;
+    let mut held_bytes: f64 = 0.0;
+    while started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        worst = worst.max(relay.rss_mib());
+        held_bytes = held_bytes.max(
+            relay
+                .metric("tracebridge_relay_in_flight_bytes{route=\"mb\"}")
+                .await,
+        );
+    }
+    // Nothing can drain with the sink down: the messages stay in the source.
+    relay.signal("-KILL");
+    relay.wait(Duration::from_secs(10));
+    eprintln!(
+        "{from}: 900 KB messages, sink down: worst RSS {worst:.1} MiB, in flight {held_bytes} bytes"
+    );
+    assert!(
+        held_bytes >= LARGE as f64,
+        "the route read messages: {held_bytes}"
+    );
+    assert!(
+        held_bytes <= (16 * 1024 * 1024 + LARGE) as f64,
+        "in flight within the budget: {held_bytes}"
+    );
+    (worst, held_bytes)
+}
+
+/// Issue 24: 1 MB messages on an AMQP source whose sink is down held a
+/// gigabyte, because RabbitMQ pushes as many deliveries as the prefetch
+/// allows (the window, 1 024) and they wait in lapin. The prefetch now
+/// follows the messages' sizes within the byte budget: 62 MiB where it was
+/// 228 with 200 such messages waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_amqp_messages_with_the_sink_down_stay_within_the_budget() {
+    let source = Rabbit::new("budget-mb").await;
+    let payload = vec![b'm'; LARGE];
+    for i in 0..WAITING {
+        source
+            .channel
+            .basic_publish(
+                "".into(),
+                source.queue.as_str().into(),
+                BasicPublishOptions::default(),
+                &payload,
+                BasicProperties::default().with_correlation_id(format!("m{i}").into()),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("routed");
+    }
+    let (worst, _) =
+        held_with_the_sink_down(&format!(r#"{{ amqp = "r", queue = "{}" }}"#, source.queue)).await;
+    assert!(worst < 128.0, "worst RSS {worst:.1} MiB");
+    source.delete().await;
+}
+
+/// The same from Kafka: the byte budget, and librdkafka's prefetch capped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_kafka_messages_with_the_sink_down_stay_within_the_budget() {
+    let topic = common::unique("budget-mb");
+    common::kafka::create_topic(&topic, 1).await;
+    let producer = common::kafka::producer();
+    let payload = vec![b'm'; LARGE];
+    for i in 0..WAITING {
+        producer
+            .send(
+                FutureRecord::<str, [u8]>::to(&topic)
+                    .key(&format!("m{i}"))
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("delivered");
+    }
+    let (worst, _) = held_with_the_sink_down(&format!(
+        r#"{{ kafka = "k", topic = "{topic}", group = "{topic}-relay" }}"#
+    ))
+    .await;
+    assert!(worst < 128.0, "worst RSS {worst:.1} MiB");
+}

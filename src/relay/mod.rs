@@ -292,14 +292,17 @@ async fn start_route(
                 prefetch: u16::try_from(window.messages).unwrap_or(u16::MAX),
                 window_bytes: window.bytes,
             };
-            let opened = subscription.open().await.map_err(|e| {
-                connect_error(
-                    &route.name,
-                    &broker.redacted_url(),
-                    crate::amqp::error_type(&e),
-                    e,
-                )
-            })?;
+            let opened = subscription
+                .open(amqp::prefetch::initial(subscription.prefetch))
+                .await
+                .map_err(|e| {
+                    connect_error(
+                        &route.name,
+                        &broker.redacted_url(),
+                        crate::amqp::error_type(&e),
+                        e,
+                    )
+                })?;
             let run = {
                 let (hop, stats, shutdown) = (hop.clone(), stats.clone(), shutdown.clone());
                 move |subscription, opened| -> RouteLoop {
@@ -316,7 +319,10 @@ async fn start_route(
             let reopen: Reopen = Box::new(move || {
                 let (subscription, run) = (subscription.clone(), run.clone());
                 Box::pin(async move {
-                    let opened = subscription.open().await.map_err(|e| e.to_string())?;
+                    let opened = subscription
+                        .open(amqp::prefetch::initial(subscription.prefetch))
+                        .await
+                        .map_err(|e| e.to_string())?;
                     Ok(run(subscription, opened))
                 })
             });

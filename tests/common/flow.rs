@@ -569,6 +569,24 @@ impl RelayProcess {
             .unwrap_or(0.0)
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory now, in MiB (Linux `/proc`; 0 once it exited).
+    pub fn rss_mib(&self) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            })
+            .map_or(0.0, |kib| kib / 1024.0)
+    }
+
     /// Sends a signal (`-TERM`, `-KILL`).
     pub fn signal(&self, signal: &str) {
         // No process can handle a signal before its main() has installed

@@ -1,7 +1,8 @@
-//! The AMQP side of a route's input: consume a queue (prefetch = window),
-//! relay each delivery through the hop, and ack it after the sink's
-//! confirm (nack to requeue when nothing took it). A lost connection is
-//! reopened with backoff.
+//! The AMQP side of a route's input: consume a queue (prefetch following
+//! the messages' sizes within the window and the byte budget,
+//! `prefetch.rs`), relay each delivery through the hop, and ack it after
+//! the sink's confirm (nack to requeue when nothing took it). A lost
+//! connection is reopened with backoff.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use tokio::sync::watch;
 
+use super::prefetch::Prefetch;
 use crate::relay::backoff::Backoff;
 use crate::relay::budget::ByteBudget;
 use crate::relay::config::AmqpBroker;
@@ -32,6 +34,7 @@ pub(crate) struct AmqpSubscription {
     pub(crate) route: String,
     pub(crate) broker: AmqpBroker,
     pub(crate) queue: String,
+    /// `[relay] max_in_flight`: the most deliveries RabbitMQ may push.
     pub(crate) prefetch: u16,
     /// `[relay] max_in_flight_bytes`: reading stops at this many bytes in
     /// flight (what RabbitMQ already sent waits in lapin, ≤ `prefetch`).
@@ -46,13 +49,14 @@ pub(crate) struct OpenedAmqp {
 }
 
 impl AmqpSubscription {
-    pub(crate) async fn open(&self) -> Result<OpenedAmqp, lapin::Error> {
+    /// Connects and consumes with the channel's prefetch at `prefetch`.
+    pub(crate) async fn open(&self, prefetch: u16) -> Result<OpenedAmqp, lapin::Error> {
         let connection =
             lapin::Connection::connect(&self.broker.url, lapin::ConnectionProperties::default())
                 .await?;
         let channel = connection.create_channel().await?;
         channel
-            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .basic_qos(prefetch, BasicQosOptions { global: true })
             .await?;
         let consumer = channel
             .basic_consume(
@@ -74,6 +78,7 @@ impl AmqpSubscription {
     /// logged when it started; its end is logged here, with its length.
     async fn reopen(
         &self,
+        prefetch: u16,
         stats: &RouteStats,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Option<OpenedAmqp> {
@@ -81,7 +86,7 @@ impl AmqpSubscription {
         backoff.lost(std::time::Instant::now());
         loop {
             stats.reconnects.inc();
-            match self.open().await {
+            match self.open(prefetch).await {
                 Ok(opened) => {
                     if let Some((outage, failed_attempts)) =
                         backoff.recovered(std::time::Instant::now())
@@ -124,6 +129,7 @@ pub(crate) async fn run(
     let queue: Arc<str> = subscription.queue.as_str().into();
     let mut in_flight = FuturesUnordered::new();
     let mut bytes = ByteBudget::new(subscription.window_bytes);
+    let mut prefetch = Prefetch::new(subscription.prefetch, subscription.window_bytes);
     let mut stopping = *shutdown.borrow();
     stats.set_running(true);
     while !stopping || !in_flight.is_empty() {
@@ -153,7 +159,7 @@ pub(crate) async fn run(
                             _ => "the consumer was cancelled".to_owned(),
                         };
                         tracing::warn!(route = %hop.route, stage = "consume", %error, "AMQP source lost; reconnecting");
-                        match subscription.reopen(&stats, &mut shutdown).await {
+                        match subscription.reopen(prefetch.reset(), &stats, &mut shutdown).await {
                             Some(reopened) => {
                                 opened = reopened;
                                 stats.set_running(true);
@@ -186,6 +192,12 @@ pub(crate) async fn run(
                 let weight = inbound.weight();
                 bytes.take(weight);
                 stats.set_in_flight_bytes(bytes.held());
+                if let Some(limit) = prefetch.observe(weight)
+                    && let Err(error) = opened.channel.basic_qos(limit, BasicQosOptions { global: true }).await
+                {
+                    // The channel is going: its reopening starts small again.
+                    tracing::debug!(route = %hop.route, stage = "consume", %error, limit, "changing the prefetch failed");
+                }
                 let hop = hop.clone();
                 let route_stats = stats.clone();
                 in_flight.push(async move {

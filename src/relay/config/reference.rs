@@ -236,7 +236,7 @@ pub(super) const TABLES: &[Table] = &[
                 ty: Type::Integer,
                 default: Default::Value("16777216"),
                 only: Only::Any,
-                about: "Bytes per route (payload, key and Kafka headers) read but not yet confirmed by the sink: at the limit the route stops reading until a message settles; a message larger than this is relayed alone. Bounds memory when messages are large. An AMQP source also stops reading, but RabbitMQ has no byte prefetch: up to `max_in_flight` deliveries still wait in the client, so lower `max_in_flight` for large AMQP messages. 1 to 1 073 741 824 (1 GiB).",
+                about: "Bytes per route (payload, key and Kafka headers) read but not yet confirmed by the sink: at the limit the route stops reading until a message settles; a message larger than this is relayed alone. Bounds memory when messages are large. An AMQP source also stops reading, and its prefetch follows the messages' sizes so that what RabbitMQ pushes (it has no byte prefetch) fits this budget. 1 to 1 073 741 824 (1 GiB).",
                 example: "67108864",
             },
             Key {
