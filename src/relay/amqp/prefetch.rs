@@ -23,6 +23,8 @@ pub(crate) struct Prefetch {
     budget: usize,
     recent: [usize; RECENT],
     next: usize,
+    /// The largest of `recent` (looked for again only when it leaves).
+    largest: usize,
     current: u16,
 }
 
@@ -34,6 +36,7 @@ impl Prefetch {
             budget: budget.max(1),
             recent: [0; RECENT],
             next: 0,
+            largest: 0,
             current: initial(window),
         }
     }
@@ -42,6 +45,7 @@ impl Prefetch {
     /// learnt again.
     pub(crate) fn reset(&mut self) -> u16 {
         self.recent = [0; RECENT];
+        self.largest = 0;
         self.current = initial(self.window);
         self.current
     }
@@ -50,10 +54,14 @@ impl Prefetch {
     /// it changes — lowered at once, raised once it can at least double
     /// (or reach the window), so the channel is not asked at every message.
     pub(crate) fn observe(&mut self, size: usize) -> Option<u16> {
-        self.recent[self.next] = size;
+        let leaving = std::mem::replace(&mut self.recent[self.next], size);
         self.next = (self.next + 1) % RECENT;
-        let largest = self.recent.iter().copied().max().unwrap_or(0).max(1);
-        let fits = (self.budget / largest).clamp(1, usize::from(self.window));
+        if size >= self.largest {
+            self.largest = size;
+        } else if leaving == self.largest {
+            self.largest = self.recent.iter().copied().max().unwrap_or(0);
+        }
+        let fits = (self.budget / self.largest.max(1)).clamp(1, usize::from(self.window));
         let target = u16::try_from(fits).unwrap_or(self.window);
         let changes = target < self.current
             || (target > self.current
@@ -93,5 +101,19 @@ mod tests {
         let mut prefetch = Prefetch::new(4, 16 << 20);
         assert_eq!(prefetch.reset(), 4);
         assert_eq!(prefetch.observe(10), None, "already the window");
+    }
+
+    #[test]
+    fn the_largest_recent_size_is_kept_without_a_scan_per_message() {
+        let mut prefetch = Prefetch::new(1024, 1 << 20);
+        let mut seed: u64 = 42;
+        for _ in 0..10_000 {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            prefetch.observe((seed >> 33) as usize % 100_000);
+            assert_eq!(
+                prefetch.largest,
+                prefetch.recent.iter().copied().max().unwrap_or(0)
+            );
+        }
     }
 }
