@@ -13,7 +13,7 @@ COPY README.md ./
 RUN cargo build --release --locked --bin tracebridge
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl libssl3 && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/tracebridge /usr/local/bin/tracebridge
 COPY bridge-config /etc/tracebridge
 WORKDIR /work

@@ -8,6 +8,12 @@
 #   scripts/brokers.sh kafka-cluster up [N]|down|status|kill-node I|start-node I
 #                               an N-node Apache Kafka cluster (default 3) on
 #                               127.0.0.1:19092+I, for failover tests
+#   scripts/brokers.sh kafka-secure up|down
+#                               a Kafka node with TLS and SASL/SCRAM listeners
+#                               (127.0.0.1:19393-19395), for the security tests
+#
+# `up` also installs what building tracebridge needs beyond Rust: OpenSSL's
+# headers and pkg-config (librdkafka is built with TLS and SASL/SCRAM).
 #
 # Apache Kafka (KAFKA_VERSION below) comes from its official jars on Maven
 # Central: `mvn` copies them once into the state folder and the JVM runs
@@ -336,11 +342,104 @@ cluster_status() {
   return $rc
 }
 
+# --- A Kafka node with TLS and SASL/SCRAM listeners, for the security tests ---
+#
+# One KRaft node of its own (the shared broker is never reconfigured):
+# PLAINTEXT on 19392 (administration), SSL on 19393, SASL_PLAINTEXT with
+# SCRAM-SHA-512 on 19394, SASL_SSL with SCRAM-SHA-512 on 19395, controller
+# on 19396. A CA and a server certificate for 127.0.0.1/localhost are made
+# with openssl; the SCRAM user is written at format time. What clients need
+# is printed as KEY=VALUE lines: bootstrap addresses, the CA file, the user.
+
+SECURE="$STATE/kafka-secure"
+SECURE_USER="tracebridge"
+SECURE_PASSWORD="tracebridge-scram-secret"
+
+secure_certs() {
+  [[ -s "$SECURE/ca.pem" && -s "$SECURE/server.pem" ]] && return 0
+  command -v openssl >/dev/null || apt_install openssl openssl
+  mkdir -p "$SECURE"
+  local log="$SECURE/openssl.log"
+  {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=tracebridge test CA" \
+      -keyout "$SECURE/ca.key" -out "$SECURE/ca.pem"
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+      -keyout "$SECURE/server.key" -out "$SECURE/server.csr"
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$SECURE/san.ext"
+    openssl x509 -req -in "$SECURE/server.csr" -CA "$SECURE/ca.pem" -CAkey "$SECURE/ca.key" \
+      -CAcreateserial -days 3650 -extfile "$SECURE/san.ext" -out "$SECURE/server.crt"
+    # Kafka's PEM key store: the PKCS#8 key, then the certificate chain.
+    openssl pkcs8 -topk8 -nocrypt -in "$SECURE/server.key" -out "$SECURE/server.p8"
+    cat "$SECURE/server.p8" "$SECURE/server.crt" "$SECURE/ca.pem" >"$SECURE/server.pem"
+  } >"$log" 2>&1 || { tail -10 "$log" >&2; die "openssl could not make the test certificates (log: $log)"; }
+}
+
+secure_up() {
+  have_jvm || die "the secure Kafka node needs java and mvn"
+  install_kafka
+  secure_certs
+  local dir="$SECURE/node"
+  if ! answers 127.0.0.1:19392; then
+    mkdir -p "$dir/data"
+    cat >"$dir/server.properties" <<PROPERTIES
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:19396
+listeners=PLAINTEXT://127.0.0.1:19392,SSL://127.0.0.1:19393,SASL_PLAINTEXT://127.0.0.1:19394,SASL_SSL://127.0.0.1:19395,CONTROLLER://127.0.0.1:19396
+advertised.listeners=PLAINTEXT://127.0.0.1:19392,SSL://127.0.0.1:19393,SASL_PLAINTEXT://127.0.0.1:19394,SASL_SSL://127.0.0.1:19395
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+ssl.keystore.type=PEM
+ssl.keystore.location=$SECURE/server.pem
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+log.dirs=$dir/data
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+auto.create.topics.enable=false
+group.initial.rebalance.delay.ms=0
+PROPERTIES
+    if [[ ! -f "$dir/data/meta.properties" ]]; then
+      [[ -s "$SECURE/cluster.id" ]] || new_cluster_id >"$SECURE/cluster.id"
+      kafka_java -Dlog4j2.configurationFile="$KAFKA_HOME/tools-log4j2.properties" \
+        kafka.tools.StorageTool format -t "$(cat "$SECURE/cluster.id")" -c "$dir/server.properties" \
+        --add-scram "SCRAM-SHA-512=[name=$SECURE_USER,password=$SECURE_PASSWORD]" \
+        >"$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; die "could not format the secure node's storage"; }
+    fi
+    say "starting the secure Kafka node (SSL :19393, SASL/SCRAM :19394, SASL_SSL :19395)"
+    start_kafka_node "$dir" "$CLUSTER_HEAP" "$(cat "$SECURE/cluster.id")"
+  fi
+  wait_kafka_node "secure Kafka node" 127.0.0.1:19392 "$dir"
+  echo "PLAINTEXT=127.0.0.1:19392"
+  echo "SSL=127.0.0.1:19393"
+  echo "SASL_PLAINTEXT=127.0.0.1:19394"
+  echo "SASL_SSL=127.0.0.1:19395"
+  echo "CA=$SECURE/ca.pem"
+  echo "USER=$SECURE_USER"
+  echo "PASSWORD=$SECURE_PASSWORD"
+}
+
+secure_down() {
+  stop_kafka_node "$SECURE/node" TERM
+  rm -rf "$SECURE"
+  say "secure Kafka node stopped and its data removed"
+}
+
 # --- RabbitMQ and Redis from Debian's packages ------------------------------
 
 APT_UPDATED=""
 apt_install() { # command package: install the Debian package unless the command exists
-  command -v "$1" >/dev/null 2>&1 && return 0
+  # (an empty command: install it, for packages that bring no command)
+  [[ -n "$1" ]] && command -v "$1" >/dev/null 2>&1 && return 0
   local started=$SECONDS log="$STATE/apt-$2.log"
   mkdir -p "$STATE"
   if [[ -z "$APT_UPDATED" ]]; then
@@ -360,7 +459,7 @@ apt_install() { # command package: install the Debian package unless the command
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$2" >"$log" 2>&1 || rc=$?
   [[ -n "$added_policy" ]] && as_root rm -f "$policy"
   (( rc == 0 )) || { tail -15 "$log" >&2; die "apt-get install $2 failed (log: $log)"; }
-  command -v "$1" >/dev/null 2>&1 || die "$2 installed but '$1' is not on PATH"
+  [[ -z "$1" ]] || command -v "$1" >/dev/null 2>&1 || die "$2 installed but '$1' is not on PATH"
   say "$2 installed in $(( SECONDS - started ))s"
 }
 # The package may start a service; either way `start_rabbitmq` checks.
@@ -392,9 +491,19 @@ start_redis() {
 }
 
 
+# tracebridge links librdkafka with TLS and SASL/SCRAM (OpenSSL): its build
+# needs OpenSSL's headers and pkg-config, installed here before `make test`
+# builds anything.
+build_prerequisites() {
+  apt_install pkg-config pkg-config
+  pkg-config --exists openssl 2>/dev/null || apt_install "" libssl-dev
+  pkg-config --exists openssl || die "libssl-dev installed but pkg-config does not find openssl"
+}
+
 up() {
   mkdir -p "$STATE"
   local started=$SECONDS
+  build_prerequisites
   if [[ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
     say "using Kafka at $KAFKA_BOOTSTRAP_SERVERS (KAFKA_BOOTSTRAP_SERVERS is set; starting nothing)"
     wait_for Kafka "$(kafka_addr)"
@@ -441,6 +550,7 @@ down() {
     say "stopped Apache Kafka"
   fi
   [[ -f "$CLUSTER/nodes" ]] && cluster_down
+  [[ -f "$SECURE/node/kafka.pid" ]] && secure_down
   if [[ -f "$STATE/tansu.pid" ]]; then
     local pid; pid="$(cat "$STATE/tansu.pid")"
     if kill "$pid" 2>/dev/null; then say "stopped tansu (pid $pid)"; fi
@@ -461,6 +571,7 @@ down() {
 usage() {
   echo "usage: $0 up|down|status" >&2
   echo "       $0 kafka-cluster up [NODES]|down|status|kill-node I|stop-node I|start-node I|bootstrap" >&2
+  echo "       $0 kafka-secure up|down" >&2
   exit 2
 }
 
@@ -468,6 +579,12 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
+  kafka-secure)
+    case "${2:-}" in
+      up) secure_up ;;
+      down) secure_down ;;
+      *) usage ;;
+    esac ;;
   kafka-cluster)
     case "${2:-}" in
       up) cluster_up "${3:-3}" ;;
