@@ -374,12 +374,36 @@ secure_certs() {
   } >"$log" 2>&1 || { tail -10 "$log" >&2; die "openssl could not make the test certificates (log: $log)"; }
 }
 
+# The state folder of the secure node answering now, whichever checkout
+# started it (its certificates are there).
+running_secure_home() {
+  local pid props
+  for pid in $(pgrep -f 'kafka[.]Kafka .*kafka-secure/node/server[.]properties' || true); do
+    props="$(tr '\0' '\n' <"/proc/$pid/cmdline" | grep 'kafka-secure/node/server.properties' | head -1)"
+    [[ -n "$props" ]] && { dirname "$(dirname "$props")"; return 0; }
+  done
+  return 1
+}
+
 secure_up() {
   have_jvm || die "the secure Kafka node needs java and mvn"
   install_kafka
-  secure_certs
-  local dir="$SECURE/node"
+  local home="$SECURE"
+  if answers 127.0.0.1:19392; then
+    home="$(running_secure_home)" || die "something other than the secure Kafka node answers on 127.0.0.1:19392"
+    if [[ -s "$home/ca.pem" ]]; then
+      say "the secure Kafka node already runs (state: $home)"
+    else
+      # Its checkout (and certificates) are gone: replace it with ours.
+      say "the secure Kafka node running from $home has lost its certificates: restarting it here"
+      pkill -f "kafka[.]Kafka $home/node/server[.]properties" || true
+      for _ in $(seq 1 60); do answers 127.0.0.1:19392 || break; sleep 0.5; done
+      home="$SECURE"
+    fi
+  fi
+  local dir="$home/node"
   if ! answers 127.0.0.1:19392; then
+    secure_certs
     mkdir -p "$dir/data"
     cat >"$dir/server.properties" <<PROPERTIES
 process.roles=broker,controller
@@ -423,14 +447,16 @@ PROPERTIES
   echo "SSL=127.0.0.1:19393"
   echo "SASL_PLAINTEXT=127.0.0.1:19394"
   echo "SASL_SSL=127.0.0.1:19395"
-  echo "CA=$SECURE/ca.pem"
+  echo "CA=$home/ca.pem"
   echo "USER=$SECURE_USER"
   echo "PASSWORD=$SECURE_PASSWORD"
 }
 
 secure_down() {
-  stop_kafka_node "$SECURE/node" TERM
-  rm -rf "$SECURE"
+  local home="$SECURE"
+  [[ -f "$home/node/kafka.pid" ]] || home="$(running_secure_home)" || home="$SECURE"
+  stop_kafka_node "$home/node" TERM
+  rm -rf "$home"
   say "secure Kafka node stopped and its data removed"
 }
 
