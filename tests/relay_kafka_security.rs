@@ -74,6 +74,23 @@ properties = {{ "security.protocol" = "SASL_PLAINTEXT", "sasl.mechanism" = "SCRA
     )
 }
 
+/// The relay process with `routes` (a window of 64); its folder lives as
+/// long as the first value.
+fn start_relay(routes: &str) -> (tempfile::TempDir, RelayProcess) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let port = common::flow::free_port();
+    let config = relay_file(
+        dir.path(),
+        port,
+        64,
+        &common::kafka_bootstrap(),
+        routes,
+        common::flow::RECORD_ALL,
+    );
+    let relay = RelayProcess::start(&config, port, &dir.path().join("spans.jsonl"));
+    (dir, relay)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_reads_and_writes_kafka_over_tls_and_scram() {
     let node = secure_node();
@@ -92,17 +109,7 @@ to = {{ kafka = "tls", topic = "{d}" }}
 {}"#,
         clusters(&node, &node["PASSWORD"])
     );
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let port = common::flow::free_port();
-    let config = relay_file(
-        dir.path(),
-        port,
-        64,
-        &common::kafka_bootstrap(),
-        &routes,
-        common::flow::RECORD_ALL,
-    );
-    let relay = RelayProcess::start(&config, port, &dir.path().join("spans.jsonl"));
+    let (_dir, relay) = start_relay(&routes);
     let mut origins = send_kafka(&plain, &a, 0, 20).await;
     let more = send_kafka(&plain, &c, 20, 20).await;
     let mut seen = Seen::new();
@@ -142,17 +149,7 @@ to = {{ kafka = "tls", topic = "{topic}-out" }}
 {}"#,
         clusters(&node, WRONG)
     );
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let port = common::flow::free_port();
-    let config = relay_file(
-        dir.path(),
-        port,
-        64,
-        &common::kafka_bootstrap(),
-        &routes,
-        common::flow::RECORD_ALL,
-    );
-    let relay = RelayProcess::start(&config, port, &dir.path().join("spans.jsonl"));
+    let (_dir, relay) = start_relay(&routes);
     let started = Instant::now();
     let mut said = false;
     while started.elapsed() < Duration::from_secs(30) && !said {

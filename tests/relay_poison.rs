@@ -97,6 +97,31 @@ async fn dead_letter_queue(rabbit: &Rabbit) -> String {
     dlq
 }
 
+/// Reads `want` dead letters from `dlq` on `rabbit`'s channel (within
+/// [`WAIT`]): body → header table.
+async fn dead_letters(rabbit: &Rabbit, dlq: &str, want: usize) -> HashMap<String, FieldTable> {
+    let mut dead = HashMap::new();
+    let started = Instant::now();
+    while dead.len() < want && started.elapsed() < WAIT {
+        match rabbit
+            .channel
+            .basic_get(dlq.into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")
+        {
+            Some(m) => {
+                let key = String::from_utf8_lossy(&m.delivery.data).into_owned();
+                dead.insert(
+                    key,
+                    m.delivery.properties.headers().clone().unwrap_or_default(),
+                );
+            }
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    dead
+}
+
 fn text(headers: &FieldTable, name: &str) -> String {
     match headers.inner().get(name) {
         Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
@@ -147,24 +172,7 @@ dead_letter = {{ amqp = "r", exchange = "{x}", routing_key = "dead" }}"#,
         WAIT,
     )
     .await;
-    let mut dead = HashMap::new();
-    while dead.len() < 2 && started.elapsed() < WAIT {
-        match rabbit
-            .channel
-            .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: true })
-            .await
-            .expect("basic.get")
-        {
-            Some(m) => {
-                let key = String::from_utf8_lossy(&m.delivery.data).into_owned();
-                dead.insert(
-                    key,
-                    m.delivery.properties.headers().clone().unwrap_or_default(),
-                );
-            }
-            None => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
+    let dead = dead_letters(&rabbit, &dlq, 2).await;
     let took = started.elapsed();
     let metrics = relay.metrics().render();
     assert!(relay.shutdown().await, "drained");
@@ -394,25 +402,7 @@ dead_letter = {{ amqp = "r", exchange = "{x}", routing_key = "dead" }}"#,
         WAIT,
     )
     .await;
-    let mut dead = HashMap::new();
-    let started = Instant::now();
-    while dead.len() < 2 && started.elapsed() < WAIT {
-        match sink
-            .channel
-            .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: true })
-            .await
-            .expect("basic.get")
-        {
-            Some(m) => {
-                let key = String::from_utf8_lossy(&m.delivery.data).into_owned();
-                dead.insert(
-                    key,
-                    m.delivery.properties.headers().clone().unwrap_or_default(),
-                );
-            }
-            None => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
+    let dead = dead_letters(&sink, &dlq, 2).await;
     assert!(relay.shutdown().await, "drained");
 
     let mut keys: Vec<_> = seen.iter().map(|(k, v)| (k.clone(), v.len())).collect();
