@@ -100,7 +100,6 @@ to = { amqp = "r", exchange = "x" }
         "kafka.k.properties.\"group.id\": set the route's `from.group` instead",
         "kafka.k.properties.\"enable.idempotence\": `false`: must stay true",
         "kafka.k.properties.\"enable.auto.commit\": librdkafka rejects it",
-        "kafka.k.properties.\"ssl.key.password\": librdkafka rejects it",
         "route[0] (r1): to: writes to the route's own source",
     ] {
         assert!(out.contains(expected), "expected {expected:?} in:\n{out}");
