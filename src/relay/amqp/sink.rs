@@ -180,26 +180,30 @@ impl AmqpSink {
             }
             InboundHeaders::Kafka(_) => properties::restored_from(&message.headers, persistent),
         };
-        if let Some(key) = message.kafka_key.as_deref() {
-            let unset = match self.translation.key_mapping {
-                KeyMapping::CorrelationId => properties.correlation_id().is_none(),
-                KeyMapping::MessageId => properties.message_id().is_none(),
-                KeyMapping::None => false,
-            };
-            let what = match self.translation.key_mapping {
-                KeyMapping::MessageId => "message_id",
-                _ => "correlation_id",
-            };
+        // The property the Kafka key maps to, unless a header restored it.
+        type Set = fn(BasicProperties, ShortString) -> BasicProperties;
+        let mapped: Option<(&str, bool, Set)> = match self.translation.key_mapping {
+            KeyMapping::CorrelationId => Some((
+                "correlation_id",
+                properties.correlation_id().is_none(),
+                BasicProperties::with_correlation_id,
+            )),
+            KeyMapping::MessageId => Some((
+                "message_id",
+                properties.message_id().is_none(),
+                BasicProperties::with_message_id,
+            )),
+            KeyMapping::None => None,
+        };
+        if let (Some(key), Some((what, true, set))) = (message.kafka_key.as_deref(), mapped) {
             match std::str::from_utf8(key).ok().map(ShortString::try_new) {
-                _ if !unset => {}
-                Some(Ok(id)) if what == "message_id" => properties = properties.with_message_id(id),
-                Some(Ok(id)) => properties = properties.with_correlation_id(id),
-                // A key that is not text was never mapped.
-                None => {}
+                Some(Ok(id)) => properties = set(properties, id),
                 Some(Err(_)) => problems.push(format!(
                     "{what} of {} bytes (AMQP allows {AMQP_SHORT_STRING_MAX})",
                     key.len()
                 )),
+                // A key that is not text was never mapped.
+                None => {}
             }
         }
         if !problems.is_empty() && matches!(dress, Dress::Message) {
