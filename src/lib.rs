@@ -56,6 +56,7 @@ mod error;
 mod instrument;
 mod metrics;
 pub mod propagation;
+pub mod sampling;
 pub mod semconv;
 pub mod telemetry;
 

@@ -152,11 +152,12 @@ impl Recorder {
             }
         };
         let attributes = attributes(parent);
-        match self {
+        let cx = match self {
             Recorder::Sdk(tracer) => start_native(tracer, spec, parent, attributes),
             Recorder::Boxed(tracer) => start_native(&**tracer, spec, parent, attributes),
             Recorder::Global(global) => global.start(spec, parent, attributes),
-        }
+        };
+        crate::sampling::carry_random_flag(parent, cx)
     }
 }
 

@@ -177,7 +177,8 @@ impl Format {
 
 /// `traceparent` (and `tracestate` when there is one), as the SDK's
 /// `TraceContextPropagator` writes them — byte for byte, which a property
-/// test checks — but without its `format!`: the fixed 55-byte writer in
+/// test checks, but for the Level 2 random flag, which the SDK drops and
+/// tracebridge keeps — without its `format!`: the fixed 55-byte writer in
 /// `traceparent.rs`.
 fn inject_w3c(cx: &Context, carrier: &mut dyn HeaderWriter) {
     let span = cx.span();

@@ -13,6 +13,9 @@ use super::InvalidReason;
 /// Length of a version-00 `traceparent`: `vv-32hex-16hex-ff`.
 const VERSION_00_LEN: usize = 55;
 
+/// The trace flags W3C Trace Context Level 2 defines: sampled and random.
+const KNOWN_FLAGS: TraceFlags = TraceFlags::new(0x03);
+
 /// Longest `traceparent` we read. The spec puts no bound on future versions;
 /// this keeps a hostile header from costing more than a small copy.
 pub(crate) const MAX_TRACEPARENT_LEN: usize = 512;
@@ -55,12 +58,14 @@ fn decode<const N: usize>(hex: &[u8]) -> Option<[u8; N]> {
 }
 
 /// Checks `value` against the W3C grammar and reads its ids and flags —
-/// only the sampled bit kept, as the W3C spec and the SDK do — without the
-/// SDK parser's splitting and allocating.
+/// the two Trace Context Level 2 defines, sampled and random; the SDK's
+/// parser keeps only the sampled one — without the SDK parser's splitting
+/// and allocating.
 ///
 /// Future versions (`01`–`fe`) are accepted when their first four fields are
 /// well-formed and anything after them starts with `-`, as the spec asks.
-/// The flags byte may be anything: only the sampled bit is interpreted.
+/// The flags byte may be anything: bits Level 2 does not define are
+/// dropped, as it asks.
 pub(crate) fn parse(value: &[u8]) -> Result<(TraceId, SpanId, TraceFlags), InvalidReason> {
     if value.len() > MAX_TRACEPARENT_LEN {
         return Err(InvalidReason::TooLong {
@@ -116,12 +121,12 @@ fn parse_text(value: &[u8]) -> Result<(TraceId, SpanId, TraceFlags), InvalidReas
     Ok((
         TraceId::from_bytes(trace_id),
         SpanId::from_bytes(span_id),
-        TraceFlags::new(flags) & TraceFlags::SAMPLED,
+        TraceFlags::new(flags) & KNOWN_FLAGS,
     ))
 }
 
-/// The version-00 `traceparent` of `span_context`, with only the sampled
-/// bit of its flags (as the SDK writes it): 55 ASCII bytes, hex by table,
+/// The version-00 `traceparent` of `span_context`, with its sampled and
+/// random flags (the SDK writes only the sampled one): 55 ASCII bytes, hex by table,
 /// returned on the stack — carriers copy them into the message, so a
 /// `String` would only be allocated, checked as UTF-8 and freed again.
 pub(crate) fn write(span_context: &SpanContext) -> [u8; VERSION_00_LEN] {
@@ -146,7 +151,7 @@ pub(crate) fn write(span_context: &SpanContext) -> [u8; VERSION_00_LEN] {
     buf[..2].copy_from_slice(b"00");
     hex(span_context.trace_id().to_bytes(), &mut buf[3..35]);
     hex(span_context.span_id().to_bytes(), &mut buf[36..52]);
-    let flags = (span_context.trace_flags() & TraceFlags::SAMPLED).to_u8();
+    let flags = (span_context.trace_flags() & KNOWN_FLAGS).to_u8();
     hex([flags], &mut buf[53..55]);
     buf
 }

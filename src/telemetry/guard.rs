@@ -52,6 +52,15 @@ impl TelemetryGuard {
         resource: Resource,
     ) -> Result<SdkTracerProvider, TelemetryError> {
         let mut builder = SdkTracerProvider::builder().with_resource(resource);
+        // The SDK reads the samplers it knows; the specification's
+        // consistent one is tracebridge's.
+        let from_env = crate::sampling::sampler_from_env(|name| std::env::var(name).ok());
+        if let crate::sampling::SamplerFromEnv::Probability { sampler, warning } = from_env {
+            if let Some(warning) = warning {
+                eprintln!("tracebridge: {warning}");
+            }
+            builder = builder.with_sampler(sampler);
+        }
         for target in targets {
             let processor = match target {
                 SpanTarget::File(path) => {

@@ -1,0 +1,191 @@
+//! Sampling that holds across the relay, against the real brokers: a
+//! context that arrives with W3C Trace Context Level 2 flags and `ot`
+//! members in `tracestate` leaves each hop (AMQP → Kafka → AMQP, the relay
+//! under the specification's consistent sampler) with the random flag, the
+//! sampled flag and every `ot` member as they arrived — sampled or not.
+//! Before, the relay wrote `01` for the Java agent's `03` and `00` for an
+//! unsampled `02`.
+#![cfg(all(feature = "kafka", feature = "amqp"))]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::amqp::{ROUTING_KEY, Rabbit};
+use lapin::BasicProperties;
+use lapin::options::{BasicGetOptions, BasicPublishOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use rdkafka::Message;
+use rdkafka::message::Headers;
+use tracebridge::relay::Relay;
+use tracebridge::sampling::ProbabilitySampler;
+
+const WAIT: Duration = Duration::from_secs(60);
+/// Every `ot` member a consistent sampler upstream may have written, and a
+/// member of another vendor: all must arrive as they left.
+const TRACESTATE: &str = "ot=th:0;rv:ffffffffffffff;x:y,vendor=1";
+
+/// One message a flags byte: its trace id, sent as `…-{flags}`.
+fn traceparent(flags: u8) -> (String, String) {
+    let trace_id = format!("4bf92f3577b34da6a3ce929d0e0e47{flags:02x}");
+    (
+        trace_id.clone(),
+        format!("00-{trace_id}-00f067aa0ba902b7-{flags:02x}"),
+    )
+}
+
+fn long_string(table: &FieldTable, name: &str) -> Option<String> {
+    match table.inner().get(&ShortString::from(name)) {
+        Some(AMQPValue::LongString(value)) => Some(value.to_string()),
+        _ => None,
+    }
+}
+
+async fn get_one(rabbit: &Rabbit) -> lapin::message::BasicGetMessage {
+    let started = Instant::now();
+    loop {
+        if let Some(message) = rabbit
+            .channel
+            .basic_get(
+                rabbit.queue.as_str().into(),
+                BasicGetOptions { no_ack: true },
+            )
+            .await
+            .expect("basic.get")
+        {
+            return message;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "nothing arrived in {}",
+            rabbit.queue
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What a hop wrote: the `traceparent` and `tracestate` it sent on.
+/// Returns the flags the message arrived with (its trace id's last byte).
+fn check_hop(hop: &str, traceparent: Option<String>, tracestate: Option<String>) -> u8 {
+    let traceparent = traceparent.unwrap_or_else(|| panic!("{hop}: no traceparent"));
+    let flags = u8::from_str_radix(&traceparent[33..35], 16).expect("hex");
+    let (trace_id, _) = self::traceparent(flags);
+    assert_eq!(&traceparent[3..35], trace_id, "{hop}: one trace");
+    assert_eq!(
+        &traceparent[53..],
+        format!("{:02x}", flags & 0x03),
+        "{hop}: flags {flags:02x} arrived, {traceparent} left (sampled and random as they came, \
+         undefined bits zero)"
+    );
+    let tracestate = tracestate.unwrap_or_else(|| panic!("{hop}: no tracestate"));
+    for member in ["th:0", "rv:ffffffffffffff", "x:y", "vendor=1"] {
+        assert!(
+            tracestate.contains(member),
+            "{hop}: {member} lost from {tracestate}"
+        );
+    }
+    flags
+}
+
+#[tokio::test]
+async fn level_2_flags_and_ot_members_survive_amqp_kafka_amqp() {
+    let source = Rabbit::new("l2-src").await;
+    let back = Rabbit::new("l2-back").await;
+    let topic = common::unique("l2");
+    common::kafka::create_topic(&topic, 1).await;
+    let provider = SdkTracerProvider::builder()
+        .with_sampler(ProbabilitySampler::new(0.1).expect("ratio"))
+        .build();
+    let relay = Relay::start(
+        common::relay_config(&format!(
+            r#"[[route]]
+name = "out"
+from = {{ amqp = "r", queue = "{source_queue}" }}
+to = {{ kafka = "k", topic = "{topic}" }}
+
+[[route]]
+name = "back"
+from = {{ kafka = "k", topic = "{topic}", group = "{topic}-relay" }}
+to = {{ amqp = "r", exchange = "{back_exchange}", routing_key = "{ROUTING_KEY}" }}"#,
+            source_queue = source.queue,
+            back_exchange = back.exchange,
+        )),
+        tracebridge::Instrumentation::from_sdk(&provider, None),
+    )
+    .await
+    .expect("relay starts");
+
+    // 03: the Java agent's sampled-and-random; 02: random, not sampled;
+    // 01 and 00: Level 1 peers; ff: undefined bits set.
+    let all_flags = [0x03u8, 0x02, 0x01, 0x00, 0xff];
+    for flags in all_flags {
+        let (_, traceparent) = traceparent(flags);
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "traceparent".into(),
+            AMQPValue::LongString(traceparent.into()),
+        );
+        headers.insert(
+            "tracestate".into(),
+            AMQPValue::LongString(TRACESTATE.into()),
+        );
+        source
+            .channel
+            .basic_publish(
+                source.exchange.as_str().into(),
+                ROUTING_KEY.into(),
+                BasicPublishOptions::default(),
+                b"{}",
+                BasicProperties::default().with_headers(headers),
+            )
+            .await
+            .expect("published")
+            .await
+            .expect("routed");
+    }
+
+    let reader = common::flow::kafka_reader(&common::kafka_bootstrap(), &topic);
+    let mut seen = Vec::new();
+    for _ in all_flags {
+        let record = tokio::time::timeout(WAIT, reader.recv())
+            .await
+            .expect("a record in time")
+            .expect("a record");
+        let header = |name: &str| {
+            record.headers().and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == name)
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            })
+        };
+        seen.push(check_hop(
+            "AMQP → Kafka",
+            header("traceparent"),
+            header("tracestate"),
+        ));
+    }
+    for _ in all_flags {
+        let message = get_one(&back).await;
+        let headers = message
+            .delivery
+            .properties
+            .headers()
+            .clone()
+            .unwrap_or_default();
+        seen.push(check_hop(
+            "Kafka → AMQP",
+            long_string(&headers, "traceparent"),
+            long_string(&headers, "tracestate"),
+        ));
+    }
+    seen.sort_unstable();
+    let mut expected: Vec<u8> = all_flags.iter().chain(&all_flags).copied().collect();
+    expected.sort_unstable();
+    assert_eq!(seen, expected, "each message once at each hop");
+    assert!(relay.shutdown().await, "drained");
+    for rabbit in [source, back] {
+        rabbit.delete().await;
+    }
+}
