@@ -189,3 +189,107 @@ to = {{ amqp = "r", exchange = "{back_exchange}", routing_key = "{ROUTING_KEY}" 
         rabbit.delete().await;
     }
 }
+
+/// The relay in `link` mode under the consistent sampler at 10 %: each new
+/// trace is kept exactly when the message's context was sampled, so no
+/// kept trace links to a dropped one and no dropped trace to a kept one.
+/// The same route with `link_sampling = false` is the control: decided by
+/// the ratio, about half the traces disagree with their links.
+#[tokio::test]
+async fn link_mode_keeps_a_new_trace_exactly_when_its_link_was_kept() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    const MESSAGES: usize = 200;
+    let linked = Rabbit::new("l2-linked").await;
+    let by_ratio = Rabbit::new("l2-ratio").await;
+    let topic = common::unique("l2-link");
+    common::kafka::create_topic(&topic, 1).await;
+    let provider = SdkTracerProvider::builder()
+        .with_sampler(ProbabilitySampler::new(0.1).expect("ratio"))
+        .build();
+    let relay = Relay::start(
+        common::relay_config(&format!(
+            r#"[[route]]
+name = "linked"
+from = {{ kafka = "k", topic = "{topic}", group = "{topic}-linked" }}
+to = {{ amqp = "r", exchange = "{linked}", routing_key = "{ROUTING_KEY}" }}
+propagation = {{ mode = "link" }}
+
+[[route]]
+name = "by-ratio"
+from = {{ kafka = "k", topic = "{topic}", group = "{topic}-ratio" }}
+to = {{ amqp = "r", exchange = "{by_ratio}", routing_key = "{ROUTING_KEY}" }}
+propagation = {{ mode = "link", link_sampling = false }}"#,
+            linked = linked.exchange,
+            by_ratio = by_ratio.exchange,
+        )),
+        tracebridge::Instrumentation::from_sdk(&provider, None),
+    )
+    .await
+    .expect("relay starts");
+
+    // Half the messages sampled upstream, half not; random trace ids.
+    let producer: FutureProducer = common::kafka::config().create().expect("producer");
+    for i in 0..MESSAGES {
+        let flags = if i.is_multiple_of(2) { "01" } else { "00" };
+        let traceparent = format!(
+            "00-{}-00f067aa0ba902b7-{flags}",
+            uuid::Uuid::new_v4().simple()
+        );
+        let payload = i.to_string();
+        producer
+            .send(
+                FutureRecord::<(), _>::to(&topic).payload(&payload).headers(
+                    rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                        key: "traceparent",
+                        value: Some(&traceparent),
+                    }),
+                ),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("delivered");
+    }
+
+    // Per route: how many new traces disagree with the context they link to.
+    let mut disagreeing = Vec::new();
+    for rabbit in [&linked, &by_ratio] {
+        let mut disagree = 0;
+        let mut kept = 0;
+        for _ in 0..MESSAGES {
+            let message = get_one(rabbit).await;
+            let index: usize = std::str::from_utf8(&message.delivery.data)
+                .expect("text")
+                .parse()
+                .expect("index");
+            let headers = message
+                .delivery
+                .properties
+                .headers()
+                .clone()
+                .unwrap_or_default();
+            let traceparent = long_string(&headers, "traceparent").expect("traceparent");
+            let sampled = u8::from_str_radix(&traceparent[53..55], 16).expect("flags") & 1 == 1;
+            kept += usize::from(sampled);
+            disagree += usize::from(sampled != index.is_multiple_of(2));
+        }
+        disagreeing.push((rabbit.queue.clone(), disagree, kept));
+    }
+    assert!(relay.shutdown().await, "drained");
+    let [(_, linked_disagree, linked_kept), (_, ratio_disagree, _)] = disagreeing[..] else {
+        unreachable!()
+    };
+    assert_eq!(
+        linked_disagree, 0,
+        "link_sampling: every new trace kept exactly when its link was ({disagreeing:?})"
+    );
+    assert_eq!(linked_kept, MESSAGES / 2, "{disagreeing:?}");
+    assert!(
+        ratio_disagree >= MESSAGES / 4,
+        "the control decides by the ratio and disagrees often ({disagreeing:?})"
+    );
+    for rabbit in [linked, by_ratio] {
+        rabbit.delete().await;
+    }
+}

@@ -112,6 +112,8 @@ pub struct Instrumentation {
     metric_set: MetricSet,
     scope: InstrumentationScope,
     rules: AttributeRules,
+    /// New traces with links ask the sampler to decide by the links.
+    link_sampling: bool,
 }
 
 impl std::fmt::Debug for Instrumentation {
@@ -170,6 +172,7 @@ impl Instrumentation {
             metric_set: MetricSet::ALL,
             scope,
             rules,
+            link_sampling: true,
         }
     }
 
@@ -225,7 +228,20 @@ impl Instrumentation {
             metric_set: MetricSet::ALL,
             scope,
             rules,
+            link_sampling: true,
         }
+    }
+
+    /// Whether a span that starts a new trace linked to the message(s)
+    /// that caused it — a consumer in `link` mode, a batch span, the
+    /// relay's correlation `link` — asks the sampler to keep it exactly
+    /// when a linked context is sampled, so that a kept trace never links
+    /// to a dropped one. Default: on. Honoured by
+    /// [`crate::sampling::ProbabilitySampler`]; other samplers decide as
+    /// they always do.
+    pub fn with_link_sampling(mut self, on: bool) -> Self {
+        self.link_sampling = on;
+        self
     }
 
     /// Overrides which semantic-convention keys are emitted. Default: from
@@ -320,6 +336,28 @@ impl Instrumentation {
         spec: SpanSpec<'_>,
         attributes: impl FnOnce(&Context) -> Attributes<F>,
     ) -> Context {
+        if !self.link_sampling || spec.links.is_empty() {
+            return self.recorder.start(spec, attributes);
+        }
+        let ambient;
+        let parent = match spec.parent {
+            Some(parent) => parent,
+            None => {
+                ambient = parent::ambient_context();
+                &ambient
+            }
+        };
+        let marked;
+        let mut spec: SpanSpec<'_> = spec;
+        spec.parent = Some(parent);
+        // Only a span that starts a trace is decided by its links (a join
+        // mode span links to its own parent): the others skip the mark.
+        if !parent.span().span_context().is_valid() {
+            // It stays in the contexts under this span, where it matters
+            // only to another span that starts a trace and has links.
+            marked = crate::sampling::ask_links_decide(parent);
+            spec.parent = Some(&marked);
+        }
         self.recorder.start(spec, attributes)
     }
 

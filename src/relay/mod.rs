@@ -238,7 +238,9 @@ async fn start_route(
         },
         sink,
         dead_letter,
-        instrumentation: instrumentation.clone(),
+        instrumentation: instrumentation
+            .clone()
+            .with_link_sampling(route.link_sampling),
         correlation,
         stats: stats.clone(),
     });

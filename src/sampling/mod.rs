@@ -11,12 +11,14 @@
 //! language's consistent sampler and by the Collector's.
 
 mod env;
+mod links;
 mod ot_state;
 mod random_flag;
 mod sampler;
 mod threshold;
 
 pub use env::{SamplerFromEnv, sampler_from_env};
+pub(crate) use links::ask_links_decide;
 pub use random_flag::RANDOM_FLAG;
 pub(crate) use random_flag::carry_random_flag;
 pub use sampler::ProbabilitySampler;

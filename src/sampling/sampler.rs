@@ -5,8 +5,8 @@ use opentelemetry::trace::{Link, SpanContext, SpanKind, TraceContextExt, TraceId
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{SamplingDecision, SamplingResult, ShouldSample};
 
-use super::ot_state;
 use super::threshold::{DEFAULT_PRECISION, InvalidRatio, Randomness, Threshold};
+use super::{links, ot_state};
 
 /// The OpenTelemetry specification's `ProbabilitySampler`
 /// (`trace/sdk.md`), which the Rust SDK does not have: keeps a trace when
@@ -74,12 +74,16 @@ impl ProbabilitySampler {
         self
     }
 
-    /// A span that starts a trace and links to others (a consumer in
-    /// `link` mode, a batch `poll` span) is kept when any linked context is
-    /// sampled and dropped when none is, instead of by the ratio: a kept
-    /// trace then never links to a dropped trace that caused it, nor a
-    /// dropped one to a kept one. Its probability is then unknown, so it
-    /// carries no `th`.
+    /// Every span that starts a trace and links to others is kept when any
+    /// linked context is sampled and dropped when none is, instead of by
+    /// the ratio: a kept trace then never links to a dropped trace that
+    /// caused it, nor a dropped one to a kept one. Its probability is then
+    /// unknown, so it carries no `th`.
+    ///
+    /// Without this, the sampler does so only for the spans tracebridge's
+    /// consumers ask it to (a consumer in `link` mode, a batch span, the
+    /// relay's correlation `link`), as
+    /// [`crate::Instrumentation::with_link_sampling`] sets.
     pub fn following_links(mut self) -> ProbabilitySampler {
         self.follow_links = true;
         self
@@ -91,14 +95,21 @@ impl ProbabilitySampler {
     }
 
     /// The decision for a span of `trace_id` under `parent` (invalid when
-    /// the span starts a trace), linked to `links`.
-    fn decide(&self, parent: &SpanContext, trace_id: TraceId, links: &[Link]) -> SamplingResult {
+    /// the span starts a trace), linked to `links`; `follow_links` when
+    /// the links decide a new trace.
+    fn decide(
+        &self,
+        parent: &SpanContext,
+        trace_id: TraceId,
+        links: &[Link],
+        follow_links: bool,
+    ) -> SamplingResult {
         let has_parent = parent.is_valid();
         let trace_state = parent.trace_state();
         if has_parent && self.follow_parent {
             return follow(parent, trace_id);
         }
-        if !has_parent && self.follow_links && !links.is_empty() {
+        if !has_parent && follow_links && !links.is_empty() {
             let sampled = links.iter().any(|link| link.span_context.is_sampled());
             let trace_state = ot_state::set(&with_randomness(trace_state, trace_id), "th", None);
             return result(sampled, trace_state);
@@ -129,8 +140,11 @@ impl ShouldSample for ProbabilitySampler {
         links: &[Link],
     ) -> SamplingResult {
         match parent_context {
-            Some(cx) => self.decide(cx.span().span_context(), trace_id, links),
-            None => self.decide(&SpanContext::NONE, trace_id, links),
+            Some(cx) => {
+                let follow_links = self.follow_links || links::links_decide(cx);
+                self.decide(cx.span().span_context(), trace_id, links, follow_links)
+            }
+            None => self.decide(&SpanContext::NONE, trace_id, links, self.follow_links),
         }
     }
 }

@@ -273,3 +273,50 @@ fn the_environment_selects_the_sampler_by_its_specification_names() {
         );
     }
 }
+
+/// A consumer in `link` mode starts a new trace that the consistent
+/// sampler keeps exactly when the message's context was sampled (at a
+/// ratio that would keep almost none); without link sampling, the ratio
+/// decides. A `join` span follows its parent either way.
+#[test]
+fn link_mode_spans_are_decided_by_their_link() {
+    let provider = SdkTracerProvider::builder()
+        .with_sampler(ProbabilitySampler::new(0.000_001).unwrap())
+        .build();
+    let sampled_in_link_mode = |instrumentation: &Instrumentation, flags: &str| {
+        let mut headers = HeaderVec::new(Transport::Kafka);
+        let traceparent = format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}");
+        headers.push("traceparent", traceparent.as_str());
+        let extracted = Propagation::default().extract(&headers);
+        let cx = instrumentation.start_process_span_lazy(
+            "orders process",
+            ParentPolicy::Link,
+            &extracted,
+            Vec::new,
+        );
+        let span = cx.span();
+        assert_ne!(
+            span.span_context().trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+            "link mode starts a new trace"
+        );
+        span.span_context().is_sampled()
+    };
+    let linked = Instrumentation::from_sdk(&provider, None);
+    for _ in 0..50 {
+        assert!(
+            sampled_in_link_mode(&linked, "01"),
+            "kept with its sampled link"
+        );
+        assert!(
+            !sampled_in_link_mode(&linked, "00"),
+            "dropped with its dropped link"
+        );
+    }
+    let by_ratio = Instrumentation::from_sdk(&provider, None).with_link_sampling(false);
+    let kept = (0..50)
+        .filter(|_| sampled_in_link_mode(&by_ratio, "01"))
+        .count();
+    assert_eq!(kept, 0, "at one in a million, the ratio keeps none");
+    let _ = provider.shutdown();
+}

@@ -279,6 +279,8 @@ pub struct Route {
     pub sink: Sink,
     /// `join` or `link`.
     pub mode: ParentPolicy,
+    /// New traces linked to the message's are sampled by the link.
+    pub link_sampling: bool,
     /// Formats read and written.
     pub propagation: Propagation,
     /// Attempts per message before dead-lettering (at least 1).

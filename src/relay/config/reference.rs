@@ -45,6 +45,8 @@ pub(super) enum Type {
     String,
     /// An integer.
     Integer,
+    /// `true` or `false`.
+    Bool,
     /// A string humantime reads: `"250ms"`, `"20s"`, `"1m 30s"`, `"1h"`.
     Duration,
     /// A string: an IP address and a port.
@@ -480,6 +482,14 @@ pub(super) const TABLES: &[Table] = &[
                 example: r#""link""#,
             },
             Key {
+                name: "link_sampling",
+                ty: Type::Bool,
+                default: Default::Value("true"),
+                only: Only::Any,
+                about: "A new trace the relay starts linked to the message's (`mode = \"link\"`, correlation `link`) is kept exactly when the linked context is sampled, so a kept trace never links to a dropped one; needs the consistent sampler (`OTEL_TRACES_SAMPLER=parentbased_probability`), other samplers decide by their own rule.",
+                example: "false",
+            },
+            Key {
                 name: "extract",
                 ty: Type::ListOf(FORMATS),
                 default: Default::Value(r#"["tracecontext", "baggage"]"#),
@@ -743,6 +753,7 @@ impl Type {
         match self {
             Type::String => "string".into(),
             Type::Integer => "integer".into(),
+            Type::Bool => "boolean".into(),
             Type::Duration => "duration".into(),
             Type::Address => "address `\"IP:PORT\"`".into(),
             Type::OneOf(c) => format!("one of {}", choices(c)),

@@ -291,6 +291,7 @@ fn conforms(ty: Type, text: &str) -> Result<(), String> {
     let ok = match ty {
         Type::String => string.is_some(),
         Type::Integer => value.as_integer().is_some_and(|i| i >= 0),
+        Type::Bool => value.as_bool().is_some(),
         Type::Duration => string.is_some_and(|s| humantime::parse_duration(s).is_ok()),
         Type::Address => string.is_some_and(|s| s.parse::<std::net::SocketAddr>().is_ok()),
         Type::OneOf(choices) => string.is_some_and(|s| is_choice(s, choices)),
@@ -312,6 +313,7 @@ fn ty_name(ty: Type) -> &'static str {
     match ty {
         Type::String => "string",
         Type::Integer => "integer",
+        Type::Bool => "boolean",
         Type::Duration => "duration",
         Type::Address => "address",
         Type::OneOf(_) => "choice",
@@ -327,6 +329,7 @@ fn wrong_value(ty: Type) -> &'static str {
     match ty {
         Type::String => "1",
         Type::Integer => r#""1""#,
+        Type::Bool => r#""yes""#,
         Type::Duration => r#""soon""#,
         Type::Address => r#""relay.example:9464""#,
         Type::OneOf(_) => r#""zz-no-such-choice""#,

@@ -226,6 +226,9 @@ pub(super) struct PropagationSpec {
     /// or `link` (a new trace linked to it); `ambient` parses but is
     /// refused in `validate`.
     pub(super) mode: ParentPolicy,
+    /// New traces linked to the message's are sampled by the link
+    /// (`None`: yes).
+    pub(super) link_sampling: Option<bool>,
     /// Formats read, first valid wins. `None`: `Propagation::default()`'s.
     pub(super) extract: Option<Vec<Format>>,
     /// Formats written. `None`: `Propagation::default()`'s.

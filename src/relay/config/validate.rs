@@ -126,6 +126,7 @@ pub(super) fn validate(
                 source,
                 sink,
                 mode: route.propagation.mode,
+                link_sampling: route.propagation.link_sampling.unwrap_or(true),
                 propagation: route.propagation.formats(),
                 attempts: route.retry.attempts.max(1),
                 backoff: route.retry.backoff,
