@@ -293,3 +293,120 @@ propagation = {{ mode = "link", link_sampling = false }}"#,
         rabbit.delete().await;
     }
 }
+
+/// Journeys decided together: messages without a context of their own,
+/// three per request id, through correlation routes under the consistent
+/// sampler at 10 %. With `journey_sampling`, every trace of one request is
+/// kept or dropped alike — the new traces of `root` (the store has nothing
+/// for the id) and the spans under `derive`'s made-up parent, which
+/// otherwise are always kept. The control route without it mixes them.
+#[tokio::test]
+async fn journey_sampling_decides_one_request_s_traces_together() {
+    use std::collections::BTreeMap;
+
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    const REQUESTS: usize = 100;
+    const PER_REQUEST: usize = 3;
+    let topic = common::unique("l2-journey");
+    common::kafka::create_topic(&topic, 1).await;
+    let routes = [
+        ("root-journey", r#"fallback = "root""#, true),
+        ("derive-journey", r#"policy = "derive""#, true),
+        ("root-control", r#"fallback = "root""#, false),
+    ];
+    let mut config = String::new();
+    let mut queues = Vec::new();
+    for (name, placement, journey) in routes {
+        let rabbit = Rabbit::new(name).await;
+        config.push_str(&format!(
+            r#"
+[[route]]
+name = "{name}"
+from = {{ kafka = "k", topic = "{topic}", group = "{topic}-{name}" }}
+to = {{ amqp = "r", exchange = "{exchange}", routing_key = "{ROUTING_KEY}" }}
+
+[route.correlation]
+key = "journey-test-key"
+{placement}
+journey_sampling = {journey}
+"#,
+            exchange = rabbit.exchange,
+        ));
+        queues.push((name, rabbit));
+    }
+    let provider = SdkTracerProvider::builder()
+        .with_sampler(ProbabilitySampler::new(0.1).expect("ratio"))
+        .build();
+    let relay = Relay::start(
+        common::relay_config(&config),
+        tracebridge::Instrumentation::from_sdk(&provider, None),
+    )
+    .await
+    .expect("relay starts");
+
+    let producer: FutureProducer = common::kafka::config().create().expect("producer");
+    for round in 0..PER_REQUEST {
+        for request in 0..REQUESTS {
+            let id = format!("{topic}-req-{request}");
+            producer
+                .send(
+                    FutureRecord::<(), _>::to(&topic)
+                        .payload(&format!("{round}"))
+                        .headers(rdkafka::message::OwnedHeaders::new().insert(
+                            rdkafka::message::Header {
+                                key: "x-request-id",
+                                value: Some(&id),
+                            },
+                        )),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .expect("delivered");
+        }
+    }
+
+    // Per route: each request's decisions, and how many requests mixed.
+    let mut report = Vec::new();
+    for (name, rabbit) in &queues {
+        let mut decisions: BTreeMap<String, Vec<bool>> = BTreeMap::new();
+        for _ in 0..REQUESTS * PER_REQUEST {
+            let message = get_one(rabbit).await;
+            let headers = message
+                .delivery
+                .properties
+                .headers()
+                .clone()
+                .unwrap_or_default();
+            let id = long_string(&headers, "x-request-id").expect("request id carried");
+            let traceparent = long_string(&headers, "traceparent").expect("traceparent");
+            let sampled = u8::from_str_radix(&traceparent[53..55], 16).expect("flags") & 1 == 1;
+            decisions.entry(id).or_default().push(sampled);
+        }
+        let mixed = decisions
+            .values()
+            .filter(|d| d.iter().any(|s| *s) && d.iter().any(|s| !*s))
+            .count();
+        let kept = decisions.values().filter(|d| d.iter().all(|s| *s)).count();
+        report.push((*name, mixed, kept));
+    }
+    assert!(relay.shutdown().await, "drained");
+    eprintln!("(route, requests with mixed decisions, requests kept whole): {report:?}");
+    for (name, mixed, kept) in &report[..2] {
+        assert_eq!(*mixed, 0, "{name}: one decision per request ({report:?})");
+        // 10 % of 100 requests: a binomial's 99.99 % range.
+        assert!(
+            (1..=25).contains(kept),
+            "{name}: about 10 % kept ({report:?})"
+        );
+    }
+    let (_, control_mixed, _) = report[2];
+    assert!(
+        control_mixed >= 5,
+        "the control decides each trace on its own and mixes ({report:?})"
+    );
+    for (_, rabbit) in queues {
+        rabbit.delete().await;
+    }
+}

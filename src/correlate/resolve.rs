@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceState};
 
+use crate::sampling::Randomness;
+
 use super::{CorrelationStore, RequestId, RequestIdExtractor, Store, StoreError, derive_digest};
 
 /// What to do with a message that has a request id but no context.
@@ -100,6 +102,10 @@ pub struct Resolution {
     pub fell_back: bool,
     /// The store failed; the message went on with the fallback.
     pub store_error: Option<StoreError>,
+    /// The journey's randomness, derived from the request id, for a span
+    /// that starts a trace or hangs under the derived parent: every such
+    /// span of one id is sampled alike ([`Correlator::with_journey_sampling`]).
+    pub journey: Option<Randomness>,
 }
 
 impl Resolution {
@@ -108,6 +114,7 @@ impl Resolution {
             outcome,
             fell_back: false,
             store_error: None,
+            journey: None,
         }
     }
 
@@ -158,6 +165,7 @@ pub struct Correlator {
     fallback: Fallback,
     key: Option<Arc<[u8]>>,
     store: Arc<Store>,
+    journey_sampling: bool,
 }
 
 /// A policy that needs a key was configured without one.
@@ -185,7 +193,22 @@ impl Correlator {
             fallback,
             key,
             store,
+            journey_sampling: false,
         })
+    }
+
+    /// Gives every trace the relay starts for a message without a context
+    /// of its own (`link`, `root`) and the derived parent (`derive`) the
+    /// same explicit randomness `rv`: the keyed hash of the request id, the
+    /// derived trace id's last 56 bits. A consistent sampler then keeps or
+    /// drops all of one request's traces together, at the relay and
+    /// downstream. Needs the key.
+    pub fn with_journey_sampling(mut self, on: bool) -> Result<Self, MissingKey> {
+        if on && self.key.as_deref().is_none_or(<[u8]>::is_empty) {
+            return Err(MissingKey);
+        }
+        self.journey_sampling = on;
+        Ok(self)
     }
 
     /// Decides where the relay's span for a message with request id `id`
@@ -199,7 +222,7 @@ impl Correlator {
             return resolution;
         }
         if self.policy == Policy::Derive {
-            return self.derived(id);
+            return self.with_journey(id, self.derived(id));
         }
         let (found, store_error) = match self.store.lookup(id).await {
             Ok(found) => (found, None),
@@ -218,12 +241,24 @@ impl Correlator {
             }
         };
         resolution.store_error = store_error;
-        resolution
+        self.with_journey(id, resolution)
     }
 
     fn derived(&self, id: &RequestId) -> Resolution {
         let key = self.key.as_deref().unwrap_or_default();
         Resolution::new(Outcome::Derived(derived_parent(key, id)))
+    }
+
+    /// `resolution` with the journey's randomness, when asked for and the
+    /// span does not simply follow a recorded context (`Joined`).
+    fn with_journey(&self, id: &RequestId, mut resolution: Resolution) -> Resolution {
+        let starts_or_derives =
+            !matches!(resolution.outcome, Outcome::Joined(_) | Outcome::Recorded);
+        if self.journey_sampling && starts_or_derives {
+            let key = self.key.as_deref().unwrap_or_default();
+            resolution.journey = Some(Randomness::of_trace_id(super::derive_trace_id(key, id)));
+        }
+        resolution
     }
 }
 

@@ -435,8 +435,9 @@ impl Instrumentation {
     /// Starts a CONSUMER process span for a message whose own context is
     /// missing or unusable but which was correlated another way (by request
     /// id): a child of `parent`, or a new trace linked to `link`, or a new
-    /// trace when both are `None`. Keeps the message's baggage and records
-    /// an unusable context as [`INVALID_CONTEXT_ATTRIBUTE`].
+    /// trace when both are `None`; with the `journey`'s randomness when
+    /// given. Keeps the message's baggage and records an unusable context
+    /// as [`INVALID_CONTEXT_ATTRIBUTE`].
     #[cfg(feature = "relay")]
     pub(crate) fn start_correlated_span(
         &self,
@@ -444,12 +445,14 @@ impl Instrumentation {
         extracted: &ExtractedContext,
         parent: Option<&opentelemetry::trace::SpanContext>,
         link: Option<&opentelemetry::trace::SpanContext>,
+        journey: Option<crate::sampling::Randomness>,
         mut attributes: Vec<KeyValue>,
     ) -> Context {
         let base = parent::without_span(extracted.context());
-        let parent = match parent {
-            Some(remote) => base.with_remote_span_context(remote.clone()),
-            None => base,
+        let parent = match (parent, journey) {
+            (parent, Some(rv)) => crate::sampling::journey_parent(&base, parent, rv),
+            (Some(remote), None) => base.with_remote_span_context(remote.clone()),
+            (None, None) => base,
         };
         let links = link
             .map(|l| vec![Link::with_context(l.clone())])

@@ -386,6 +386,7 @@ impl Hop {
                 extracted,
                 placed.parent(),
                 placed.link(),
+                placed.journey,
                 attributes(),
             ),
             None => self

@@ -528,6 +528,7 @@ impl Stores {
             config.key.clone(),
             store,
         )
+        .and_then(|correlator| correlator.with_journey_sampling(config.journey_sampling))
         .map_err(|e| Error::Config(format!("route {route}: correlation: {e}")))
     }
 }

@@ -11,14 +11,18 @@
 //! language's consistent sampler and by the Collector's.
 
 mod env;
-mod links;
+#[cfg(feature = "relay")]
+mod journey;
+mod marks;
 mod ot_state;
 mod random_flag;
 mod sampler;
 mod threshold;
 
 pub use env::{SamplerFromEnv, sampler_from_env};
-pub(crate) use links::ask_links_decide;
+#[cfg(feature = "relay")]
+pub(crate) use journey::journey_parent;
+pub(crate) use marks::ask_links_decide;
 pub use random_flag::RANDOM_FLAG;
 pub(crate) use random_flag::carry_random_flag;
 pub use sampler::ProbabilitySampler;

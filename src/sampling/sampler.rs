@@ -6,7 +6,7 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{SamplingDecision, SamplingResult, ShouldSample};
 
 use super::threshold::{DEFAULT_PRECISION, InvalidRatio, Randomness, Threshold};
-use super::{links, ot_state};
+use super::{marks, ot_state};
 
 /// The OpenTelemetry specification's `ProbabilitySampler`
 /// (`trace/sdk.md`), which the Rust SDK does not have: keeps a trace when
@@ -95,21 +95,21 @@ impl ProbabilitySampler {
     }
 
     /// The decision for a span of `trace_id` under `parent` (invalid when
-    /// the span starts a trace), linked to `links`; `follow_links` when
-    /// the links decide a new trace.
+    /// the span starts a trace; it may still carry a `tracestate`), linked
+    /// to `links`, as `asked`.
     fn decide(
         &self,
         parent: &SpanContext,
         trace_id: TraceId,
         links: &[Link],
-        follow_links: bool,
+        asked: Asked,
     ) -> SamplingResult {
         let has_parent = parent.is_valid();
         let trace_state = parent.trace_state();
-        if has_parent && self.follow_parent {
+        if has_parent && asked.follow_parent {
             return follow(parent, trace_id);
         }
-        if !has_parent && follow_links && !links.is_empty() {
+        if !has_parent && asked.follow_links && !links.is_empty() {
             let sampled = links.iter().any(|link| link.span_context.is_sampled());
             let trace_state = ot_state::set(&with_randomness(trace_state, trace_id), "th", None);
             return result(sampled, trace_state);
@@ -139,14 +139,29 @@ impl ShouldSample for ProbabilitySampler {
         _attributes: &[KeyValue],
         links: &[Link],
     ) -> SamplingResult {
+        let mut asked = Asked {
+            follow_parent: self.follow_parent,
+            follow_links: self.follow_links,
+        };
         match parent_context {
             Some(cx) => {
-                let follow_links = self.follow_links || links::links_decide(cx);
-                self.decide(cx.span().span_context(), trace_id, links, follow_links)
+                asked.follow_links |= marks::links_decide(cx);
+                asked.follow_parent &= !marks::randomness_decides(cx);
+                self.decide(cx.span().span_context(), trace_id, links, asked)
             }
-            None => self.decide(&SpanContext::NONE, trace_id, links, self.follow_links),
+            None => self.decide(&SpanContext::NONE, trace_id, links, asked),
         }
     }
+}
+
+/// How one span is decided: the sampler's settings and what the span's
+/// context asks ([`marks`]).
+#[derive(Clone, Copy)]
+struct Asked {
+    /// A span with a parent follows its sampled flag.
+    follow_parent: bool,
+    /// A span that starts a trace with links is decided by them.
+    follow_links: bool,
 }
 
 /// A child's decision: the parent's, with the parent's threshold kept when

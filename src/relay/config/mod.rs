@@ -306,6 +306,8 @@ pub struct Correlation {
     pub fallback: Fallback,
     /// The `derive` key (never printed).
     pub key: Option<std::sync::Arc<[u8]>>,
+    /// One `rv`, from the request id, for the traces of one request.
+    pub journey_sampling: bool,
     /// Where request id → context is kept.
     pub store: StoreSpec,
 }
@@ -317,6 +319,7 @@ impl fmt::Debug for Correlation {
             .field("policy", &self.policy)
             .field("fallback", &self.fallback)
             .field("key", &self.key.as_ref().map(|_| "***"))
+            .field("journey_sampling", &self.journey_sampling)
             .field("store", &self.store)
             .finish()
     }

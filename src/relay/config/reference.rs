@@ -584,6 +584,14 @@ pub(super) const TABLES: &[Table] = &[
                 example: r#""${CORRELATION_KEY}""#,
             },
             Key {
+                name: "journey_sampling",
+                ty: Type::Bool,
+                default: Default::Value("false"),
+                only: Only::Any,
+                about: "Every trace the relay starts for a message without its own context (`link`, `root`) and every span under the `derive` parent carries the same `rv`, the keyed hash of the request id, so the consistent sampler (`OTEL_TRACES_SAMPLER=parentbased_probability`) keeps or drops one request's traces together, here and downstream. Needs `key`.",
+                example: "true",
+            },
+            Key {
                 name: "store",
                 ty: Type::OneOf(&["memory", "redis", "redis://HOST:PORT", "rediss://HOST:PORT"]),
                 default: Default::Value(r#""memory""#),

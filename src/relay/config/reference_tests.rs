@@ -26,9 +26,13 @@ fn env(name: &str) -> Option<String> {
     Some(format!("{name}-from-the-environment"))
 }
 
-/// Other keys a key's values need to be valid: `derive` and `hashed` need
-/// a key; the store timeout shows only on a Redis store.
+/// Other keys a key's values need to be valid: `derive`, journey sampling
+/// and `hashed` need a key; the store timeout shows only on a Redis store.
 const CONTEXT: &[(&str, &[(&str, &str)])] = &[
+    (
+        "route.correlation.journey_sampling",
+        &[("route.correlation.key", r#""${CORRELATION_KEY}""#)],
+    ),
     (
         "route.correlation.policy",
         &[("route.correlation.key", r#""${CORRELATION_KEY}""#)],

@@ -158,6 +158,9 @@ pub(super) struct CorrelationSpec {
     pub(super) fallback: Option<Fallback>,
     /// The key derived trace ids are hashed with (a secret).
     pub(super) key: Option<String>,
+    /// One `rv`, from the request id, for the traces of one request.
+    #[serde(default)]
+    pub(super) journey_sampling: bool,
     /// `memory`, `redis` or a `redis://` URL (a string: `validate` tells
     /// them apart).
     #[serde(default = "default_store")]

@@ -441,6 +441,13 @@ max_entries = 0
         "{ROUTE}\n[route.correlation]\npolicy = \"guess\"\n"
     ));
     assert!(bad_policy[0].contains("guess"), "{bad_policy:?}");
+    let keyless_journey = problems(&format!(
+        "{ROUTE}\n[route.correlation]\njourney_sampling = true\n"
+    ));
+    assert!(
+        keyless_journey[0].contains("correlation.key: `journey_sampling` needs a secret key"),
+        "{keyless_journey:?}"
+    );
 }
 
 #[test]

@@ -272,6 +272,11 @@ fn correlation(at: &str, spec: CorrelationSpec, problems: &mut Vec<String>) -> O
             "{at}.key: `derive` needs a secret key (e.g. key = \"${{TRACEBRIDGE_CORRELATION_KEY}}\")"
         ));
     }
+    if key.is_none() && spec.journey_sampling {
+        problems.push(format!(
+            "{at}.key: `journey_sampling` needs a secret key (e.g. key = \"${{TRACEBRIDGE_CORRELATION_KEY}}\")"
+        ));
+    }
     if spec.ttl.is_zero() {
         problems.push(format!("{at}.ttl: must be longer than 0s"));
     }
@@ -308,6 +313,7 @@ fn correlation(at: &str, spec: CorrelationSpec, problems: &mut Vec<String>) -> O
         policy: spec.policy,
         fallback,
         key,
+        journey_sampling: spec.journey_sampling,
         store,
     })
 }
