@@ -13,7 +13,9 @@
 #                               (127.0.0.1:19393-19395), for the security tests
 #
 # `up` also installs what building tracebridge needs beyond Rust: OpenSSL's
-# headers and pkg-config (librdkafka is built with TLS and SASL/SCRAM).
+# headers and pkg-config (librdkafka is built with TLS and SASL/SCRAM); and
+# the Python peer the sampling test runs (the OpenTelemetry Python SDK and
+# kafka-python, pinned, in a virtualenv at .brokers/python).
 #
 # Apache Kafka (KAFKA_VERSION below) comes from its official jars on Maven
 # Central: `mvn` copies them once into the state folder and the JVM runs
@@ -526,10 +528,29 @@ build_prerequisites() {
   pkg-config --exists openssl || die "libssl-dev installed but pkg-config does not find openssl"
 }
 
+# The foreign producer of tests/sampling_flow.rs: OpenTelemetry's Python SDK
+# (which writes the W3C random flag) and a pure-Python Kafka client, pinned,
+# in a virtualenv of the state folder. Reused when it already has them.
+PYTHON_PEER_PACKAGES=(opentelemetry-sdk==1.45.2 kafka-python==3.0.12)
+python_peer() {
+  local venv="$STATE/python" started=$SECONDS
+  if [[ -x "$venv/bin/python" ]] && "$venv/bin/python" -c 'import opentelemetry.sdk, kafka' 2>/dev/null; then
+    say "Python peer ready in $venv"
+    return
+  fi
+  command -v python3 >/dev/null 2>&1 || die "the sampling test's Python peer needs python3"
+  say "installing the Python peer (${PYTHON_PEER_PACKAGES[*]}) into $venv (about 20 s)"
+  python3 -m venv "$venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "${PYTHON_PEER_PACKAGES[@]}" \
+    || die "pip could not install ${PYTHON_PEER_PACKAGES[*]}"
+  say "Python peer installed in $(( SECONDS - started ))s"
+}
+
 up() {
   mkdir -p "$STATE"
   local started=$SECONDS
   build_prerequisites
+  python_peer
   if [[ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
     say "using Kafka at $KAFKA_BOOTSTRAP_SERVERS (KAFKA_BOOTSTRAP_SERVERS is set; starting nothing)"
     wait_for Kafka "$(kafka_addr)"
