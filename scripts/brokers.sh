@@ -14,8 +14,9 @@
 #
 # `up` also installs what building tracebridge needs beyond Rust: OpenSSL's
 # headers and pkg-config (librdkafka is built with TLS and SASL/SCRAM); and
-# the Python peer the sampling test runs (the OpenTelemetry Python SDK and
-# kafka-python, pinned, in a virtualenv at .brokers/python).
+# the foreign peers the sampling tests run: the OpenTelemetry Python SDK and
+# kafka-python, pinned, in a virtualenv at .brokers/python; the OpenTelemetry
+# Java agent's jar (Maven Central), at .brokers/java-peer.
 #
 # Apache Kafka (KAFKA_VERSION below) comes from its official jars on Maven
 # Central: `mvn` copies them once into the state folder and the JVM runs
@@ -546,11 +547,30 @@ python_peer() {
   say "Python peer installed in $(( SECONDS - started ))s"
 }
 
+# The OpenTelemetry Java agent, for the Kafka producer of
+# tests/relay_sampling.rs (kafka-clients comes from the Kafka jars above).
+# 2.30 and later write the W3C Level 2 random flag (`03`); 2.22 wrote `01`.
+JAVA_AGENT_VERSION="2.33.0"
+java_peer() {
+  local dir="$STATE/java-peer" jar="opentelemetry-javaagent-$JAVA_AGENT_VERSION.jar"
+  if [[ -f "$dir/$jar" ]]; then say "Java agent $JAVA_AGENT_VERSION ready in $dir"; return; fi
+  if ! have_jvm; then
+    say "no java or mvn: the Java agent is not fetched, and tests/relay_sampling.rs's Java test will fail saying so"
+    return
+  fi
+  say "fetching the OpenTelemetry Java agent $JAVA_AGENT_VERSION with mvn (about 24 MB)"
+  mvn -B -q dependency:copy -Dartifact="io.opentelemetry.javaagent:opentelemetry-javaagent:$JAVA_AGENT_VERSION" \
+    -DoutputDirectory="$dir" >"$STATE/java-peer.log" 2>&1 \
+    || { tail -20 "$STATE/java-peer.log" >&2; die "mvn could not fetch the Java agent (log: $STATE/java-peer.log)"; }
+  say "Java agent $JAVA_AGENT_VERSION in $dir"
+}
+
 up() {
   mkdir -p "$STATE"
   local started=$SECONDS
   build_prerequisites
   python_peer
+  java_peer
   if [[ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
     say "using Kafka at $KAFKA_BOOTSTRAP_SERVERS (KAFKA_BOOTSTRAP_SERVERS is set; starting nothing)"
     wait_for Kafka "$(kafka_addr)"

@@ -410,3 +410,96 @@ journey_sampling = {journey}
         rabbit.delete().await;
     }
 }
+
+/// The OpenTelemetry Java agent's own `traceparent` through the relay
+/// (Kafka → AMQP): `03` when its sampler keeps the trace, `02` when it
+/// drops it, both leave as they came. Before, the relay wrote `01` and `00`.
+#[tokio::test]
+async fn the_java_agent_s_random_flag_survives_the_relay() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let agent = root.join(".brokers/java-peer/opentelemetry-javaagent-2.33.0.jar");
+    assert!(
+        agent.exists(),
+        "{} is missing: `scripts/brokers.sh up` fetches the Java agent (it needs java and mvn)",
+        agent.display()
+    );
+    let kafka_libs = root.join(".brokers/kafka-4.1.1/libs");
+    assert!(
+        kafka_libs.exists(),
+        "{} is missing: `scripts/brokers.sh up` fetches Kafka's jars",
+        kafka_libs.display()
+    );
+    // The producer, compiled against kafka-clients from Kafka's jars.
+    let classes = root.join("target/java-peer");
+    std::fs::create_dir_all(&classes).expect("a folder for the classes");
+    let classpath = format!("{}/*", kafka_libs.display());
+    let compiled = std::process::Command::new("javac")
+        .arg("-d")
+        .arg(&classes)
+        .args(["-cp", &classpath])
+        .arg(root.join("tests/fixtures/JavaProducer.java"))
+        .status()
+        .expect("javac runs");
+    assert!(compiled.success(), "javac failed");
+
+    let topic = common::unique("l2-java");
+    common::kafka::create_topic(&topic, 1).await;
+    let out = Rabbit::new("l2-java").await;
+    let provider = SdkTracerProvider::builder()
+        .with_sampler(ProbabilitySampler::new(0.1).expect("ratio"))
+        .build();
+    let relay = Relay::start(
+        common::relay_config(&format!(
+            r#"[[route]]
+name = "java"
+from = {{ kafka = "k", topic = "{topic}", group = "{topic}-relay" }}
+to = {{ amqp = "r", exchange = "{exchange}", routing_key = "{ROUTING_KEY}" }}"#,
+            exchange = out.exchange,
+        )),
+        tracebridge::Instrumentation::from_sdk(&provider, None),
+    )
+    .await
+    .expect("relay starts");
+
+    // Three records kept by the agent's sampler, then three it drops.
+    for sampler in ["parentbased_always_on", "parentbased_always_off"] {
+        let status = std::process::Command::new("java")
+            .arg(format!("-javaagent:{}", agent.display()))
+            .args([
+                &format!("-Dotel.traces.sampler={sampler}"),
+                "-Dotel.traces.exporter=none",
+                "-Dotel.metrics.exporter=none",
+                "-Dotel.logs.exporter=none",
+                "-Dotel.javaagent.logging=none",
+                "-Xshare:off",
+            ])
+            .args(["-cp", &format!("{}:{classpath}", classes.display())])
+            .args(["JavaProducer", &common::kafka_bootstrap(), &topic, "3"])
+            .status()
+            .expect("java runs");
+        assert!(
+            status.success(),
+            "the Java producer ({sampler}) failed: {status}"
+        );
+    }
+
+    let mut flags = Vec::new();
+    for _ in 0..6 {
+        let message = get_one(&out).await;
+        let headers = message
+            .delivery
+            .properties
+            .headers()
+            .clone()
+            .unwrap_or_default();
+        let traceparent = long_string(&headers, "traceparent").expect("traceparent");
+        flags.push(traceparent[53..].to_owned());
+    }
+    assert!(relay.shutdown().await, "drained");
+    assert_eq!(
+        flags,
+        ["03", "03", "03", "02", "02", "02"],
+        "the agent wrote 03 (kept) and 02 (dropped); the relay must pass both on"
+    );
+    out.delete().await;
+}
