@@ -7,7 +7,10 @@
 #      traces read back from Jaeger are whole;
 #   2. at the seeds' kind of sampling (5 % of ordinary traces): every error
 #      and slow trace is kept, most others are not (tests/stack.rs), and the
-#      demo's failing order still reaches Jaeger whole.
+#      demo's failing order still reaches Jaeger whole;
+#   3. at 5 %, messages that wait in Kafka longer than decision_wait: late
+#      process spans follow their trace's decision, so errors they alone
+#      show are lost; nothing is split (tests/stack.rs).
 # Stops the stack at the end, whatever happened.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,3 +44,4 @@ with_sampling() {
 
 with_sampling 100 a_kafka_to_amqp_flow_is_one_trace_in_jaeger_and_in_the_collectors_file
 with_sampling 5 tail_sampling_keeps_every_error_and_slow_trace_and_drops_most_others
+with_sampling 5 a_queue_delay_beyond_decision_wait_loses_late_errors_and_splits_nothing
