@@ -75,13 +75,17 @@ fn provider(samplers: Samplers) -> SdkTracerProvider {
 struct Hop {
     trace_id: String,
     sampled: bool,
+    /// The W3C Level 2 random flag.
+    random: bool,
 }
 
 impl Hop {
     fn of_traceparent(traceparent: &str) -> Hop {
+        let flags = u8::from_str_radix(&traceparent[53..55], 16).expect("flags");
         Hop {
             trace_id: traceparent[3..35].to_owned(),
-            sampled: u8::from_str_radix(&traceparent[53..55], 16).expect("flags") & 1 == 1,
+            sampled: flags & 1 == 1,
+            random: flags & 2 == 2,
         }
     }
 
@@ -89,9 +93,17 @@ impl Hop {
         let cx = Context::current();
         let span = cx.span();
         let sc = span.span_context();
+        // As tracebridge writes it: the flag, or an `rv` equal to the
+        // id's last 56 bits (a trace the consistent sampler started).
+        let trace_id = sc.trace_id().to_string();
+        let rv_is_the_id = sc.trace_state().get("ot").is_some_and(|ot| {
+            ot.split(';')
+                .any(|m| m == format!("rv:{}", &trace_id[18..]))
+        });
         Hop {
-            trace_id: sc.trace_id().to_string(),
             sampled: sc.is_sampled(),
+            random: sc.trace_flags().to_u8() & 2 == 2 || rv_is_the_id,
+            trace_id,
         }
     }
 }
@@ -106,6 +118,8 @@ struct Report {
     new_traces: usize,
     kept_linking_dropped: usize,
     dropped_linking_kept: usize,
+    /// Hops (after Python's, which always sets it) without the random flag.
+    hops_without_random_flag: usize,
 }
 
 /// Each message's hops, in order: Python's send, the relay's send, the
@@ -120,6 +134,7 @@ fn measure(chains: &BTreeMap<usize, Vec<Hop>>) -> Report {
     for chain in chains.values() {
         for (i, hop) in chain.iter().enumerate() {
             traces.entry(&hop.trace_id).or_default().push(hop.sampled);
+            report.hops_without_random_flag += usize::from(!hop.random);
             // A hop in another trace than the one before starts a new
             // trace linked to it.
             if i > 0 && hop.trace_id != chain[i - 1].trace_id {
@@ -270,6 +285,8 @@ propagation = {{ mode = "{relay_mode}" }}"#,
             let python = Hop {
                 trace_id: fields.next().expect("trace id").to_owned(),
                 sampled: fields.next() == Some("1"),
+                // The Python SDK 1.45 writes it on every trace it starts.
+                random: true,
             };
             let work = async { Ok::<_, std::convert::Infallible>(Hop::of_current()) };
             let Ok(processed) = tracing.process(&reader, &message, work).await;
@@ -370,6 +387,10 @@ fn assert_kept_share(report: &Report, what: &str) {
 async fn join_mode_keeps_or_drops_each_journey_whole() {
     let (today, consistent) = compare(Mode::Join).await;
     for (report, what) in [(&today, "today's"), (&consistent, "consistent")] {
+        assert_eq!(
+            report.hops_without_random_flag, 0,
+            "{what}: Python's random flag at every hop ({report:?})"
+        );
         assert_eq!(report.partial, 0, "{what}: partial traces ({report:?})");
         assert_eq!(
             report.new_traces, 0,
@@ -384,6 +405,10 @@ async fn link_mode_at_the_relay_never_keeps_a_link_to_a_dropped_trace() {
     let (today, consistent) = compare(Mode::RelayLinks).await;
     assert_eq!(consistent.partial, 0, "{consistent:?}");
     assert_eq!(consistent.new_traces, consistent.messages, "{consistent:?}");
+    // The consistent sampler's new traces carry the flag too; the SDK's
+    // sampler starts them without it.
+    assert_eq!(consistent.hops_without_random_flag, 0, "{consistent:?}");
+    assert!(today.hops_without_random_flag > 0, "{today:?}");
     assert_eq!(
         (
             consistent.kept_linking_dropped,
@@ -404,6 +429,10 @@ async fn link_mode_at_a_consumer_never_keeps_a_link_to_a_dropped_trace() {
     let (today, consistent) = compare(Mode::ConsumerLinks).await;
     assert_eq!(consistent.partial, 0, "{consistent:?}");
     assert_eq!(consistent.new_traces, consistent.messages, "{consistent:?}");
+    // The consistent sampler's new traces carry the flag too; the SDK's
+    // sampler starts them without it.
+    assert_eq!(consistent.hops_without_random_flag, 0, "{consistent:?}");
+    assert!(today.hops_without_random_flag > 0, "{today:?}");
     assert_eq!(
         (
             consistent.kept_linking_dropped,

@@ -126,7 +126,9 @@ fn parse_text(value: &[u8]) -> Result<(TraceId, SpanId, TraceFlags), InvalidReas
 }
 
 /// The version-00 `traceparent` of `span_context`, with its sampled and
-/// random flags (the SDK writes only the sampled one): 55 ASCII bytes, hex by table,
+/// random flags (the SDK writes only the sampled one; see
+/// [`crate::sampling::outgoing_flags`] for the random flag of a trace the
+/// consistent sampler started): 55 ASCII bytes, hex by table,
 /// returned on the stack — carriers copy them into the message, so a
 /// `String` would only be allocated, checked as UTF-8 and freed again.
 pub(crate) fn write(span_context: &SpanContext) -> [u8; VERSION_00_LEN] {
@@ -151,7 +153,7 @@ pub(crate) fn write(span_context: &SpanContext) -> [u8; VERSION_00_LEN] {
     buf[..2].copy_from_slice(b"00");
     hex(span_context.trace_id().to_bytes(), &mut buf[3..35]);
     hex(span_context.span_id().to_bytes(), &mut buf[36..52]);
-    let flags = (span_context.trace_flags() & KNOWN_FLAGS).to_u8();
+    let flags = (crate::sampling::outgoing_flags(span_context) & KNOWN_FLAGS).to_u8();
     hex([flags], &mut buf[53..55]);
     buf
 }

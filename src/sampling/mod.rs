@@ -24,7 +24,7 @@ pub use env::{SamplerFromEnv, sampler_from_env};
 pub(crate) use journey::journey_parent;
 pub(crate) use marks::ask_links_decide;
 pub use random_flag::RANDOM_FLAG;
-pub(crate) use random_flag::carry_random_flag;
+pub(crate) use random_flag::{carry_random_flag, outgoing_flags};
 pub use sampler::ProbabilitySampler;
 pub use threshold::{InvalidRatio, Randomness, Threshold};
 

@@ -3,6 +3,8 @@
 use opentelemetry::Context;
 use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags};
 
+use super::Randomness;
+
 /// W3C Trace Context Level 2's `random` trace flag (`0x02`): the trace id's
 /// last 56 bits are random, so consistent samplers may decide by them.
 /// The OpenTelemetry API names only the sampled flag.
@@ -37,6 +39,28 @@ pub(crate) fn carry_random_flag(parent: &Context, cx: Context) -> Context {
         )
     };
     cx.with_remote_span_context(kept)
+}
+
+/// The flags to write for `span_context`: its own, with the random flag
+/// when its `tracestate` carries an explicit `rv` equal to its trace id's
+/// last 56 bits.
+///
+/// That is how [`super::ProbabilitySampler`] marks a trace it starts: the
+/// SDK builds a new trace's flags itself and gives a sampler no way to set
+/// the random flag, so the sampler writes the id's own randomness as `rv`.
+/// With the two equal, a Level 2 sampler that reads the flag and the id and
+/// a consistent sampler that reads `rv` decide alike.
+pub(crate) fn outgoing_flags(span_context: &SpanContext) -> TraceFlags {
+    let flags = span_context.trace_flags();
+    if has_random(span_context) {
+        return flags;
+    }
+    let rv = super::ot_state::get(span_context.trace_state(), "rv").and_then(Randomness::parse_rv);
+    if rv == Some(Randomness::of_trace_id(span_context.trace_id())) {
+        flags | RANDOM_FLAG
+    } else {
+        flags
+    }
 }
 
 fn has_random(span_context: &SpanContext) -> bool {

@@ -157,14 +157,16 @@ fn the_random_flag_and_ot_members_survive_a_consume_and_send() {
         let provider = builder.build();
         let instrumentation = Instrumentation::from_sdk(&provider, None);
         let propagation = Propagation::default();
-        // Randomness ff… is kept at any ratio, so even the bare sampler
-        // keeps every sampled context here, and th:0 stays consistent.
+        // Randomness ff…fe is kept at any ratio, so even the bare sampler
+        // keeps every sampled context here, and th:0 stays consistent. (An
+        // rv equal to the id's own bits would add the random flag: see
+        // the next test.)
         for flags in ["00", "01", "02", "03", "ff", "fe"] {
             let traceparent =
                 format!("00-4bf92f3577b34da6a3ffffffffffffff-00f067aa0ba902b7-{flags}");
             let mut headers = HeaderVec::new(Transport::Kafka);
             headers.push("traceparent", traceparent.as_str());
-            headers.push("tracestate", "ot=th:0;rv:ffffffffffffff;x:y,vendor=1");
+            headers.push("tracestate", "ot=th:0;rv:fffffffffffffe;x:y,vendor=1");
             let extracted = propagation.extract(&headers);
             let process = instrumentation.start_process_span_lazy(
                 "orders process",
@@ -198,7 +200,7 @@ fn the_random_flag_and_ot_members_survive_a_consume_and_send() {
             // The bare sampler decides afresh and writes its own threshold.
             let th = if bare { "th:e666" } else { "th:0" };
             assert!(
-                state.contains(th) && state.contains("rv:ffffffffffffff") && state.contains("x:y"),
+                state.contains(th) && state.contains("rv:fffffffffffffe") && state.contains("x:y"),
                 "ot members: {why}: {state}"
             );
             assert!(state.contains("vendor=1"), "{why}: {state}");
@@ -319,4 +321,51 @@ fn link_mode_spans_are_decided_by_their_link() {
         .count();
     assert_eq!(kept, 0, "at one in a million, the ratio keeps none");
     let _ = provider.shutdown();
+}
+
+/// A trace the consistent sampler starts leaves with the random flag
+/// (`03` kept, `02` dropped): its `rv` is its id's own randomness. One the
+/// SDK's sampler starts has no `rv` and leaves as the SDK made it.
+#[test]
+fn a_new_trace_leaves_with_the_random_flag_when_its_rv_is_its_id() {
+    let flags_of_new_traces = |provider: &SdkTracerProvider| {
+        let instrumentation = Instrumentation::from_sdk(provider, None);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let cx = instrumentation.start_span(
+                "orders send",
+                SpanKind::Producer,
+                &Context::new(),
+                Vec::new(),
+                Vec::new(),
+            );
+            let mut out = HeaderVec::new(Transport::Kafka);
+            Propagation::default().inject(&cx, &mut out);
+            let written =
+                String::from_utf8(out.header_bytes("traceparent").unwrap().to_vec()).unwrap();
+            seen.insert(written[53..].to_owned());
+        }
+        seen.into_iter().collect::<Vec<_>>()
+    };
+    let consistent = SdkTracerProvider::builder()
+        .with_sampler(ProbabilitySampler::new(0.5).unwrap())
+        .build();
+    assert_eq!(flags_of_new_traces(&consistent), ["02", "03"]);
+    let sdk = SdkTracerProvider::builder()
+        .with_sampler(opentelemetry_sdk::trace::Sampler::TraceIdRatioBased(0.5))
+        .build();
+    assert_eq!(flags_of_new_traces(&sdk), ["00", "01"]);
+
+    // The same rule on a context that arrives: `rv` equal to the id's last
+    // 56 bits says those bits are random, and the flag says it again.
+    let mut headers = HeaderVec::new(Transport::Kafka);
+    headers.push(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    );
+    headers.push("tracestate", "ot=rv:ce929d0e0e4736");
+    let extracted = Propagation::default().extract(&headers);
+    let mut out = HeaderVec::new(Transport::Kafka);
+    Propagation::default().inject(extracted.context(), &mut out);
+    assert_eq!(out.header_bytes("traceparent").unwrap()[53..], *b"03");
 }
