@@ -503,3 +503,146 @@ to = {{ amqp = "r", exchange = "{exchange}", routing_key = "{ROUTING_KEY}" }}"#,
     );
     out.delete().await;
 }
+
+/// Correlated messages under the consistent sampler at 10 %: a message
+/// with its own context and a request id (recorded), then a message with
+/// only the id. `join` puts the second under the first's context, so it
+/// follows its decision (no partial trace); `link` starts a new trace that
+/// link sampling keeps exactly when the first was kept. The control `link`
+/// route without link sampling decides by the ratio and disagrees often.
+#[tokio::test]
+async fn correlated_messages_follow_the_decision_of_the_context_they_are_placed_by() {
+    use std::collections::BTreeMap;
+
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    const REQUESTS: usize = 200;
+    let topic = common::unique("l2-corr");
+    common::kafka::create_topic(&topic, 1).await;
+    let routes = [
+        ("corr-join", "join", true),
+        ("corr-link", "link", true),
+        ("corr-link-ratio", "link", false),
+    ];
+    let mut config = String::new();
+    let mut queues = Vec::new();
+    for (name, policy, link_sampling) in routes {
+        let rabbit = Rabbit::new(name).await;
+        config.push_str(&format!(
+            r#"
+[[route]]
+name = "{name}"
+from = {{ kafka = "k", topic = "{topic}", group = "{topic}-{name}" }}
+to = {{ amqp = "r", exchange = "{exchange}", routing_key = "{ROUTING_KEY}" }}
+propagation = {{ link_sampling = {link_sampling} }}
+
+[route.correlation]
+policy = "{policy}"
+fallback = "root"
+"#,
+            exchange = rabbit.exchange,
+        ));
+        queues.push((name, rabbit));
+    }
+    let provider = SdkTracerProvider::builder()
+        .with_sampler(ProbabilitySampler::new(0.1).expect("ratio"))
+        .build();
+    let relay = Relay::start(
+        common::relay_config(&config),
+        tracebridge::Instrumentation::from_sdk(&provider, None),
+    )
+    .await
+    .expect("relay starts");
+
+    let producer: FutureProducer = common::kafka::config().create().expect("producer");
+    let send = |id: String, traceparent: Option<String>| {
+        let producer = &producer;
+        let topic = &topic;
+        async move {
+            let mut headers =
+                rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                    key: "x-request-id",
+                    value: Some(&id),
+                });
+            if let Some(traceparent) = &traceparent {
+                headers = headers.insert(rdkafka::message::Header {
+                    key: "traceparent",
+                    value: Some(traceparent),
+                });
+            }
+            producer
+                .send(
+                    FutureRecord::<(), _>::to(topic)
+                        .payload("p")
+                        .headers(headers),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .expect("delivered");
+        }
+    };
+    // The instrumented messages, half sampled upstream; then, once each
+    // route has recorded them, the ones with only the request id.
+    let mut origin: BTreeMap<String, (String, bool)> = BTreeMap::new();
+    for request in 0..REQUESTS {
+        let id = format!("{topic}-req-{request}");
+        let trace_id = uuid::Uuid::new_v4().simple().to_string();
+        let sampled = request % 2 == 0;
+        let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-0{}", u8::from(sampled) + 2);
+        send(id.clone(), Some(traceparent)).await;
+        origin.insert(id, (trace_id, sampled));
+    }
+    for (_, rabbit) in &queues {
+        for _ in 0..REQUESTS {
+            get_one(rabbit).await;
+        }
+    }
+    for request in 0..REQUESTS {
+        send(format!("{topic}-req-{request}"), None).await;
+    }
+
+    // Per route: correlated messages in another trace than their origin,
+    // and those whose decision differs from their origin's.
+    let mut report = Vec::new();
+    for (name, rabbit) in &queues {
+        let (mut other_trace, mut disagree) = (0, 0);
+        for _ in 0..REQUESTS {
+            let message = get_one(rabbit).await;
+            let headers = message
+                .delivery
+                .properties
+                .headers()
+                .clone()
+                .unwrap_or_default();
+            let id = long_string(&headers, "x-request-id").expect("request id");
+            let traceparent = long_string(&headers, "traceparent").expect("traceparent");
+            let (origin_trace, origin_sampled) = &origin[&id];
+            let sampled = u8::from_str_radix(&traceparent[53..55], 16).expect("flags") & 1 == 1;
+            other_trace += usize::from(traceparent[3..35] != **origin_trace);
+            disagree += usize::from(sampled != *origin_sampled);
+        }
+        report.push((*name, other_trace, disagree));
+    }
+    assert!(relay.shutdown().await, "drained");
+    eprintln!(
+        "(route, correlated messages in another trace, decisions unlike their origin's): {report:?}"
+    );
+    assert_eq!(
+        report[0],
+        ("corr-join", 0, 0),
+        "join: in the origin's trace, its decision"
+    );
+    assert_eq!(
+        report[1],
+        ("corr-link", REQUESTS, 0),
+        "link: new traces, the origin's decision"
+    );
+    assert!(
+        report[2].2 >= REQUESTS / 4,
+        "the control disagrees often: {report:?}"
+    );
+    for (_, rabbit) in queues {
+        rabbit.delete().await;
+    }
+}
