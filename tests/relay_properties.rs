@@ -7,11 +7,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::amqp::{ROUTING_KEY, Rabbit};
 use lapin::BasicProperties;
-use lapin::options::{BasicGetOptions, BasicPublishOptions};
+use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use rdkafka::Message;
 use rdkafka::message::Headers;
@@ -54,29 +54,6 @@ fn every_property(user: &str, timestamp: u64) -> BasicProperties {
         .with_delivery_mode(1)
         .with_user_id(user.into())
         .with_headers(headers)
-}
-
-async fn get_one(rabbit: &Rabbit) -> lapin::message::BasicGetMessage {
-    let started = Instant::now();
-    loop {
-        if let Some(message) = rabbit
-            .channel
-            .basic_get(
-                rabbit.queue.as_str().into(),
-                BasicGetOptions { no_ack: true },
-            )
-            .await
-            .expect("basic.get")
-        {
-            return message;
-        }
-        assert!(
-            started.elapsed() < WAIT,
-            "nothing arrived in {}",
-            rabbit.queue
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// `got` carries every property sent at `timestamp` but for what the relay
@@ -202,14 +179,14 @@ to = {{ amqp = "r", exchange = "{copy_exchange}", routing_key = "{ROUTING_KEY}" 
         "the correlation id is the key"
     );
 
-    let round_trip = get_one(&back).await;
+    let round_trip = back.get_one().await;
     assert_restored(
         "AMQP → Kafka → AMQP",
         timestamp,
         &round_trip.delivery.properties,
         &user,
     );
-    let copied = get_one(&copy).await;
+    let copied = copy.get_one().await;
     assert_restored("AMQP → AMQP", timestamp, &copied.delivery.properties, &user);
     assert!(relay.shutdown().await, "drained");
     for rabbit in [source, back, copy_source, copy] {

@@ -9,11 +9,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::amqp::{ROUTING_KEY, Rabbit};
 use lapin::BasicProperties;
-use lapin::options::{BasicGetOptions, BasicPublishOptions};
+use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use rdkafka::Message;
@@ -42,27 +42,73 @@ fn long_string(table: &FieldTable, name: &str) -> Option<String> {
     }
 }
 
-async fn get_one(rabbit: &Rabbit) -> lapin::message::BasicGetMessage {
-    let started = Instant::now();
-    loop {
-        if let Some(message) = rabbit
-            .channel
-            .basic_get(
-                rabbit.queue.as_str().into(),
-                BasicGetOptions { no_ack: true },
-            )
-            .await
-            .expect("basic.get")
-        {
-            return message;
-        }
-        assert!(
-            started.elapsed() < WAIT,
-            "nothing arrived in {}",
-            rabbit.queue
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// One route per `(name, rest)` from `topic` to a RabbitMQ queue of its
+/// own, each in its own consumer group, `rest` the TOML after its `to`:
+/// the relay's configuration, and the queues by route name.
+async fn routes_from(
+    topic: &str,
+    routes: &[(&'static str, String)],
+) -> (String, Vec<(&'static str, Rabbit)>) {
+    let mut config = String::new();
+    let mut queues = Vec::new();
+    for (name, rest) in routes {
+        let rabbit = Rabbit::new(name).await;
+        config.push_str(&format!(
+            r#"
+[[route]]
+name = "{name}"
+from = {{ kafka = "k", topic = "{topic}", group = "{topic}-{name}" }}
+to = {{ amqp = "r", exchange = "{exchange}", routing_key = "{ROUTING_KEY}" }}
+{rest}
+"#,
+            exchange = rabbit.exchange,
+        ));
+        queues.push((*name, rabbit));
     }
+    (config, queues)
+}
+
+/// The relay running `config` in-process, its spans decided by the
+/// consistent sampler at 10 % (its own provider, as a relay process has).
+async fn consistent_relay(config: tracebridge::relay::RelayConfig) -> Relay {
+    let provider = SdkTracerProvider::builder()
+        .with_sampler(ProbabilitySampler::new(0.1).expect("ratio"))
+        .build();
+    Relay::start(
+        config,
+        tracebridge::Instrumentation::from_sdk(&provider, None),
+    )
+    .await
+    .expect("relay starts")
+}
+
+/// Sends one record to `topic` with these headers, as an uninstrumented
+/// producer would.
+async fn send_raw(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    payload: &str,
+    headers: &[(&str, &str)],
+) {
+    let headers = headers.iter().fold(
+        rdkafka::message::OwnedHeaders::new(),
+        |all, (key, value)| {
+            all.insert(rdkafka::message::Header {
+                key,
+                value: Some(value.as_bytes()),
+            })
+        },
+    );
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::<(), _>::to(topic)
+                .payload(payload)
+                .headers(headers),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("delivered");
 }
 
 /// What a hop wrote: the `traceparent` and `tracestate` it sent on.
@@ -94,12 +140,8 @@ async fn level_2_flags_and_ot_members_survive_amqp_kafka_amqp() {
     let back = Rabbit::new("l2-back").await;
     let topic = common::unique("l2");
     common::kafka::create_topic(&topic, 1).await;
-    let provider = SdkTracerProvider::builder()
-        .with_sampler(ProbabilitySampler::new(0.1).expect("ratio"))
-        .build();
-    let relay = Relay::start(
-        common::relay_config(&format!(
-            r#"[[route]]
+    let relay = consistent_relay(common::relay_config(&format!(
+        r#"[[route]]
 name = "out"
 from = {{ amqp = "r", queue = "{source_queue}" }}
 to = {{ kafka = "k", topic = "{topic}" }}
@@ -108,13 +150,10 @@ to = {{ kafka = "k", topic = "{topic}" }}
 name = "back"
 from = {{ kafka = "k", topic = "{topic}", group = "{topic}-relay" }}
 to = {{ amqp = "r", exchange = "{back_exchange}", routing_key = "{ROUTING_KEY}" }}"#,
-            source_queue = source.queue,
-            back_exchange = back.exchange,
-        )),
-        tracebridge::Instrumentation::from_sdk(&provider, None),
-    )
-    .await
-    .expect("relay starts");
+        source_queue = source.queue,
+        back_exchange = back.exchange,
+    )))
+    .await;
 
     // 03: the Java agent's sampled-and-random; 02: random, not sampled;
     // 01 and 00: Level 1 peers; ff: undefined bits set.
@@ -167,7 +206,7 @@ to = {{ amqp = "r", exchange = "{back_exchange}", routing_key = "{ROUTING_KEY}" 
         ));
     }
     for _ in all_flags {
-        let message = get_one(&back).await;
+        let message = back.get_one().await;
         let headers = message
             .delivery
             .properties
@@ -197,19 +236,15 @@ to = {{ amqp = "r", exchange = "{back_exchange}", routing_key = "{ROUTING_KEY}" 
 /// the ratio, about half the traces disagree with their links.
 #[tokio::test]
 async fn link_mode_keeps_a_new_trace_exactly_when_its_link_was_kept() {
-    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::producer::FutureProducer;
 
     const MESSAGES: usize = 200;
     let linked = Rabbit::new("l2-linked").await;
     let by_ratio = Rabbit::new("l2-ratio").await;
     let topic = common::unique("l2-link");
     common::kafka::create_topic(&topic, 1).await;
-    let provider = SdkTracerProvider::builder()
-        .with_sampler(ProbabilitySampler::new(0.1).expect("ratio"))
-        .build();
-    let relay = Relay::start(
-        common::relay_config(&format!(
-            r#"[[route]]
+    let relay = consistent_relay(common::relay_config(&format!(
+        r#"[[route]]
 name = "linked"
 from = {{ kafka = "k", topic = "{topic}", group = "{topic}-linked" }}
 to = {{ amqp = "r", exchange = "{linked}", routing_key = "{ROUTING_KEY}" }}
@@ -220,13 +255,10 @@ name = "by-ratio"
 from = {{ kafka = "k", topic = "{topic}", group = "{topic}-ratio" }}
 to = {{ amqp = "r", exchange = "{by_ratio}", routing_key = "{ROUTING_KEY}" }}
 propagation = {{ mode = "link", link_sampling = false }}"#,
-            linked = linked.exchange,
-            by_ratio = by_ratio.exchange,
-        )),
-        tracebridge::Instrumentation::from_sdk(&provider, None),
-    )
-    .await
-    .expect("relay starts");
+        linked = linked.exchange,
+        by_ratio = by_ratio.exchange,
+    )))
+    .await;
 
     // Half the messages sampled upstream, half not; random trace ids.
     let producer: FutureProducer = common::kafka::config().create().expect("producer");
@@ -237,19 +269,13 @@ propagation = {{ mode = "link", link_sampling = false }}"#,
             uuid::Uuid::new_v4().simple()
         );
         let payload = i.to_string();
-        producer
-            .send(
-                FutureRecord::<(), _>::to(&topic).payload(&payload).headers(
-                    rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
-                        key: "traceparent",
-                        value: Some(&traceparent),
-                    }),
-                ),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .expect("delivered");
+        send_raw(
+            &producer,
+            &topic,
+            &payload,
+            &[("traceparent", &traceparent)],
+        )
+        .await;
     }
 
     // Per route: how many new traces disagree with the context they link to.
@@ -258,7 +284,7 @@ propagation = {{ mode = "link", link_sampling = false }}"#,
         let mut disagree = 0;
         let mut kept = 0;
         for _ in 0..MESSAGES {
-            let message = get_one(rabbit).await;
+            let message = rabbit.get_one().await;
             let index: usize = std::str::from_utf8(&message.delivery.data)
                 .expect("text")
                 .parse()
@@ -304,66 +330,39 @@ propagation = {{ mode = "link", link_sampling = false }}"#,
 async fn journey_sampling_decides_one_request_s_traces_together() {
     use std::collections::BTreeMap;
 
-    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::producer::FutureProducer;
 
     const REQUESTS: usize = 100;
     const PER_REQUEST: usize = 3;
     let topic = common::unique("l2-journey");
     common::kafka::create_topic(&topic, 1).await;
-    let routes = [
-        ("root-journey", r#"fallback = "root""#, true),
-        ("derive-journey", r#"policy = "derive""#, true),
-        ("root-control", r#"fallback = "root""#, false),
-    ];
-    let mut config = String::new();
-    let mut queues = Vec::new();
-    for (name, placement, journey) in routes {
-        let rabbit = Rabbit::new(name).await;
-        config.push_str(&format!(
-            r#"
-[[route]]
-name = "{name}"
-from = {{ kafka = "k", topic = "{topic}", group = "{topic}-{name}" }}
-to = {{ amqp = "r", exchange = "{exchange}", routing_key = "{ROUTING_KEY}" }}
-
-[route.correlation]
-key = "journey-test-key"
-{placement}
-journey_sampling = {journey}
-"#,
-            exchange = rabbit.exchange,
-        ));
-        queues.push((name, rabbit));
-    }
-    let provider = SdkTracerProvider::builder()
-        .with_sampler(ProbabilitySampler::new(0.1).expect("ratio"))
-        .build();
-    let relay = Relay::start(
-        common::relay_config(&config),
-        tracebridge::Instrumentation::from_sdk(&provider, None),
+    let journey = |placement: &str, on: bool| {
+        format!(
+            "[route.correlation]\nkey = \"journey-test-key\"\n{placement}\njourney_sampling = {on}"
+        )
+    };
+    let (config, queues) = routes_from(
+        &topic,
+        &[
+            ("root-journey", journey(r#"fallback = "root""#, true)),
+            ("derive-journey", journey(r#"policy = "derive""#, true)),
+            ("root-control", journey(r#"fallback = "root""#, false)),
+        ],
     )
-    .await
-    .expect("relay starts");
+    .await;
+    let relay = consistent_relay(common::relay_config(&config)).await;
 
     let producer: FutureProducer = common::kafka::config().create().expect("producer");
     for round in 0..PER_REQUEST {
         for request in 0..REQUESTS {
             let id = format!("{topic}-req-{request}");
-            producer
-                .send(
-                    FutureRecord::<(), _>::to(&topic)
-                        .payload(&format!("{round}"))
-                        .headers(rdkafka::message::OwnedHeaders::new().insert(
-                            rdkafka::message::Header {
-                                key: "x-request-id",
-                                value: Some(&id),
-                            },
-                        )),
-                    Duration::from_secs(10),
-                )
-                .await
-                .map_err(|(e, _)| e)
-                .expect("delivered");
+            send_raw(
+                &producer,
+                &topic,
+                &round.to_string(),
+                &[("x-request-id", &id)],
+            )
+            .await;
         }
     }
 
@@ -372,7 +371,7 @@ journey_sampling = {journey}
     for (name, rabbit) in &queues {
         let mut decisions: BTreeMap<String, Vec<bool>> = BTreeMap::new();
         for _ in 0..REQUESTS * PER_REQUEST {
-            let message = get_one(rabbit).await;
+            let message = rabbit.get_one().await;
             let headers = message
                 .delivery
                 .properties
@@ -445,21 +444,14 @@ async fn the_java_agent_s_random_flag_survives_the_relay() {
     let topic = common::unique("l2-java");
     common::kafka::create_topic(&topic, 1).await;
     let out = Rabbit::new("l2-java").await;
-    let provider = SdkTracerProvider::builder()
-        .with_sampler(ProbabilitySampler::new(0.1).expect("ratio"))
-        .build();
-    let relay = Relay::start(
-        common::relay_config(&format!(
-            r#"[[route]]
+    let relay = consistent_relay(common::relay_config(&format!(
+        r#"[[route]]
 name = "java"
 from = {{ kafka = "k", topic = "{topic}", group = "{topic}-relay" }}
 to = {{ amqp = "r", exchange = "{exchange}", routing_key = "{ROUTING_KEY}" }}"#,
-            exchange = out.exchange,
-        )),
-        tracebridge::Instrumentation::from_sdk(&provider, None),
-    )
-    .await
-    .expect("relay starts");
+        exchange = out.exchange,
+    )))
+    .await;
 
     // Three records kept by the agent's sampler, then three it drops.
     for sampler in ["parentbased_always_on", "parentbased_always_off"] {
@@ -485,7 +477,7 @@ to = {{ amqp = "r", exchange = "{exchange}", routing_key = "{ROUTING_KEY}" }}"#,
 
     let mut flags = Vec::new();
     for _ in 0..6 {
-        let message = get_one(&out).await;
+        let message = out.get_one().await;
         let headers = message
             .delivery
             .properties
@@ -514,74 +506,28 @@ to = {{ amqp = "r", exchange = "{exchange}", routing_key = "{ROUTING_KEY}" }}"#,
 async fn correlated_messages_follow_the_decision_of_the_context_they_are_placed_by() {
     use std::collections::BTreeMap;
 
-    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::producer::FutureProducer;
 
     const REQUESTS: usize = 200;
     let topic = common::unique("l2-corr");
     common::kafka::create_topic(&topic, 1).await;
-    let routes = [
-        ("corr-join", "join", true),
-        ("corr-link", "link", true),
-        ("corr-link-ratio", "link", false),
-    ];
-    let mut config = String::new();
-    let mut queues = Vec::new();
-    for (name, policy, link_sampling) in routes {
-        let rabbit = Rabbit::new(name).await;
-        config.push_str(&format!(
-            r#"
-[[route]]
-name = "{name}"
-from = {{ kafka = "k", topic = "{topic}", group = "{topic}-{name}" }}
-to = {{ amqp = "r", exchange = "{exchange}", routing_key = "{ROUTING_KEY}" }}
-propagation = {{ link_sampling = {link_sampling} }}
-
-[route.correlation]
-policy = "{policy}"
-fallback = "root"
-"#,
-            exchange = rabbit.exchange,
-        ));
-        queues.push((name, rabbit));
-    }
-    let provider = SdkTracerProvider::builder()
-        .with_sampler(ProbabilitySampler::new(0.1).expect("ratio"))
-        .build();
-    let relay = Relay::start(
-        common::relay_config(&config),
-        tracebridge::Instrumentation::from_sdk(&provider, None),
+    let correlated = |policy: &str, link_sampling: bool| {
+        format!(
+            "propagation = {{ link_sampling = {link_sampling} }}\n\n[route.correlation]\npolicy = \"{policy}\"\nfallback = \"root\""
+        )
+    };
+    let (config, queues) = routes_from(
+        &topic,
+        &[
+            ("corr-join", correlated("join", true)),
+            ("corr-link", correlated("link", true)),
+            ("corr-link-ratio", correlated("link", false)),
+        ],
     )
-    .await
-    .expect("relay starts");
+    .await;
+    let relay = consistent_relay(common::relay_config(&config)).await;
 
     let producer: FutureProducer = common::kafka::config().create().expect("producer");
-    let send = |id: String, traceparent: Option<String>| {
-        let producer = &producer;
-        let topic = &topic;
-        async move {
-            let mut headers =
-                rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
-                    key: "x-request-id",
-                    value: Some(&id),
-                });
-            if let Some(traceparent) = &traceparent {
-                headers = headers.insert(rdkafka::message::Header {
-                    key: "traceparent",
-                    value: Some(traceparent),
-                });
-            }
-            producer
-                .send(
-                    FutureRecord::<(), _>::to(topic)
-                        .payload("p")
-                        .headers(headers),
-                    Duration::from_secs(10),
-                )
-                .await
-                .map_err(|(e, _)| e)
-                .expect("delivered");
-        }
-    };
     // The instrumented messages, half sampled upstream; then, once each
     // route has recorded them, the ones with only the request id.
     let mut origin: BTreeMap<String, (String, bool)> = BTreeMap::new();
@@ -590,16 +536,23 @@ fallback = "root"
         let trace_id = uuid::Uuid::new_v4().simple().to_string();
         let sampled = request % 2 == 0;
         let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-0{}", u8::from(sampled) + 2);
-        send(id.clone(), Some(traceparent)).await;
+        send_raw(
+            &producer,
+            &topic,
+            "p",
+            &[("x-request-id", &id), ("traceparent", &traceparent)],
+        )
+        .await;
         origin.insert(id, (trace_id, sampled));
     }
     for (_, rabbit) in &queues {
         for _ in 0..REQUESTS {
-            get_one(rabbit).await;
+            rabbit.get_one().await;
         }
     }
     for request in 0..REQUESTS {
-        send(format!("{topic}-req-{request}"), None).await;
+        let id = format!("{topic}-req-{request}");
+        send_raw(&producer, &topic, "p", &[("x-request-id", &id)]).await;
     }
 
     // Per route: correlated messages in another trace than their origin,
@@ -608,7 +561,7 @@ fallback = "root"
     for (name, rabbit) in &queues {
         let (mut other_trace, mut disagree) = (0, 0);
         for _ in 0..REQUESTS {
-            let message = get_one(rabbit).await;
+            let message = rabbit.get_one().await;
             let headers = message
                 .delivery
                 .properties

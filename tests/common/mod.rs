@@ -218,6 +218,30 @@ pub mod amqp {
                 .expect("consume")
         }
 
+        /// The next message in the queue (`basic.get`, acked), waiting up
+        /// to a minute for one.
+        #[allow(dead_code)] // not every test binary reads a queue this way
+        pub async fn get_one(&self) -> lapin::message::BasicGetMessage {
+            use lapin::options::BasicGetOptions;
+            let started = std::time::Instant::now();
+            loop {
+                if let Some(message) = self
+                    .channel
+                    .basic_get(self.queue.as_str().into(), BasicGetOptions { no_ack: true })
+                    .await
+                    .expect("basic.get")
+                {
+                    return message;
+                }
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(60),
+                    "nothing arrived in {} within a minute",
+                    self.queue
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+
         pub async fn delete(self) {
             use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
             let _ = self
