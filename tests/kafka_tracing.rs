@@ -643,3 +643,57 @@ async fn a_consumer_with_its_own_context_keeps_its_callbacks_and_is_traced() {
         "the group is read from the live consumer"
     );
 }
+
+/// Under the consistent sampler, a batch span (a new trace linking to each
+/// message) is kept exactly when one of the messages it links to was: at a
+/// ratio that would keep almost none, a batch holding one sampled message
+/// is kept, and a batch of unsampled ones is dropped.
+#[tokio::test]
+async fn a_batch_span_is_kept_exactly_when_a_message_it_links_to_was_kept() {
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use tracebridge::sampling::ProbabilitySampler;
+
+    let provider = SdkTracerProvider::builder()
+        .with_sampler(ProbabilitySampler::new(0.000_001).expect("ratio"))
+        .build();
+    let tracing = ConsumerTracing::default()
+        .with_instrumentation(tracebridge::Instrumentation::from_sdk(&provider, None));
+    let raw: rdkafka::producer::FutureProducer =
+        common::kafka::config().create().expect("producer");
+    for (flags, expect_kept) in [(["02", "02", "03"], true), (["02", "00", "02"], false)] {
+        let topic = common::unique("batch-sampling");
+        common::kafka::create_topic(&topic, 1).await;
+        for flag in flags {
+            let traceparent = format!(
+                "00-{}-00f067aa0ba902b7-{flag}",
+                uuid::Uuid::new_v4().simple()
+            );
+            raw.send(
+                rdkafka::producer::FutureRecord::<(), _>::to(&topic)
+                    .payload("x")
+                    .headers(OwnedHeaders::new().insert(Header {
+                        key: "traceparent",
+                        value: Some(&traceparent),
+                    })),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("delivered");
+        }
+        let consumer = consumer(&common::unique("grp"), &topic);
+        let mut messages: Vec<BorrowedMessage<'_>> = Vec::new();
+        while messages.len() < flags.len() {
+            messages.push(within("a record", consumer.recv()).await.expect("received"));
+        }
+        let kept = tracing
+            .process_batch(&consumer, &messages, async {
+                Ok::<_, std::convert::Infallible>(
+                    Context::current().span().span_context().is_sampled(),
+                )
+            })
+            .await
+            .expect("handled");
+        assert_eq!(kept, expect_kept, "a batch of messages flagged {flags:?}");
+    }
+}
