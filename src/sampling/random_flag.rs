@@ -20,14 +20,16 @@ pub const RANDOM_FLAG: TraceFlags = TraceFlags::new(0x02);
 /// the flag back; a recording span is left as it is (it kept the flag).
 pub(crate) fn carry_random_flag(parent: &Context, cx: Context) -> Context {
     let kept = {
-        let span = cx.span();
-        let child = span.span_context();
-        if span.is_recording() || !child.is_valid() || has_random(child) {
-            return cx;
-        }
+        // Cheapest first: most parents (Level 1 peers, new traces) have no
+        // flag to carry, and asking a span whether it records takes a lock.
         let parent_span = parent.span();
         let parent = parent_span.span_context();
-        if parent.trace_id() != child.trace_id() || !has_random(parent) {
+        if !has_random(parent) {
+            return cx;
+        }
+        let span = cx.span();
+        let child = span.span_context();
+        if has_random(child) || child.trace_id() != parent.trace_id() || span.is_recording() {
             return cx;
         }
         SpanContext::new(
