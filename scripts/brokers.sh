@@ -553,11 +553,14 @@ python_peer() {
 JAVA_AGENT_VERSION="2.33.0"
 java_peer() {
   local dir="$STATE/java-peer" jar="opentelemetry-javaagent-$JAVA_AGENT_VERSION.jar"
-  if [[ -f "$dir/$jar" ]]; then say "Java agent $JAVA_AGENT_VERSION ready in $dir"; return; fi
   if ! have_jvm; then
     say "no java or mvn: the Java agent is not fetched, and tests/relay_sampling.rs's Java test will fail saying so"
     return
   fi
+  # kafka-clients comes from Kafka's jars, fetched even when a Kafka started
+  # elsewhere already answers.
+  install_kafka
+  if [[ -f "$dir/$jar" ]]; then say "Java agent $JAVA_AGENT_VERSION ready in $dir"; return; fi
   say "fetching the OpenTelemetry Java agent $JAVA_AGENT_VERSION with mvn (about 24 MB)"
   mvn -B -q dependency:copy -Dartifact="io.opentelemetry.javaagent:opentelemetry-javaagent:$JAVA_AGENT_VERSION" \
     -DoutputDirectory="$dir" >"$STATE/java-peer.log" 2>&1 \
