@@ -411,8 +411,9 @@ async fn journey_sampling_decides_one_request_s_traces_together() {
 }
 
 /// The OpenTelemetry Java agent's own `traceparent` through the relay
-/// (Kafka → AMQP): `03` when its sampler keeps the trace, `02` when it
-/// drops it, both leave as they came. Before, the relay wrote `01` and `00`.
+/// (Kafka → AMQP) and a library worker behind it (AMQP → Kafka): `03` when
+/// the agent's sampler keeps the trace, `02` when it drops it, leave both as
+/// they came. Before, the relay wrote `01` and `00`.
 #[tokio::test]
 async fn the_java_agent_s_random_flag_survives_the_relay() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -475,23 +476,67 @@ to = {{ amqp = "r", exchange = "{exchange}", routing_key = "{ROUTING_KEY}" }}"#,
         );
     }
 
-    let mut flags = Vec::new();
+    // A worker behind the relay, on tracebridge's clients with the same
+    // sampler: it consumes each message and sends it on to Kafka.
+    let onward = common::unique("l2-java-onward");
+    common::kafka::create_topic(&onward, 1).await;
+    let worker_provider = SdkTracerProvider::builder()
+        .with_sampler(ProbabilitySampler::new(0.1).expect("ratio"))
+        .build();
+    let worker = tracebridge::Instrumentation::from_sdk(&worker_provider, None);
+    let mut consumer = common::traced::amqp_consumer(&out, worker.clone(), false).await;
+    let producer = common::traced::kafka_producer(worker);
+    let mut relayed = Vec::new();
     for _ in 0..6 {
-        let message = out.get_one().await;
-        let headers = message
-            .delivery
-            .properties
-            .headers()
-            .clone()
-            .unwrap_or_default();
+        use futures::StreamExt as _;
+        let delivery = common::within("a relayed message", consumer.next())
+            .await
+            .expect("open")
+            .expect("delivery");
+        let headers = delivery.properties.headers().clone().unwrap_or_default();
         let traceparent = long_string(&headers, "traceparent").expect("traceparent");
-        flags.push(traceparent[53..].to_owned());
+        relayed.push(traceparent[53..].to_owned());
+        let send = async {
+            producer
+                .send(
+                    tracebridge::kafka::producer::FutureRecord::<(), _>::to(&onward).payload("p"),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|(e, _)| e)
+        };
+        delivery.in_span(send).await.expect("sent on");
+        delivery.ack(Default::default()).await.expect("acked");
     }
     assert!(relay.shutdown().await, "drained");
+    let expected = ["03", "03", "03", "02", "02", "02"];
     assert_eq!(
-        flags,
-        ["03", "03", "03", "02", "02", "02"],
+        relayed, expected,
         "the agent wrote 03 (kept) and 02 (dropped); the relay must pass both on"
+    );
+    // The worker's next send, read raw from Kafka.
+    let reader = common::flow::kafka_reader(&common::kafka_bootstrap(), &onward);
+    let mut sent_on = Vec::new();
+    for _ in 0..6 {
+        use rdkafka::message::Headers as _;
+        let record = tokio::time::timeout(WAIT, reader.recv())
+            .await
+            .expect("a record in time")
+            .expect("a record");
+        let traceparent = record
+            .headers()
+            .and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == "traceparent")
+                    .and_then(|h| h.value)
+            })
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .expect("the worker wrote a traceparent");
+        sent_on.push(traceparent[53..].to_owned());
+    }
+    assert_eq!(
+        sent_on, expected,
+        "the library worker's next send keeps them too"
     );
     out.delete().await;
 }
