@@ -14,7 +14,6 @@ use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use rdkafka::Message;
-use rdkafka::message::Headers;
 use tracebridge::relay::Relay;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -146,14 +145,7 @@ to = {{ amqp = "r", exchange = "{copy_exchange}", routing_key = "{ROUTING_KEY}" 
         .await
         .expect("a record in time")
         .expect("a record");
-    let header = |name: &str| {
-        record.headers().and_then(|h| {
-            h.iter()
-                .find(|h| h.key == name)
-                .and_then(|h| h.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        })
-    };
+    let header = |name: &str| common::kafka::header_text(&record, name);
     for (name, value) in [
         ("amqp-content-type", "application/json"),
         ("amqp-content-encoding", "gzip"),

@@ -16,8 +16,6 @@ use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use rdkafka::Message;
-use rdkafka::message::Headers;
 use tracebridge::relay::Relay;
 use tracebridge::sampling::ProbabilitySampler;
 
@@ -191,14 +189,7 @@ to = {{ amqp = "r", exchange = "{back_exchange}", routing_key = "{ROUTING_KEY}" 
             .await
             .expect("a record in time")
             .expect("a record");
-        let header = |name: &str| {
-            record.headers().and_then(|h| {
-                h.iter()
-                    .find(|h| h.key == name)
-                    .and_then(|h| h.value)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-            })
-        };
+        let header = |name: &str| common::kafka::header_text(&record, name);
         seen.push(check_hop(
             "AMQP → Kafka",
             header("traceparent"),
@@ -518,19 +509,11 @@ to = {{ amqp = "r", exchange = "{exchange}", routing_key = "{ROUTING_KEY}" }}"#,
     let reader = common::flow::kafka_reader(&common::kafka_bootstrap(), &onward);
     let mut sent_on = Vec::new();
     for _ in 0..6 {
-        use rdkafka::message::Headers as _;
         let record = tokio::time::timeout(WAIT, reader.recv())
             .await
             .expect("a record in time")
             .expect("a record");
-        let traceparent = record
-            .headers()
-            .and_then(|h| {
-                h.iter()
-                    .find(|h| h.key == "traceparent")
-                    .and_then(|h| h.value)
-            })
-            .map(|v| String::from_utf8_lossy(v).into_owned())
+        let traceparent = common::kafka::header_text(&record, "traceparent")
             .expect("the worker wrote a traceparent");
         sent_on.push(traceparent[53..].to_owned());
     }
@@ -555,10 +538,7 @@ async fn correlated_messages_follow_the_decision_of_the_context_they_are_placed_
 
     // `TRACEBRIDGE_SAMPLING_FLOW_MESSAGES` as in tests/sampling_flow.rs
     // (docs/sampling.md reports a run of 10 000).
-    let requests: usize = std::env::var("TRACEBRIDGE_SAMPLING_FLOW_MESSAGES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(200);
+    let requests = common::sampling_messages(200);
     let topic = common::unique("l2-corr");
     common::kafka::create_topic(&topic, 1).await;
     let correlated = |policy: &str, link_sampling: bool| {

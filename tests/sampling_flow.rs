@@ -28,7 +28,6 @@ use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use rdkafka::Message as _;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
-use rdkafka::message::Headers as _;
 use rdkafka::producer::FutureRecord;
 use tracebridge::kafka::ConsumerTracing;
 use tracebridge::relay::Relay;
@@ -270,14 +269,7 @@ propagation = {{ mode = "{relay_mode}" }}"#,
     let last_worker = tokio::spawn(async move {
         for _ in 0..messages {
             let message = reader.recv().await.expect("record");
-            let header = message
-                .headers()
-                .and_then(|h| {
-                    h.iter()
-                        .find(|h| h.key == "traceparent")
-                        .and_then(|h| h.value)
-                })
-                .map(|v| String::from_utf8_lossy(v).into_owned())
+            let header = common::kafka::header_text(&message, "traceparent")
                 .expect("the first consumer wrote a traceparent");
             let payload = String::from_utf8_lossy(message.payload().expect("payload")).into_owned();
             let mut fields = payload.split(' ');
@@ -352,10 +344,7 @@ propagation = {{ mode = "{relay_mode}" }}"#,
 }
 
 fn messages() -> usize {
-    std::env::var("TRACEBRIDGE_SAMPLING_FLOW_MESSAGES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1_000)
+    common::sampling_messages(1_000)
 }
 
 /// Today's and the consistent samplers through `mode`; prints both.

@@ -26,6 +26,16 @@ pub fn amqp_url() -> String {
 }
 
 /// A name no other test (or earlier run) uses.
+/// Messages per scenario of the sampling measurements
+/// (`TRACEBRIDGE_SAMPLING_FLOW_MESSAGES`), `default` when unset.
+#[allow(dead_code)] // only the sampling tests measure at a chosen size
+pub fn sampling_messages(default: usize) -> usize {
+    std::env::var("TRACEBRIDGE_SAMPLING_FLOW_MESSAGES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
 pub fn unique(prefix: &str) -> String {
     format!("tb-{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
@@ -39,6 +49,18 @@ pub mod kafka {
     use rdkafka::ClientConfig;
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::producer::FutureProducer;
+
+    /// A record's header `name` as text (lossy), when present.
+    #[allow(dead_code)] // not every test binary reads headers this way
+    pub fn header_text(record: &impl rdkafka::Message, name: &str) -> Option<String> {
+        use rdkafka::message::Headers as _;
+        record.headers().and_then(|h| {
+            h.iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        })
+    }
 
     /// Client config pointing at the test broker.
     pub fn config() -> ClientConfig {
